@@ -1,0 +1,253 @@
+"""Typed configuration: one pydantic model per stage, loadable from YAML.
+
+Defaults are the paper's (see shared/method.md) unless a field says otherwise. Every field has a
+one-line description: `tkre ... --help` and the README reuse them. Unknown keys are errors.
+
+`load_config(path, Model)` reads YAML and reports a bad value as `file:line: field: message`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tkre.errors import ConfigError
+
+DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
+Protocol = Literal["knowprompt", "genpt"]
+
+#: Model names that resolve to a model shipped inside a registry package (see tkre/models.py).
+EMBEDDED_ENCODER = "embedded:minilm"
+EMBEDDED_GENERATOR = "embedded:smollm2"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+Probability = Field(ge=0.0, le=1.0)
+
+
+class DataConfig(StrictModel):
+    """Which dataset, which K-shot split."""
+
+    dataset: DatasetName = Field("semeval", description="semeval (shipped), tacred, tacrev, retacred or jsonl")
+    path: str | None = Field(None, description="directory with the dataset files (all but semeval)")
+    patch_path: str | None = Field(
+        None, description="retacred: directory with {train,dev,test}_id2label.json; tacrev: override the shipped patch")
+    k: int = Field(8, gt=0, description="examples per relation in the K-shot training split")
+    seed: int = Field(1, description="K-shot sampling seed (knowprompt: 1..5; genpt: 13, 21, 42, 87, 100)")
+    protocol: Protocol = Field("knowprompt", description="K-shot sampling protocol")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataConfig":
+        if self.dataset != "semeval" and not self.path:
+            raise ValueError(f"dataset '{self.dataset}' needs 'path' (its files are not shipped)")
+        return self
+
+
+class ResourcesConfig(StrictModel):
+    """Ray Train scaling for one training run."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
+    use_gpu: bool = Field(False, description="one GPU per worker when true")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Train worker")
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, gt=0)
+    seed: int = Field(0, description="sampling seed (row i uses seed + i)")
+    n: int = Field(1, ge=1, description="completions per prompt")
+
+
+class PromptTemplates(StrictModel):
+    edkg: str | None = Field(None, description="override the EDKG template (see tkre/generate/prompts.py)")
+    scdg: str | None = Field(None, description="override the SCDG template")
+
+
+class VLLMConfig(StrictModel):
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine replica")
+    num_replicas: int = Field(1, ge=1, description="engine replicas (= GPUs / tensor_parallel_size)")
+    batch_size: int = Field(64, ge=1, description="rows per batch sent to an engine")
+    max_model_len: int = Field(4096, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class OpenAIConfig(StrictModel):
+    base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible server root")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="retries on HTTP 429/5xx and time-outs")
+    concurrency: int = Field(4, ge=1, description="requests in flight")
+
+
+class GenerationConfig(StrictModel):
+    """LLM knowledge generation (EDKG explanations, SCDG synthetic samples)."""
+
+    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="generation backend")
+    model: str = Field(EMBEDDED_GENERATOR, description="HF id, local path, server model name or embedded:smollm2")
+    per_relation: int | None = Field(None, gt=0, description="synthetic samples asked per relation (default: K)")
+    batch_size: int = Field(16, ge=1, description="prompts per batch")
+    concurrency: int = Field(1, ge=1, description="actors in the generation pool")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    prompts: PromptTemplates = Field(default_factory=PromptTemplates)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
+
+
+class StageConfig(StrictModel):
+    enabled: bool = Field(True, description="switch the stage off for ablations")
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1, description="per-step batch size over all workers")
+
+
+class PretrainConfig(StrictModel):
+    """Two-stage knowledge-guided pre-training."""
+
+    encoder: str = Field(EMBEDDED_ENCODER, description="masked-LM encoder: HF id, local path or embedded:minilm")
+    max_length: int = Field(128, ge=8)
+    stage1: StageConfig = Field(default_factory=StageConfig, description="MSLM on the explanation corpus")
+    stage2: StageConfig = Field(default_factory=StageConfig, description="MSLM + SCL on golden + synthetic")
+    masking: Literal["mslm", "bert"] = Field("mslm", description="mslm = role-based; bert = 15% 80/10/10 ablation")
+    p_relation: float = Field(0.8, ge=0.0, le=1.0, description="masking probability, relation-span tokens")
+    p_entity: float = Field(0.5, ge=0.0, le=1.0, description="masking probability, subject/object tokens")
+    p_other: float = Field(0.2, ge=0.0, le=1.0, description="masking probability, other tokens")
+    bert_mask_prob: float = Field(0.15, ge=0.0, le=1.0, description="BERT-style masking rate (ablation)")
+    tau: float = Field(0.1, gt=0.0, description="SCL temperature")
+    lambda1: float = Field(1.0, ge=0.0, description="weight of the MSLM loss in stage 2")
+    lambda2: float = Field(1.0, ge=0.0, description="weight of the SCL loss in stage 2")
+    negative_span: Literal["random_non_entity"] = Field("random_non_entity", description="SCL negative strategy")
+    negative_span_min: int = Field(1, ge=1)
+    negative_span_max: int = Field(3, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    grad_accum: int = Field(1, ge=1)
+    seed: int = 42
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @model_validator(mode="after")
+    def _span_bounds(self) -> "PretrainConfig":
+        if self.negative_span_min > self.negative_span_max:
+            raise ValueError("negative_span_min must be <= negative_span_max")
+        return self
+
+
+class FinetuneConfig(StrictModel):
+    """Task-oriented fine-tuning (paper: AdamW, lr 3e-5, batch 32, 10 epochs)."""
+
+    backbone: Literal["typ_marker", "genpt"] = Field("typ_marker", description="classifier")
+    encoder: str = Field(EMBEDDED_ENCODER, description="initial weights: HF id, local path, tkre checkpoint")
+    lr: float = Field(3e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(10, ge=1)
+    max_length: int = Field(256, ge=16)
+    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    synthetic_per_relation: int | None = Field(
+        None, ge=0, description="cap on synthetic examples per relation (None = all; 0 = golden only)")
+    seed: int = 42
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+
+class StagesConfig(StrictModel):
+    """Which pipeline stages run (Table 3 ablations switch them off)."""
+
+    edkg: bool = True
+    scdg: bool = True
+    pretrain_stage1: bool = True
+    pretrain_stage2: bool = True
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment = one pipeline run."""
+
+    name: str = "experiment"
+    data: DataConfig = Field(default_factory=DataConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    storage_path: str = Field("~/tkre_runs", description="artifacts + results: local dir or pyarrow.fs URI")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (key_node.value,)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[prefix + (i,)] = item.start_mark.line + 1
+            lines.update(_key_lines(item, prefix + (i,)))
+    return lines
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """Parse a YAML file; return (data, key-path -> line). Syntax errors become ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    return (data if data is not None else {}), (_key_lines(node) if node is not None else {})
+
+
+def validation_error_message(err: ValidationError, source: str, lines: dict[tuple, int] | None = None,
+                             prefix: tuple = ()) -> str:
+    """One line per problem: `file:line: field.path: message`."""
+    out = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        line = None
+        for n in range(len(loc), 0, -1):  # nearest enclosing key that has a line
+            if lines and loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{source}{f':{line}' if line else ''}: {field}: {msg}")
+    return "\n".join(out)
+
+
+def load_config(path: str | Path, model: type[M], *, section: str | None = None) -> M:
+    """Load `model` from a YAML file (optionally from one top-level `section` of it)."""
+    data, lines = read_yaml(path)
+    prefix: tuple = ()
+    if section is not None:
+        data = (data or {}).get(section, {})
+        prefix = (section,)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping{f' under {section!r}' if section else ''}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_error_message(e, str(path), lines, prefix)) from None
+
+
+def validate_config(data: dict, model: type[M], source: str = "<config>") -> M:
+    """Validate a plain dict (CLI overrides, sweep trials) with the same one-line errors."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_error_message(e, source)) from None
