@@ -64,10 +64,17 @@ class SamplingConfig(StrictModel):
     seed: int = Field(0, description="sampling seed (row i uses seed + i)")
     n: int = Field(1, ge=1, description="completions per prompt")
 
+    def key(self) -> dict:
+        """The parameters that change a completion (part of every generation cache key)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "seed": self.seed}
+
 
 class PromptTemplates(StrictModel):
     edkg: str | None = Field(None, description="override the EDKG template (see tkre/generate/prompts.py)")
     scdg: str | None = Field(None, description="override the SCDG template")
+    scdg_example: str | None = Field(None, description="override the SCDG per-sample schema block")
+    system: str | None = Field(None, description="optional system message sent before every prompt")
 
 
 class VLLMConfig(StrictModel):
@@ -84,6 +91,7 @@ class OpenAIConfig(StrictModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0, description="retries on HTTP 429/5xx and time-outs")
     concurrency: int = Field(4, ge=1, description="requests in flight")
+    retry_base_s: float = Field(0.5, ge=0.0, description="first back-off wait; doubles on every retry")
 
 
 class GenerationConfig(StrictModel):
@@ -99,6 +107,13 @@ class GenerationConfig(StrictModel):
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
+    revision: str | None = Field(None, description="model revision (Hub models; part of the cache key)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs")
+    threads_per_actor: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cores / actors)")
+    explanation_max_new_tokens: int = Field(80, gt=0, description="EDKG: new tokens per explanation")
+    samples_per_prompt: int = Field(4, ge=1, description="SCDG: new samples asked for in one prompt")
+    prompt_examples: int = Field(4, ge=1, description="SCDG: golden samples shown in one prompt")
+    max_rounds: int = Field(3, ge=1, description="SCDG: generation rounds while relations lack samples")
 
 
 class StageConfig(StrictModel):

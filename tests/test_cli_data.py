@@ -1,0 +1,63 @@
+"""The `tkre` console script: data commands, help on every command, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def tkre(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "tkre.cli", *map(str, args)], capture_output=True, text=True,
+                       timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"tkre {args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def test_stats_semeval():
+    out = tkre("data", "stats", "semeval").stdout
+    assert "6,507" in out and "1,493" in out and "2,717" in out and "19 relations" in out
+
+
+def test_kshot_twice_byte_identical(tmp_path):
+    for name in ("a", "b"):
+        r = tkre("data", "kshot", "semeval", "--k", 8, "--seed", 1, "--out", tmp_path / f"{name}.jsonl")
+        assert "144 training examples" in r.stdout
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_validate_and_errors_are_one_line():
+    assert "ok: tacred" in tkre("data", "validate", "tacred", "--path", FIX / "tacred").stdout
+    r = tkre("data", "validate", "tacrev", "--path", FIX / "tacred", check=False)
+    assert r.returncode == 1
+    assert "dev_patch.json" in r.stderr and "Traceback" not in r.stderr
+    r = tkre("data", "kshot", "semeval", "--k", 0, "--out", "/tmp/never.jsonl", check=False)
+    assert r.returncode == 1 and "K must be a positive" in r.stderr and not Path("/tmp/never.jsonl").exists()
+
+
+def _commands():
+    from typer.main import get_command
+
+    from tkre.cli import app
+    root = get_command(app)
+    out = []
+
+    def walk(cmd, path):
+        out.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, path + [name])
+    walk(root, [])
+    return out
+
+
+@pytest.mark.parametrize("path", _commands(), ids=lambda p: " ".join(p) or "tkre")
+def test_help_on_every_command(path):
+    from typer.testing import CliRunner
+
+    from tkre.cli import app
+    r = CliRunner().invoke(app, [*path, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output and len(r.output.splitlines()) > 3

@@ -1,0 +1,43 @@
+"""Metrics against hand-computed cases."""
+
+import pytest
+
+from tkre.metrics import classification_scores
+
+
+def test_micro_f1_excludes_no_relation_hand_computed():
+    gold = ["A", "A", "B", "Other", "Other", "B"]
+    pred = ["A", "B", "B", "A", "Other", "Other"]
+    s = classification_scores(gold, pred)
+    # non-Other predictions: A, B, B, A -> 4 guesses, correct: A (0), B (2) -> 2
+    # non-Other gold: A, A, B, B -> 4; precision = 2/4, recall = 2/4
+    assert s["micro_precision"] == pytest.approx(0.5)
+    assert s["micro_recall"] == pytest.approx(0.5)
+    assert s["micro_f1"] == pytest.approx(0.5)
+    # A: pred 2 (1 correct) p=.5, gold 2 r=.5, f1=.5; B: pred 2 (1 correct) p=.5, gold 2 r=.5 -> macro .5
+    assert s["per_relation"]["A"] == pytest.approx({"precision": .5, "recall": .5, "f1": .5, "support": 2})
+    assert s["macro_f1"] == pytest.approx(0.5)
+    assert s["accuracy"] == pytest.approx(3 / 6)
+
+
+def test_asymmetric_case_and_aliases():
+    gold = ["r1", "r1", "r1", "no_relation", "r2"]
+    pred = ["r1", "NA", "r2", "r2", "r2"]
+    s = classification_scores(gold, pred)
+    # guesses (non-NA): r1, r2, r2, r2 = 4; correct: r1, r2 = 2 -> P = .5; gold non-NA = 4 -> R = .5
+    assert s["micro_f1"] == pytest.approx(0.5)
+    # r1: P=1, R=1/3 -> F1=.5 ; r2: P=1/3, R=1 -> F1=.5
+    assert s["per_relation"]["r1"]["f1"] == pytest.approx(0.5)
+    assert s["per_relation"]["r2"]["precision"] == pytest.approx(1 / 3)
+    assert "no_relation" not in s["per_relation"] and "NA" not in s["per_relation"]
+
+
+def test_all_no_relation_predictions_score_zero():
+    s = classification_scores(["A", "Other"], ["Other", "Other"])
+    assert s["micro_f1"] == 0.0 and s["micro_precision"] == 0.0
+
+
+def test_perfect_and_length_mismatch():
+    assert classification_scores(["A", "B"], ["A", "B"])["micro_f1"] == 1.0
+    with pytest.raises(ValueError):
+        classification_scores(["A"], [])
