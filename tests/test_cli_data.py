@@ -58,6 +58,11 @@ def test_help_on_every_command(path):
     from typer.testing import CliRunner
 
     from tkre.cli import app
-    r = CliRunner().invoke(app, [*path, "--help"])
+    from typer.main import get_command
+    cmd = get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    assert (cmd.help or "").strip(), f"tkre {' '.join(path)} has no help text"
+    r = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
     assert r.exit_code == 0, r.output
-    assert "Usage" in r.output and len(r.output.splitlines()) > 3
+    assert "Usage" in r.output and cmd.help.strip().split()[0] in r.output

@@ -183,3 +183,12 @@ def test_record_problems():
     assert ex.problems() and ex.problems()[0][0] == "obj_start/obj_end"
     assert to_arrow([RelationExample("a", ("x", "y"), 0, 1, 1, 2, "r")]).schema.equals(ARROW_SCHEMA)
     assert isinstance(to_arrow([]), pa.Table)
+
+
+def test_ray_dataset_keeps_schema(semeval, ray_local):
+    ds = semeval.ray_dataset("test")
+    assert ds.count() == 2717
+    rows = ds.take(2)
+    assert rows[0]["id"] == semeval.splits["test"][0].id
+    assert list(rows[0]["tokens"]) == list(semeval.splits["test"][0].tokens)
+    assert set(ds.schema().names) == set(ARROW_SCHEMA.names)

@@ -55,7 +55,14 @@ class Dataset:
         return self.splits[name]
 
     def arrow(self, split: str):
+        """The split as an Arrow table with the fixed schema `tkre.data.ARROW_SCHEMA`."""
         return to_arrow(self.split(split))
+
+    def ray_dataset(self, split: str):
+        """The split as a Ray Dataset (same schema), for Ray Data pipelines."""
+        import ray.data
+
+        return ray.data.from_arrow(self.arrow(split))
 
 
 def shipped_dir(name: str) -> Path:

@@ -1,0 +1,3 @@
+from tkre.cli import run_app
+
+run_app()
