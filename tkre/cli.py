@@ -148,5 +148,313 @@ def models_install_embedded(dry_run: bool = typer.Option(False, "--dry-run", hel
         console.print(f"{name}: {embedded_file(name)} (sha256 ok)")
 
 
+# -------------------------------------------------------------------------------------- pretrain
+
+@app.command("pretrain")
+def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML file (its `pretrain:` section or the whole file)"),
+             workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (overrides the config)"),
+             dataset: str = typer.Option("semeval", "--dataset", help=DATASET_HELP),
+             path: Optional[str] = typer.Option(None, "--path", help=PATH_HELP),
+             k: int = typer.Option(8, "--k", help="examples per relation in the golden K-shot split"),
+             seed: int = typer.Option(1, "--seed", help="K-shot seed"),
+             protocol: str = typer.Option("knowprompt", "--protocol", help="knowprompt or genpt"),
+             explanations: Optional[str] = typer.Option(None, "--explanations", help="explanation corpus (folder or parquet)"),
+             synthetic: Optional[str] = typer.Option(None, "--synthetic", help="synthetic set (folder or parquet)"),
+             out: Path = typer.Option(Path("runs/pretrain"), "--out", help="output folder")) -> None:
+    """Two-stage pre-training (MSLM, then MSLM + SCL) on Ray Train; prints the checkpoint path."""
+    from tkre.pretrain import load_pretrain_config, run_pretraining
+
+    cfg = load_pretrain_config(str(config) if config else None, workers=workers)
+    summary = run_pretraining(cfg, dataset=dataset, data_path=path, k=k, seed=seed, protocol=protocol,
+                              explanations=explanations, synthetic=synthetic, out_dir=out, show_progress=True)
+    for name in ("stage1", "stage2"):
+        st = summary[name]
+        if st.get("enabled"):
+            console.print(f"{name}: held-out MSLM loss {st['heldout_mslm_loss_before']:.3f} -> "
+                          f"{st['heldout_mslm_loss_after']:.3f}, {st['train_texts']} texts, "
+                          f"{st['skipped_total']} skipped (entity cut at max_length)")
+        else:
+            console.print(f"{name}: switched off")
+    console.print(f"checkpoint: {summary['checkpoint']}")
+
+
+# -------------------------------------------------------------------------------------- finetune
+
+def _finetune_config(config: Optional[Path], overrides: dict):
+    """FinetuneConfig from an optional YAML (a FinetuneConfig, or an experiment file's `finetune:`
+    section) with the CLI options that were given on top."""
+    from tkre.config import FinetuneConfig, load_config, read_yaml, validate_config
+
+    base = {}
+    if config is not None:
+        data, _ = read_yaml(config)
+        section = "finetune" if isinstance(data, dict) and "finetune" in data else None
+        base = load_config(config, FinetuneConfig, section=section).model_dump()
+    for key, value in overrides.items():
+        if value is not None:
+            if key in ("num_workers",):
+                base.setdefault("resources", {})[key] = value
+            else:
+                base[key] = value
+    return validate_config(base, FinetuneConfig, source=str(config) if config else "<options>")
+
+
+@app.command("finetune")
+def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="typ_marker (default) or genpt"),
+             dataset: str = typer.Option("semeval", "--dataset", help=DATASET_HELP),
+             path: Optional[str] = typer.Option(None, "--path", help=PATH_HELP),
+             patch: Optional[str] = typer.Option(None, "--patch", help=PATCH_HELP),
+             k: int = typer.Option(8, "--k", help="examples per relation"),
+             seed: int = typer.Option(1, "--seed", help="K-shot seed (knowprompt: 1..5; genpt: 13, 21, 42, 87, 100)"),
+             protocol: str = typer.Option("knowprompt", "--protocol", help="K-shot protocol: knowprompt or genpt"),
+             init: Optional[str] = typer.Option(None, "--init",
+                                                help="initial weights: tkre pre-training checkpoint, HF folder/id "
+                                                     "or embedded:minilm (default)"),
+             synthetic: Optional[str] = typer.Option(None, "--synthetic",
+                                                     help="synthetic examples: folder with synthetic.parquet, "
+                                                          ".parquet or generic .jsonl"),
+             synthetic_per_relation: Optional[int] = typer.Option(
+                 None, "--synthetic-per-relation", help="cap on synthetic examples per relation (default: all)"),
+             epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (paper: 10)"),
+             lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (paper: 3e-5)"),
+             batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch over all workers (paper: 32)"),
+             max_length: Optional[int] = typer.Option(None, "--max-length", help="subword limit (longer: windowed)"),
+             workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers"),
+             config: Optional[Path] = typer.Option(None, "--config", help="YAML FinetuneConfig (or experiment file)"),
+             run_name: Optional[str] = typer.Option(None, "--run-name", help="Ray run name (same name = resume)"),
+             storage_path: Optional[str] = typer.Option(None, "--storage-path",
+                                                        help="Ray run storage (default: OUT/ray_runs)"),
+             out: Path = typer.Option(..., "--out", help="output folder")) -> None:
+    """Fine-tune a TYP Marker or GenPT classifier on a K-shot split; keep the best dev epoch.
+
+    Writes OUT/metrics.json (test_micro_f1 etc. as fractions 0-1, "f1_scale": "fraction";
+    best_epoch; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
+    from tkre.config import DataConfig, validate_config
+    from tkre.finetune.command import finetune_dataset
+
+    cfg = _finetune_config(config, {"backbone": backbone, "encoder": init,
+                                    "synthetic_per_relation": synthetic_per_relation, "epochs": epochs, "lr": lr,
+                                    "batch_size": batch_size, "max_length": max_length, "num_workers": workers})
+    data = validate_config({"dataset": dataset, "path": path, "patch_path": patch, "k": k, "seed": seed,
+                            "protocol": protocol}, DataConfig, source="<options>")
+    m = finetune_dataset(data, cfg, out_dir=out, synthetic_path=synthetic, run_name=run_name,
+                         storage_path=storage_path)
+    console.print(f"{cfg.backbone} {dataset} K={k} seed={seed}: best dev epoch {m['best_epoch']} "
+                  f"(dev micro-F1 {m['dev_micro_f1'] if m['dev_micro_f1'] is not None else float('nan'):.4f}), "
+                  f"test micro-F1 {m['test_micro_f1']:.4f}, macro-F1 {m['test_macro_f1']:.4f} (fractions 0-1)")
+    console.print(f"  windowed: train {m['counts']['train_windowed']}, test {m['counts']['test_windowed']}; "
+                  f"unseen test relation examples {m['counts']['test_unseen_relation_examples']}")
+    console.print(f"  -> {out / 'metrics.json'}, checkpoint {m['checkpoint']}")
+
+
+@app.command("evaluate")
+def evaluate(checkpoint: str = typer.Argument(..., help="fine-tuned checkpoint folder (OUT/checkpoint)"),
+             dataset: str = typer.Option("semeval", "--dataset", help=DATASET_HELP),
+             path: Optional[str] = typer.Option(None, "--path", help=PATH_HELP),
+             patch: Optional[str] = typer.Option(None, "--patch", help=PATCH_HELP),
+             split: str = typer.Option("test", "--split", help="train, dev or test"),
+             batch_size: int = typer.Option(64, "--batch-size", help="examples per inference batch"),
+             ray_data_min: Optional[int] = typer.Option(
+                 None, "--ray-data-min", help="use Ray Data actors from this many examples (default 10000)"),
+             actors: int = typer.Option(2, "--actors", help="Ray Data inference actors"),
+             out: Path = typer.Option(..., "--out", help="output folder")) -> None:
+    """Predict a split with a fine-tuned checkpoint: OUT/predictions.parquet (id, gold, predicted,
+    score) and OUT/metrics.json (<split>_micro_f1 etc. as fractions 0-1)."""
+    from tkre.config import DataConfig, validate_config
+    from tkre.finetune.command import evaluate_dataset
+
+    data = validate_config({"dataset": dataset, "path": path, "patch_path": patch}, DataConfig, source="<options>")
+    m = evaluate_dataset(checkpoint, data, split=split, out_dir=out, batch_size=batch_size,
+                         ray_data_min_examples=ray_data_min, actors=actors)
+    console.print(f"{split}: micro-F1 {m[f'{split}_micro_f1']:.4f}, macro-F1 {m[f'{split}_macro_f1']:.4f} "
+                  f"(fractions 0-1), {m['counts'][f'{split}_examples']} examples ({m['inference']}) -> {out}")
+
+# -------------------------------------------------------------------------------------- generate
+
+generate_app = typer.Typer(help="LLM knowledge generation: EDKG explanations, SCDG synthetic samples.",
+                           no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+
+def _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir, batch_size,
+                       concurrency, max_new_tokens, temperature, base_url):
+    """(K-shot split, GenerationConfig) from the command's options (config file first, options override)."""
+    from tkre.config import GenerationConfig, load_config
+    from tkre.data import load_dataset, sample_kshot
+
+    cfg = load_config(config, GenerationConfig, section="generation") if config else GenerationConfig()
+    updates = {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
+               "concurrency": concurrency}
+    cfg = cfg.model_copy(update={k_: v for k_, v in updates.items() if v is not None})
+    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+    cfg.sampling = cfg.sampling.model_copy(update={k_: v for k_, v in sampling.items() if v is not None})
+    if base_url:
+        cfg.openai = cfg.openai.model_copy(update={"base_url": base_url})
+    cfg = GenerationConfig.model_validate(cfg.model_dump())  # re-validate the overridden values
+    split = sample_kshot(load_dataset(dataset, path, patch), k, seed, protocol)
+    return split, cfg
+
+
+_GEN_OPTS = dict(
+    dataset=typer.Option("semeval", "--dataset", help=DATASET_HELP),
+    path=typer.Option(None, "--path", help=PATH_HELP),
+    patch=typer.Option(None, "--patch", help=PATCH_HELP),
+    k=typer.Option(8, "--k", help="examples per relation in the K-shot split"),
+    seed=typer.Option(1, "--seed", help="K-shot seed (knowprompt: 1..5; genpt: 13, 21, 42, 87, 100)"),
+    protocol=typer.Option("knowprompt", "--protocol", help="K-shot protocol: knowprompt or genpt"),
+    backend=typer.Option(None, "--backend", help="hf, vllm or openai (default from config: hf)"),
+    model=typer.Option(None, "--model", help="HF id, local path, server model name or embedded:smollm2"),
+    config=typer.Option(None, "--config", help="YAML file with a `generation:` section"),
+    cache_dir=typer.Option(None, "--cache-dir", help="generation cache (default ~/.cache/tkre/generation)"),
+    batch_size=typer.Option(None, "--batch-size", help="prompts per batch"),
+    concurrency=typer.Option(None, "--concurrency", help="actors in the generation pool"),
+    max_new_tokens=typer.Option(None, "--max-new-tokens", help="SCDG: new tokens per completion"),
+    temperature=typer.Option(None, "--temperature", help="0 = greedy"),
+    base_url=typer.Option(None, "--base-url", help="openai backend: server root, e.g. http://127.0.0.1:8000/v1"),
+    out=typer.Option(..., "--out", help="output directory"),
+)
+
+
+@generate_app.command("explanations")
+def generate_explanations_cmd(
+        dataset: str = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
+        patch: Optional[str] = _GEN_OPTS["patch"], k: int = _GEN_OPTS["k"], seed: int = _GEN_OPTS["seed"],
+        protocol: str = _GEN_OPTS["protocol"], backend: Optional[str] = _GEN_OPTS["backend"],
+        model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
+        cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
+        concurrency: Optional[int] = _GEN_OPTS["concurrency"],
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="new tokens per explanation"),
+        temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
+        out: Path = _GEN_OPTS["out"]) -> None:
+    """EDKG: explain every golden K-shot example with the LLM -> OUT/explanations.parquet."""
+    from tkre.generate import generate_explanations
+
+    split, cfg = _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir,
+                                    batch_size, concurrency, None, temperature, base_url)
+    if max_new_tokens is not None:
+        cfg.explanation_max_new_tokens = max_new_tokens
+    m = generate_explanations(split.train, cfg, out)
+    c = m["counts"]
+    console.print(f"{c['written']}/{c['golden']} explanations ({m['generator']}) -> {out / m['file']}")
+    console.print(f"  cache hits {c['cache_hits']}, generated {c['generated']}, errors {c['errors']}, "
+                  f"empty {c['empty']}; {m['tokens']} tokens in {m['seconds']:.1f} s ({m['tokens_per_s']:.1f} tok/s)")
+
+
+@generate_app.command("synthetic")
+def generate_synthetic_cmd(
+        dataset: str = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
+        patch: Optional[str] = _GEN_OPTS["patch"], k: int = _GEN_OPTS["k"], seed: int = _GEN_OPTS["seed"],
+        protocol: str = _GEN_OPTS["protocol"], backend: Optional[str] = _GEN_OPTS["backend"],
+        model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
+        cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
+        concurrency: Optional[int] = _GEN_OPTS["concurrency"], max_new_tokens: Optional[int] = _GEN_OPTS["max_new_tokens"],
+        temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
+        per_relation: Optional[int] = typer.Option(None, "--per-relation", help="synthetic samples per relation (default K)"),
+        out: Path = _GEN_OPTS["out"]) -> None:
+    """SCDG: synthetic samples per relation, validated -> OUT/synthetic.parquet + rejects.parquet."""
+    from tkre.data import relation_type_schema
+    from tkre.generate import generate_synthetic
+
+    split, cfg = _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir,
+                                    batch_size, concurrency, max_new_tokens, temperature, base_url)
+    n = per_relation or cfg.per_relation or k
+    m = generate_synthetic(split.train, relation_type_schema(split.train), cfg, out, per_relation=n)
+    c = m["counts"]
+    console.print(f"{c['kept']} synthetic samples for {c['relations']} relations ({m['generator']}, {m['rounds']} "
+                  f"round(s)) -> {out / m['file']}")
+    console.print(f"  acceptance {c['valid']}/{c['samples']} = {m['acceptance_rate']:.1%}; cache hits "
+                  f"{c['cache_hits']}, generated {c['generated']}; {m['tokens']} tokens in {m['seconds']:.1f} s "
+                  f"({m['tokens_per_s']:.1f} tok/s); type check {'on' if m['type_check'] else 'off (no types)'}")
+    table = Table("relation", "kept", "valid", "samples", "acceptance")
+    for rel, a in m["acceptance"].items():
+        table.add_row(rel, f"{a['kept']}/{a['asked']}", str(a["valid"]), str(a["samples"]), f"{a['rate']:.0%}")
+    console.print(table)
+    reasons = Table("reject reason", "count")
+    for reason, count in sorted(m["reasons"].items(), key=lambda kv: -kv[1]):
+        reasons.add_row(reason, str(count))
+    console.print(reasons)
+
+
+# ------------------------------------------------------------------------- experiments & sweeps
+
+@app.command("run")
+def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an ExperimentConfig)")) -> None:
+    """Run one experiment (split -> EDKG -> SCDG -> stage 1 -> stage 2 -> fine-tune -> test)."""
+    from tkre.pipeline import run_experiment_file
+
+    row = run_experiment_file(str(config))
+    table = Table("field", "value")
+    for key in ("dataset", "k", "seed", "generator", "encoder", "backbone", "dev_micro_f1", "test_micro_f1"):
+        value = row.get(key)
+        table.add_row(key, f"{100 * value:.2f}%" if key.endswith("f1") and value is not None else str(value))
+    for key, value in row.items():
+        if key.startswith(("artifact.", "seconds.")) and value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+    if row.get("row_file"):
+        console.print(f"row written to {row['row_file']}")
+
+
+@app.command("sweep")
+def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or a shipped sweep's name"),
+              resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep"),
+              address: Optional[str] = typer.Option(None, "--address", help="Ray address, e.g. auto (cluster)"),
+              storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path")) -> None:
+    """Run a sweep with Ray Tune (grid, Optuna + ASHA search, evaluate-best), resumable."""
+    from tkre.sweep import run_sweep
+
+    out = run_sweep(sweep_file, resume=resume, address=address, storage_path=storage)
+    counts = out.rows["status"].value_counts().to_dict() if len(out.rows) else {}
+    console.print(f"{len(out.rows)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
+                  f"{out.seconds:.0f}s; results: {out.results_path}")
+    for _, r in out.rows[out.rows["status"] == "error"].iterrows():
+        console.print(f"  failed {r['trial_id']}: {str(r['error']).splitlines()[0][:200]}")
+
+
+@app.command("report")
+def report_cmd(sweep_dir: str = typer.Argument(..., help="a sweep directory (holds results.parquet)"),
+               out: Optional[str] = typer.Option(None, "--out", help="report folder (default: <sweep-dir>/report)")) -> None:
+    """Tables (mean +- std over seeds, paper numbers side by side), PNG plots and a Markdown report."""
+    from tkre.report import write_report
+
+    rep = write_report(sweep_dir, out)
+    console.print(rep.markdown_text_tables)
+    console.print(f"report: {rep.markdown_path}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path"),
+                   address: Optional[str] = typer.Option(None, "--address", help="Ray address")) -> None:
+    """`tkre sweep quickstart` + `tkre report`: golden-only vs TKRE on SemEval 8-shot."""
+    from tkre.report import write_report
+    from tkre.sweep import run_sweep
+
+    out = run_sweep("quickstart", resume=True, address=address, storage_path=storage)
+    rep = write_report(out.sweep_dir)
+    console.print(rep.markdown_text_tables)
+    console.print(f"{len(out.rows)} trials in {out.seconds:.0f}s; report: {rep.markdown_path}")
+
+
+# --------------------------------------------------------------------------------------- cluster
+
+cluster_app = typer.Typer(help="Ray cluster files (`ray up cluster.yaml`).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check")
+def cluster_check(cluster_file: Path = typer.Argument(Path("cluster.yaml"), help="the `ray up` cluster file"),
+                  sweep: Optional[str] = typer.Option(None, "--sweep", help="also check this sweep's trials fit")) -> None:
+    """Validate a cluster file against Ray's autoscaler schema (offline, no cloud credentials) and,
+    with --sweep, check that one trial of that sweep can ever be placed on its node types."""
+    from tkre.resources import check_cluster_file
+
+    summary = check_cluster_file(str(cluster_file), sweep)
+    console.print(f"ok: {cluster_file} ({summary['provider']}): {summary['node_types']}")
+    if "sweep" in summary:
+        s = summary["sweep"]
+        console.print(f"ok: sweep {s['name']} fits ({s['trials_per_grid']} grid point(s); "
+                      f"peak per trial {json.dumps(s['resources'])}; vLLM: {s['uses_vllm']})")
+
+
 if __name__ == "__main__":
     run_app()

@@ -55,13 +55,15 @@ class ResourcesConfig(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
     use_gpu: bool = Field(False, description="one GPU per worker when true")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Train worker")
+    gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per Train worker when use_gpu (a fraction shares "
+                                                          "a GPU; see tkre.resources.scaling_config_kwargs)")
 
 
 class SamplingConfig(StrictModel):
     temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, gt=0)
-    seed: int = Field(0, description="sampling seed (row i uses seed + i)")
+    seed: int = Field(0, description="base sampling seed (each row's seed is derived from it and the row's cache key)")
     n: int = Field(1, ge=1, description="completions per prompt")
 
     def key(self) -> dict:
@@ -110,10 +112,10 @@ class GenerationConfig(StrictModel):
     revision: str | None = Field(None, description="model revision (Hub models; part of the cache key)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs")
     threads_per_actor: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cores / actors)")
-    explanation_max_new_tokens: int = Field(80, gt=0, description="EDKG: new tokens per explanation")
+    explanation_max_new_tokens: int = Field(64, gt=0, description="EDKG: new tokens per explanation")
     samples_per_prompt: int = Field(4, ge=1, description="SCDG: new samples asked for in one prompt")
     prompt_examples: int = Field(4, ge=1, description="SCDG: golden samples shown in one prompt")
-    max_rounds: int = Field(3, ge=1, description="SCDG: generation rounds while relations lack samples")
+    max_rounds: int = Field(2, ge=1, description="SCDG: generation rounds while relations lack samples")
 
 
 class StageConfig(StrictModel):
@@ -145,6 +147,10 @@ class PretrainConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0.0)
     grad_accum: int = Field(1, ge=1)
     seed: int = 42
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each stage's corpus held out to "
+                                    "track the MSLM loss (0 = evaluate on the training texts)")
+    max_heldout: int = Field(128, ge=1, description="cap on held-out texts per stage")
+    mixed_precision: bool | None = Field(None, description="bf16/fp16 autocast; default: on with GPUs, off on CPU")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @model_validator(mode="after")
@@ -169,6 +175,14 @@ class FinetuneConfig(StrictModel):
         None, ge=0, description="cap on synthetic examples per relation (None = all; 0 = golden only)")
     seed: int = 42
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    use_types: bool | None = Field(
+        None, description="write entity types into the input (None = when every training example has both)")
+    genpt_label_words: dict[str, str] = Field(
+        default_factory=dict, description="GenPT: relation -> label words, overriding the derived verbalisation")
+    eval_batch_size: int = Field(64, ge=1, description="examples per inference batch")
+    eval_ray_data_min_examples: int = Field(
+        10_000, ge=0, description="evaluation sets at least this large are predicted with Ray Data actors")
+    eval_actors: int = Field(2, ge=1, description="Ray Data inference actors (one CPU each)")
 
 
 class StagesConfig(StrictModel):

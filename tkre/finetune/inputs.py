@@ -127,3 +127,38 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int):
         ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
         mask[i, :len(s)] = 1
     return ids, mask
+
+
+def special_template(tokenizer) -> tuple[list[int], ...]:
+    """(prefix, suffix) of a single sequence and (prefix, middle, suffix) of a pair, read off the
+    tokenizer by encoding probe words (works for any fast tokenizer, e.g. [CLS] a [SEP] b [SEP])."""
+    a = tokenizer("apple", add_special_tokens=False)["input_ids"]
+    b = tokenizer("river", add_special_tokens=False)["input_ids"]
+    single = tokenizer("apple")["input_ids"]
+    pair = tokenizer("apple", "river")["input_ids"]
+
+    def find(seq: list[int], sub: list[int], start: int = 0) -> int:
+        for i in range(start, len(seq) - len(sub) + 1):
+            if seq[i:i + len(sub)] == sub:
+                return i
+        raise ValueError(f"cannot read the special-token template of {type(tokenizer).__name__}")
+
+    i = find(single, a)
+    j = find(pair, a)
+    k = find(pair, b, j + len(a))
+    return single[:i], single[i + len(a):], pair[:j], pair[j + len(a):k], pair[k + len(b):]
+
+
+def add_special(tokenizer, ids: list[int], pair_ids: list[int] | None = None) -> tuple[list[int], int, int]:
+    """ids with the model's special tokens; returns (full ids, offset of ids, offset of pair_ids)."""
+    cache = getattr(tokenizer, "_tkre_template", None)
+    if cache is None:
+        cache = special_template(tokenizer)
+        try:
+            tokenizer._tkre_template = cache
+        except AttributeError:  # tokenizers refusing attributes just recompute
+            pass
+    s_pre, s_suf, p_pre, p_mid, p_suf = cache
+    if pair_ids is None:
+        return s_pre + ids + s_suf, len(s_pre), -1
+    return p_pre + ids + p_mid + pair_ids + p_suf, len(p_pre), len(p_pre) + len(ids) + len(p_mid)

@@ -1,0 +1,84 @@
+"""Sweep overhead: the fraction of sweep wall time spent outside the trials' own work.
+
+Runs a real sweep (golden-only pipeline trials: K-shot split + Ray Train fine-tuning + test
+evaluation, with a tiny BERT and a small JSONL dataset cut from SemEval) with one trial at a time and
+compares, side by side in one run:
+  sweep wall time (from `run_sweep` call to results written, incl. starting Ray)   vs
+  sum over trials of the pipeline's own wall time (`seconds.total` in each results row).
+overhead_fraction = 1 - sum(trial work) / sweep wall time   (scheduling, trial actor start-up,
+artifact lookups outside stages, result/experiment-state writes, logging). Target < 0.10.
+
+    python benchmarks/sweep_overhead.py [--trials 3] [--epochs 1]
+
+Last stdout line: one JSON object with overhead_fraction and the measured seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ADDRESS", "local")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def tiny_encoder(out: Path) -> str:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from tkre.models import resolve_encoder
+
+    tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertForMaskedLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1)
+    args = ap.parse_args()
+
+    from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+    from tkre.data import load_dataset
+    from tkre.sweep import run_sweep
+
+    root = Path(tempfile.mkdtemp(prefix="tkre-sweep-overhead-"))
+    data = write_mini_dataset(load_dataset("semeval"), root / "data")
+    enc = tiny_encoder(root / "enc")
+    sweep = {"name": "overhead", "base": golden_only_base(data, enc, root / "store", epochs=args.epochs),
+             "grid": {"data.seed": list(range(1, args.trials + 1))},
+             "resources": {"max_concurrent_trials": 1}, "min_free_gb": 0}
+    path = write_sweep(root / "overhead.yaml", sweep)
+    t0 = time.perf_counter()
+    out = run_sweep(path)
+    wall = time.perf_counter() - t0
+    rows = out.rows
+    work = float(rows["seconds.total"].sum())
+    stage_cols = [c for c in rows.columns if c.startswith("seconds.") and c != "seconds.total"]
+    for _, r in rows.iterrows():
+        print(f"trial {r['trial_id']} seed {r['seed']}: {r['status']}, pipeline {r['seconds.total']:.1f}s "
+              + " ".join(f"{c[8:]}={r[c]:.1f}s" for c in stage_cols if r[c] == r[c]))
+    overhead = 1 - work / wall
+    print(f"sweep wall {wall:.1f}s, trials' own work {work:.1f}s over {len(rows)} trials "
+          f"-> overhead {100 * overhead:.1f}% (target < 10%)")
+    print(json.dumps({"overhead_fraction": round(overhead, 4), "sweep_wall_s": round(wall, 2),
+                      "trial_work_s": round(work, 2), "trials": int(len(rows)),
+                      "ok_trials": int((rows["status"] == "ok").sum()), "epochs": args.epochs,
+                      "machine": "2-core CPU sandbox, no GPU"}))
+
+
+if __name__ == "__main__":
+    main()

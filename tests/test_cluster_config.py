@@ -1,0 +1,135 @@
+"""cluster.yaml: validated offline against Ray's own autoscaler schema; no secrets; shared storage is a
+URI; every node installs tkre with the vllm extra; node types declare the resources tkre checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tkre.cluster import (_ray_autoscaler_validators, docker_env, load_cluster_yaml, node_shapes,
+                          passthrough_env, secret_findings, validate_cluster_config)
+from tkre.errors import ConfigError
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return load_cluster_yaml(CLUSTER_YAML)
+
+
+def test_cluster_yaml_passes_rays_autoscaler_schema_offline(raw, monkeypatch):
+    # no cloud credentials anywhere: preparing + validating must not need them
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    prepared = validate_cluster_config(raw, str(CLUSTER_YAML))
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    # the defaults were filled (validate_config demands cluster_synced_files) and setup merged per role
+    assert "cluster_synced_files" in prepared
+    assert any("tkre[vllm]" in c for c in prepared["worker_setup_commands"])
+    assert prepared["available_node_types"][prepared["head_node_type"]]["max_workers"] == 0
+
+
+def test_schema_validation_really_rejects_bad_files(raw):
+    bad = copy.deepcopy(raw)
+    bad["available_node_types"]["gpu_8x_a100"]["resources"]["GPU"] = "eight"
+    with pytest.raises(ConfigError, match=r"available_node_types\.gpu_8x_a100\.resources\.GPU"):
+        validate_cluster_config(bad, "bad.yaml")
+    typo = copy.deepcopy(raw)
+    typo["max_worker"] = 3  # unknown top-level key
+    with pytest.raises(ConfigError, match="max_worker"):
+        validate_cluster_config(typo, "typo.yaml")
+    wrong_head = copy.deepcopy(raw)
+    wrong_head["head_node_type"] = "nope"
+    with pytest.raises(ConfigError, match="head_node_type"):
+        validate_cluster_config(wrong_head, "head.yaml")
+
+
+def test_private_ray_import_is_wrapped():
+    prepare, validate = _ray_autoscaler_validators()
+    assert prepare.__module__ == validate.__module__ == "ray.autoscaler._private.util"
+
+
+def test_no_secret_literals_in_cluster_yaml():
+    text = CLUSTER_YAML.read_text()
+    assert secret_findings(text) == []
+    for name in ("WANDB_API_KEY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"):
+        for line in text.splitlines():
+            if name in line and not line.lstrip().startswith("#"):
+                pytest.fail(f"{name} set in cluster.yaml: {line.strip()}")
+    # and the detector does catch the shapes it is meant to catch
+    assert secret_findings("env: OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwx")
+    assert secret_findings("- --env WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567")
+    assert secret_findings("key: AKIAABCDEFGHIJKLMNOP")
+
+
+def test_storage_path_is_a_shared_uri(raw):
+    env = docker_env(raw)
+    storage = env.get("TKRE_STORAGE_PATH")
+    assert storage, "cluster.yaml must set TKRE_STORAGE_PATH for every container"
+    scheme = storage.split("://", 1)[0] if "://" in storage else ""
+    assert scheme in {"s3", "gs", "gcs", "hdfs", "abfs"}, f"storage {storage!r} is not a cloud URI"
+    import pyarrow.fs as pafs  # the URI must be one pyarrow.fs understands (parsed only, no network)
+    assert hasattr(pafs, {"s3": "S3FileSystem", "gs": "GcsFileSystem"}.get(scheme, "HadoopFileSystem"))
+
+
+def test_every_node_installs_tkre_with_the_vllm_extra_from_the_mounted_repo(raw):
+    mounts = raw["file_mounts"]
+    repo_remote = next(remote for remote, local in mounts.items() if local == ".")
+    setup = " ".join(raw["setup_commands"])
+    assert "pip install" in setup and "[vllm]" in setup
+    assert repo_remote.replace("~", "$HOME") in setup
+    assert raw["docker"]["image"].startswith("rayproject/ray:2.60.0-py311")
+
+
+def test_node_types_declare_resources_tkre_can_check(raw):
+    shapes = {s.name: s for s in node_shapes(raw)}
+    assert set(shapes) == set(raw["available_node_types"])
+    assert shapes["head"].max_count == 1 and shapes["head"].resources.get("GPU", 0) == 0
+    gpu8 = [s for s in shapes.values() if s.resources.get("GPU", 0) == 8]
+    gpu1 = [s for s in shapes.values() if s.resources.get("GPU", 0) == 1]
+    assert gpu8 and gpu1, "an 8-GPU type (vLLM tensor parallel, multi-GPU training) and a 1-GPU type"
+    assert sum(s.max_count for s in shapes.values() if s.name != "head") >= raw["max_workers"] > 0
+
+
+def test_passthrough_env_takes_only_listed_variables_from_the_shell():
+    env = {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test", "AWS_SECRET_ACCESS_KEY": "no", "EMPTY": ""}
+    out = passthrough_env(env)
+    assert out == {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test"}
+    json.dumps({"env_vars": out})  # usable as --runtime-env-json
+
+
+def test_missing_or_broken_cluster_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such cluster file"):
+        load_cluster_yaml(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_cluster_yaml(tmp_path / "bad.yaml")
+
+
+def test_driver_runtime_env_skips_keys_a_submitted_job_already_sets():
+    from tkre.cluster import driver_runtime_env
+
+    shell = {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x", "WANDB_MODE": "online", "PATH": "/bin"}
+    assert driver_runtime_env(environ=shell) == {"env_vars": {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x",
+                                                              "WANDB_MODE": "online"}}
+    job = {**shell, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"WANDB_MODE": "online", "OPENAI_API_KEY": "sk-x"}}})}
+    out = driver_runtime_env(environ=job, extra={"HF_HUB_OFFLINE": "1"})
+    assert out == {"env_vars": {"WANDB_API_KEY": "k" * 40, "HF_HUB_OFFLINE": "1"}}
+    # and Ray's own merge accepts it (a repeated key would make ray.init raise in the job's driver)
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    job_env = json.loads(job["RAY_JOB_CONFIG_JSON_ENV_VAR"])["runtime_env"]
+    assert _merge_runtime_env(job_env, out) is not None
+    assert _merge_runtime_env(job_env, {"env_vars": {"WANDB_MODE": "online"}}) is None
+    assert driver_runtime_env(environ={}) == {}

@@ -1,0 +1,221 @@
+"""The Ray Data generation pipeline with the hf backend on a tiny Llama: batching, per-row errors,
+cache and resume (a real subprocess killed with SIGKILL), outputs, CLI, bad model paths.
+
+Tiny random models test the plumbing only; quality numbers come from the real SmolLM2 (slow test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tkre.config import GenerationConfig, SamplingConfig
+from tkre.data import ARROW_SCHEMA, relation_type_schema
+from tkre.errors import ConfigError
+from tkre.generate import generate_explanations, generate_synthetic, read_explanations, read_rejects, read_synthetic
+from tkre.generate import parse
+from tkre.generate.backends import backend_spec, create_backend
+from tkre.generate.backends.base import Backend, RowResult
+from tkre.generate.cache import GenerationCache, row_key
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import make_tiny_llama  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="module")
+def golden(semeval):
+    from tkre.data import sample_kshot
+
+    return sample_kshot(semeval, 8, 1).train
+
+
+def _cfg(model, cache, **kw) -> GenerationConfig:
+    sampling = kw.pop("sampling", {})
+    return GenerationConfig(model=model, cache_dir=str(cache), batch_size=kw.pop("batch_size", 4),
+                            sampling=SamplingConfig(**{"temperature": 0.0, "max_new_tokens": 8, **sampling}), **kw)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+def test_row_key_changes_with_every_component():
+    base = dict(backend="hf", model="m", revision="r", prompt="p", sampling={"temperature": 0.7}, sample_index=0)
+    keys = {row_key(**base)}
+    for field, value in [("backend", "openai"), ("model", "m2"), ("revision", "r2"), ("prompt", "p2"),
+                         ("sampling", {"temperature": 0.8}), ("sample_index", 1)]:
+        keys.add(row_key(**{**base, field: value}))
+    assert len(keys) == 7 and row_key(**base) == row_key(**dict(base))
+
+
+def test_cache_round_trip_and_no_partial_files(tmp_path):
+    cache = GenerationCache(tmp_path)
+    assert cache.get("ab" * 16) is None
+    cache.put("ab" * 16, {"text": "hello", "tokens": 2})
+    assert cache.get("ab" * 16)["text"] == "hello" and len(cache) == 1
+    cache.path("cd" * 16).parent.mkdir(parents=True, exist_ok=True)
+    cache.path("cd" * 16).write_text("{not json")  # a foreign broken file is a miss, not a crash
+    assert cache.get("cd" * 16) is None
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------------ backend
+
+def test_hf_backend_left_padded_batch_matches_one_by_one(tiny_llama):
+    backend = create_backend(GenerationConfig(model=tiny_llama))
+    s = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    prompts = ["Say hi.", "Explain why the sky is blue in a long and detailed way, please.", "ok"]
+    batched = backend.generate(prompts, s)
+    single = [backend.generate([p], s)[0] for p in prompts]
+    assert batched == single
+    assert all(isinstance(t, str) and t for t in batched)
+    rows = backend.generate_rows(prompts, s)
+    assert all(0 < r.tokens <= 6 for r in rows)
+
+
+class _Flaky(Backend):
+    """Fails any batch containing 'BAD' (what a malformed prompt does to an engine batch)."""
+
+    def _generate_batch(self, prompts, sampling, seeds):
+        if any("BAD" in p for p in prompts):
+            raise RuntimeError("malformed prompt")
+        return [RowResult(p.upper(), 1) for p in prompts]
+
+
+def test_one_bad_row_does_not_fail_its_batch():
+    rows = _Flaky().generate_rows(["a", "BAD", "", "c"], SamplingConfig())
+    assert [r.text for r in rows] == ["A", None, None, "C"]
+    assert "malformed prompt" in rows[1].error and rows[2].error == "empty prompt"
+    with pytest.raises(Exception, match="2 of 4 prompts failed"):
+        _Flaky().generate(["a", "BAD", "", "c"], SamplingConfig())
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such model folder"):
+        backend_spec(GenerationConfig(model=str(tmp_path / "nope")))
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE|cannot be loaded"):
+        backend_spec(GenerationConfig(model="no-such-org/no-such-model-xyz"))
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, golden, tmp_path):
+    cfg = _cfg(tiny_llama, tmp_path / "cache", explanation_max_new_tokens=6)
+    examples = golden[:6]
+    m1 = generate_explanations(examples, cfg, tmp_path / "a")
+    assert m1["counts"]["generated"] == 6 and m1["counts"]["cache_hits"] == 0 and m1["counts"]["errors"] == 0
+    assert 0 < m1["tokens"] <= 36 and m1["tokens_per_s"] > 0
+    rows = read_explanations(tmp_path / "a")
+    assert [r["source_id"] for r in rows] == [ex.id for ex in examples]
+    assert rows[0]["subject"] == examples[0].subject and rows[0]["text"] == examples[0].text
+    assert all(r["explanation"] for r in rows)
+    assert {r["generator"] for r in rows} == {f"hf:{Path(tiny_llama).name}"}
+    m2 = generate_explanations(examples, cfg, tmp_path / "b")
+    assert m2["counts"]["cache_hits"] == 6 and m2["counts"]["generated"] == 0 and m2["tokens"] == 0
+    assert [r["explanation"] for r in read_explanations(tmp_path / "b")] == [r["explanation"] for r in rows]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == 6 and manifest["generator"].startswith("hf:")
+
+
+def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local, tiny_llama, golden, tmp_path):
+    cfg = _cfg(tiny_llama, tmp_path / "cache", samples_per_prompt=2, prompt_examples=2, max_rounds=2,
+               sampling={"max_new_tokens": 12})
+    rels = sorted({ex.relation for ex in golden})[:2]
+    m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=2, relations=rels)
+    synthetic, rejects = read_synthetic(tmp_path / "s"), read_rejects(tmp_path / "s")
+    known = {v for k, v in vars(parse).items() if k.isupper() and isinstance(v, str)}
+    assert rejects and all(r["reason"] in known for r in rejects)
+    assert m["rounds"] == 2 and m["counts"]["prompts"] == 4  # 2 relations x 1 prompt x 2 rounds
+    assert m["counts"]["kept"] == len(synthetic) and m["counts"]["rejected"] == len(rejects)
+    assert sum(m["reasons"].values()) == len(rejects)
+    assert m["type_check"] is False  # SemEval: no types
+    assert pq.read_table(tmp_path / "s" / "synthetic.parquet").schema.equals(ARROW_SCHEMA)
+
+
+def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, golden, tmp_path):
+    """A template that renders to nothing makes every row fail alone: counted, no crash, no record."""
+    from tkre.config import PromptTemplates
+
+    cfg = _cfg(tiny_llama, tmp_path / "cache", max_rounds=1, prompts=PromptTemplates(scdg=" "))
+    rel = golden[0].relation
+    m = generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
+    assert m["counts"]["errors"] == 1 and m["reasons"] == {parse.GENERATION_ERROR: 1}
+    assert read_synthetic(tmp_path / "s") == []
+    assert "empty prompt" in read_rejects(tmp_path / "s")[0]["detail"]
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from tkre.config import GenerationConfig, SamplingConfig
+    from tkre.data import load_dataset, sample_kshot
+    from tkre.generate import generate_explanations
+    model, cache, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:n]
+    cfg = GenerationConfig(model=model, cache_dir=cache, batch_size=1, explanation_max_new_tokens=64,
+                           threads_per_actor=1, sampling=SamplingConfig(temperature=0.7))
+    m = generate_explanations(golden, cfg, out)
+    print("MANIFEST " + json.dumps(m["counts"]), flush=True)
+""")
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tiny_llama, tmp_path):
+    n = 24
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    cache_dir, out = tmp_path / "cache", tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    args = [sys.executable, str(script), tiny_llama, str(cache_dir), str(out), str(n)]
+    proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    cache = GenerationCache(cache_dir)
+    deadline = time.time() + 240
+    while len(cache) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    before = len(cache)
+    assert 3 <= before < n, f"{before} rows cached before the kill"
+    assert not (out / "explanations.parquet").exists()
+
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400, start_new_session=True)
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("MANIFEST ")]
+    assert done.returncode == 0 and line, done.stderr[-2000:]
+    counts = json.loads(line[0].removeprefix("MANIFEST "))
+    assert counts["cache_hits"] >= before and counts["cache_hits"] + counts["generated"] == n
+    assert counts["written"] == n and counts["errors"] == 0
+    rows = read_explanations(out)
+    assert len(rows) == n and len({r["source_id"] for r in rows}) == n
+    assert len(cache) == n  # nothing lost, nothing twice
+
+
+def test_cli_generate_synthetic_prints_acceptance(ray_local, tiny_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from tkre.cli import app
+
+    out = tmp_path / "cli"
+    args = ["generate", "synthetic", "--dataset", "semeval", "--k", "8", "--seed", "1", "--backend", "hf",
+            "--model", tiny_llama, "--per-relation", "1", "--max-new-tokens", "6", "--batch-size", "9",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    cfg_file = tmp_path / "gen.yaml"
+    cfg_file.write_text("generation:\n  max_rounds: 1\n  prompt_examples: 1\n  samples_per_prompt: 1\n")
+    r = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
+    assert r.exit_code == 0, r.output
+    assert "acceptance" in r.output and "reject reason" in r.output and "Cause-Effect(e1,e2)" in r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["relations"] == 18 and m["counts"]["generated"] == 18
+    r2 = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
+    assert r2.exit_code == 0 and json.loads((out / "manifest.json").read_text())["counts"]["cache_hits"] == 18

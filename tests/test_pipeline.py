@@ -1,0 +1,68 @@
+"""The full pipeline (split -> EDKG -> SCDG -> stage 1 -> stage 2 -> fine-tune -> test) with tiny models.
+
+Slow (several Ray Train runs plus LLM generation): enable with --run-slow. The fast default tests in
+test_sweep.py cover the same run_experiment/Tune code path with the generation and pre-training
+stages switched off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep  # noqa: E402
+from tiny_models import make_tiny_llama  # noqa: E402
+
+os.environ.setdefault("RAY_ADDRESS", "local")
+
+
+def _full_base(tmp_path, semeval, encoder):
+    data = write_mini_dataset(semeval, tmp_path / "data")
+    base = golden_only_base(data, encoder, tmp_path / "store", epochs=2)
+    base["stages"] = {"edkg": True, "scdg": True, "pretrain_stage1": True, "pretrain_stage2": True}
+    base["generation"] = {"backend": "hf", "model": make_tiny_llama(tmp_path / "llama"), "batch_size": 4,
+                          "per_relation": 2, "sampling": {"temperature": 0.0, "max_new_tokens": 8}}
+    base["pretrain"] = {"encoder": encoder, "max_length": 48, "resources": {"cpus_per_worker": 0.9},
+                        "stage1": {"epochs": 1, "batch_size": 8}, "stage2": {"epochs": 1, "batch_size": 8}}
+    return base
+
+
+@pytest.mark.slow
+def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    from tkre.config import ExperimentConfig
+    from tkre.pipeline import run_experiment
+
+    cfg = ExperimentConfig.model_validate(_full_base(tmp_path, semeval, tiny_encoder_dir))
+    row = run_experiment(cfg)
+    for stage in ("split", "edkg", "scdg", "stage1", "stage2", "finetune"):
+        assert row[f"artifact.{stage}"] and row[f"reused.{stage}"] is False, stage
+        assert (tmp_path / "store" / "artifacts" / stage / row[f"artifact.{stage}"] / "manifest.json").is_file()
+    assert 0 <= row["test_micro_f1"] <= 1 and row["generator"].startswith("hf:")
+    # w/o SCL: same generation and stage 1, new stage 2 and fine-tuning
+    no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"lambda2": 0.0})}))
+    assert all(no_scl[f"reused.{s}"] for s in ("split", "edkg", "scdg", "stage1"))
+    assert no_scl["artifact.stage2"] != row["artifact.stage2"] and no_scl["reused.stage2"] is False
+
+
+@pytest.mark.slow
+def test_search_sweep_shares_generation_artifact(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    """The issue's 6-trial search_pretrain-style sweep: 2 concurrent trials, Optuna + ASHA, one
+    generation run shared by every trial."""
+    from tkre.sweep import run_sweep
+
+    sweep = {"name": "search6", "base": _full_base(tmp_path, semeval, tiny_encoder_dir),
+             "search": {"space": {"pretrain.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
+                                  "pretrain.lambda2": {"type": "uniform", "low": 0.0, "high": 2.0}},
+                        "num_samples": 6, "asha": {"grace_period": 1}},
+             "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0}
+    out = run_sweep(write_sweep(tmp_path / "s.yaml", sweep))
+    rows = pd.read_parquet(out.results_path)
+    assert len(rows) == 6 and out.concurrent_trials == 2
+    finished = rows[rows["status"] == "ok"]
+    assert finished["artifact.edkg"].nunique() == 1 and finished["artifact.stage1"].nunique() == 1
+    assert (~finished["reused.edkg"].astype(bool)).sum() <= 1  # computed once, reused by the others

@@ -1,0 +1,124 @@
+"""Real sweeps on local Ray: pipeline trials (tiny encoder, golden-only fine-tuning) under Tune.
+
+- a grid sweep where one trial crashes: it is recorded as failed with its error, the others finish,
+  and a rerun of an experiment reuses its stored artifacts;
+- an Optuna search killed with SIGKILL mid-way and resumed: finished trials are not rerun and the
+  Optuna study keeps its history (trials after resume = before + new).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+
+os.environ.setdefault("RAY_ADDRESS", "local")  # never attach to another process's Ray on this machine
+
+
+def _events(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    from tkre.pipeline import run_experiment
+    from tkre.sweep import run_sweep
+    from tkre.sweep_config import experiment_for, load_sweep
+
+    data = write_mini_dataset(semeval, tmp_path / "data")
+    sweep = {"name": "crash", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1),
+             "variants": {"ok": {}, "broken": {"finetune.encoder": str(tmp_path / "no_such_model")}},
+             "grid": {"variant": ["broken", "ok"]}, "resources": {"max_concurrent_trials": 2},
+             "min_free_gb": 0, "trial_timeout_s": 600}
+    path = write_sweep(tmp_path / "crash.yaml", sweep)
+    out = run_sweep(path)
+    rows = pd.read_parquet(out.results_path)
+    assert len(rows) == 2
+    by_variant = {r["variant"]: r for _, r in rows.iterrows()}
+    assert by_variant["broken"]["status"] == "error" and "no_such_model" in by_variant["broken"]["error"]
+    ok = by_variant["ok"]
+    assert ok["status"] == "ok" and 0.0 <= ok["test_micro_f1"] <= 1.0 and 0.0 <= ok["dev_micro_f1"] <= 1.0
+    assert ok["dataset"] == "jsonl" and len(ok["data_hash"]) == 16 and ok["tkre_version"]
+    assert ok["artifact.split"] and ok["artifact.finetune"] and ok["reused.finetune"] is False
+    assert ok["seconds.finetune"] > 0 and pd.isna(ok["artifact.edkg"])
+    assert json.loads(ok["experiment_config"])["data"]["k"] == 3
+    # the same experiment again: every stage comes from the store, same numbers
+    cfg = experiment_for(load_sweep(path), {"variant": "ok"})
+    again = run_experiment(cfg)
+    assert again["reused.finetune"] and again["reused.split"]
+    assert again["artifact.finetune"] == ok["artifact.finetune"]
+    assert again["test_micro_f1"] == pytest.approx(ok["test_micro_f1"])
+    # rerunning without --resume is refused rather than mixing two sweeps
+    from tkre.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(path)
+
+
+def _run_cli(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": "local", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tkre.cli", *args], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            cwd=str(Path(__file__).parent))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    pgid = proc.pid  # start_new_session=True: the driver leads its own process group
+    for _ in range(50):  # the sweep driver and the Ray processes it started, by their group id
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    proc.wait(30)
+
+
+def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
+    from tkre.sweep import optuna_trial_count
+
+    data = write_mini_dataset(semeval, tmp_path / "data")
+    n = 3
+    sweep = {"name": "killme", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=2),
+             "search": {"space": {"finetune.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                        "num_samples": n, "seed": 3, "asha": None},
+             "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 600}
+    path = write_sweep(tmp_path / "killme.yaml", sweep)
+    sweep_dir = tmp_path / "store" / "sweeps" / "killme"
+    proc = _run_cli(["sweep", str(path)], tmp_path / "first.log")
+    try:
+        deadline = time.time() + 480
+        while time.time() < deadline and not any(e["event"] == "end" for e in _events(sweep_dir)):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(8)  # > TUNE_GLOBAL_CHECKPOINT_S (2 s): the finished trial is in the saved experiment state
+    finally:
+        _kill_group(proc)
+    ended_before = {e["trial_id"] for e in _events(sweep_dir) if e["event"] == "end"}
+    assert ended_before, "no trial finished before the kill"
+    assert not (sweep_dir / "search-000.done.json").exists()
+    phase_dir = sweep_dir / "search-000"
+    before = optuna_trial_count(phase_dir)
+
+    proc = _run_cli(["sweep", str(path), "--resume"], tmp_path / "resume.log")
+    try:
+        assert proc.wait(600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    finally:
+        _kill_group(proc)
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+    assert len(rows) == n and set(rows["status"]) == {"ok"}, rows[["trial_id", "status", "error"]]
+    starts = [e["trial_id"] for e in _events(sweep_dir) if e["event"] == "start"]
+    for trial_id in ended_before:  # finished before the kill -> never started again
+        assert starts.count(trial_id) == 1, (trial_id, starts)
+    assert ended_before <= set(rows["trial_id"])
+    after = optuna_trial_count(phase_dir)
+    assert after == n and before >= len(ended_before)  # history kept: before + new = n, not a new study
+    assert rows["dev_micro_f1"].between(0, 1).all() and rows["param.finetune.lr"].between(1e-4, 1e-2).all()

@@ -1,0 +1,126 @@
+"""Sweep files: validation errors name file, line and field; shipped sweeps all load; dotted paths."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from tkre.errors import ConfigError, DataError
+from tkre.sweep import packaged_sweeps_dir, plan_phases, plan_resources, preflight, resolve_sweep_file
+from tkre.sweep_config import experiment_for, grid_points, load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+name: demo
+base:
+  data: {dataset: semeval, k: 8}
+  finetune: {epochs: 2}
+variants:
+  tkre: {}
+  golden_only: {stages.edkg: false, stages.scdg: false}
+grid:
+  variant: [tkre, golden_only]
+  data.seed: [1, 2]
+search:
+  space:
+    pretrain.tau: {type: loguniform, low: 0.03, high: 0.5}
+    finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}
+  num_samples: 3
+evaluate: {seeds: [1, 2, 3]}
+"""
+
+
+def _write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_sweep_grid_and_phases(tmp_path):
+    sweep = load_sweep(_write(tmp_path, GOOD))
+    points = grid_points(sweep)
+    assert len(points) == 4 and points[0] == {"variant": "tkre", "data.seed": 1}
+    golden = experiment_for(sweep, {"variant": "golden_only", "data.seed": 2})
+    assert golden.stages.edkg is False and golden.data.seed == 2 and golden.finetune.epochs == 2
+    assert golden.name == "demo-golden_only"
+    phases = plan_phases(sweep)
+    assert [p.name for p in phases] == ["search-000", "search-001", "search-002", "search-003", "evaluate"]
+    assert sweep.search.space["pretrain.tau"].to_optuna().log is True
+
+
+@pytest.mark.parametrize("bad, line, needle", [
+    (GOOD.replace("num_samples: 3", "num_sample: 3"), 15, "search.num_sample: unknown key"),
+    (GOOD.replace("num_samples: 3", "num_samples: many"), 15, "search.num_samples"),
+    (GOOD.replace("finetune: {epochs: 2}", "finetune: {epochs: two}"), 4, "base.finetune.epochs"),
+    (GOOD.replace("finetune: {epochs: 2}", "finetune: {epoch: 2}"), 4, "base.finetune.epoch: unknown key"),
+    (GOOD.replace("low: 0.03, high: 0.5", "low: 0.5, high: 0.03"), 13, "inverted range"),
+    (GOOD.replace("low: 0.03, high: 0.5", "low: 0.5, high: 0.5"), 13, "empty range"),
+    (GOOD.replace("data.seed: [1, 2]", "data.sed: [1, 2]"), 10, "unknown field 'sed' in data"),
+    (GOOD.replace("data.seed: [1, 2]", "data.seed: []"), 10, "empty list"),
+    (GOOD.replace("[tkre, golden_only]", "[tkre, no_such]"), 9, "unknown variant 'no_such'"),
+    (GOOD.replace("stages.edkg: false,", "stages.edgk: false,"), 7, "unknown field 'edgk'"),
+    (GOOD.replace("data.seed: [1, 2]", "data.k: [8, abc]"), 10, "data.k"),
+])
+def test_bad_sweep_names_file_line_field(tmp_path, bad, line, needle):
+    path = _write(tmp_path, bad)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    msg = str(e.value)
+    assert f"{path}:{line}:" in msg and needle in msg, msg
+
+
+def test_empty_search_space_and_test_metric_refused(tmp_path):
+    text = GOOD.replace(
+        "  space:\n    pretrain.tau: {type: loguniform, low: 0.03, high: 0.5}\n"
+        "    finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}\n", "  space: {}\n")
+    with pytest.raises(ConfigError, match="search space is empty"):
+        load_sweep(_write(tmp_path, text))
+    with pytest.raises(ConfigError, match="dev metrics only"):
+        load_sweep(_write(tmp_path, GOOD.replace("num_samples: 3", "num_samples: 3\n  metric: test_micro_f1")))
+    with pytest.raises(ConfigError, match="needs both 'low' and 'high'"):
+        load_sweep(_write(tmp_path, GOOD.replace("low: 0.03, high: 0.5", "low: 0.03")))
+    with pytest.raises(ConfigError, match="needs a 'search' section"):
+        load_sweep(_write(tmp_path, "name: x\nevaluate: {seeds: [1]}\n"))
+
+
+def test_missing_dataset_path_and_bad_storage_fail_before_start(tmp_path):
+    text = ("name: x\nbase:\n  data: {dataset: jsonl, path: /no/such/dir}\n  storage_path: "
+            f"{tmp_path / 'runs'}\nmin_free_gb: 0\n")
+    sweep = load_sweep(_write(tmp_path, text))
+    with pytest.raises(DataError, match="/no/such/dir.*does not exist"):
+        preflight(sweep, "x.yaml")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    sweep = load_sweep(_write(tmp_path, f"name: x\nbase: {{storage_path: {blocker / 'runs'}}}\n"))
+    with pytest.raises(ConfigError, match="not writable"):
+        preflight(sweep, "x.yaml")
+
+
+def test_resource_plan_fits_cluster_or_fails_early(tmp_path):
+    sweep = load_sweep(_write(tmp_path, GOOD.replace("evaluate: {seeds: [1, 2, 3]}",
+                                                     "evaluate: {seeds: [1]}\nresources: {max_concurrent_trials: 4}")))
+    exps = [experiment_for(sweep, p) for p in grid_points(sweep)]
+    plan = plan_resources(sweep, exps, {"CPU": 2.0})
+    assert plan.train_cpus == 1.0 and plan.max_concurrent_trials == 1  # 1.05 CPUs per trial on 2 CPUs
+    assert plan_resources(sweep, exps, {"CPU": 8.0}).max_concurrent_trials == 4
+    gpu = [e.model_copy(update={"finetune": e.finetune.model_copy(
+        update={"resources": e.finetune.resources.model_copy(update={"use_gpu": True, "num_workers": 2})})})
+        for e in exps]
+    with pytest.raises(ConfigError, match="0 GPUs"):
+        plan_resources(sweep, gpu, {"CPU": 16.0})
+    assert plan_resources(sweep, gpu, {"CPU": 16.0, "GPU": 4.0}).max_concurrent_trials == 2
+
+
+@pytest.mark.parametrize("name", ["quickstart", "paper_table2", "ablation_table3", "synthetic_scale_fig6",
+                                  "generators_fig5", "search_pretrain"])
+def test_shipped_sweeps_load_and_match_top_level_copies(name):
+    shipped = resolve_sweep_file(name)
+    assert shipped.parent == packaged_sweeps_dir()
+    top = REPO / "sweeps" / f"{name}.yaml"
+    assert top.is_file() and filecmp.cmp(top, shipped, shallow=False), \
+        f"sweeps/{name}.yaml and tkre/sweeps_data/{name}.yaml differ: copy sweeps/ over tkre/sweeps_data/"
+    sweep = load_sweep(shipped)
+    assert grid_points(sweep)

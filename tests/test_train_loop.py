@@ -1,0 +1,174 @@
+"""The shared Ray Train loop on local Ray: learning, best-epoch selection, resume after a crash
+(new trainer with the same run name, and automatic retries), callbacks, Ray Tune forwarding."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tkre.config import ResourcesConfig
+from tkre.train_loop import FitResult, LoopSettings, decay_parameter_groups, fit, linear_schedule
+
+
+def _register_by_value():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+
+
+class RegressionTask:
+    """y = x @ w + 0.5 learnt by a linear layer; evaluate = MSE on a fixed held-out set."""
+
+    def __init__(self, n: int = 64, fail_at_epoch: int | None = None, marker: str | None = None):
+        self.n, self.fail_at_epoch, self.marker = n, fail_at_epoch, marker
+
+    def _data(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 4, generator=g)
+        return x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.5
+
+    def build_model(self):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+
+    def train_dataset(self):
+        x, y = self._data(self.n, 1)
+        return [{"x": x[i], "y": y[i]} for i in range(self.n)]
+
+    def collate(self, items):
+        return {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items])}
+
+    def loss(self, model, batch):
+        mse = torch.nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])
+        return mse, {"mse": float(mse)}
+
+    def evaluate(self, model, epoch):
+        if self.fail_at_epoch is not None and epoch == self.fail_at_epoch and not os.path.exists(self.marker):
+            Path(self.marker).write_text("crashed once")
+            raise RuntimeError(f"deliberate crash at epoch {epoch}")
+        x, y = self._data(32, 2)
+        return {"eval_mse": float(torch.nn.functional.mse_loss(model(x).squeeze(-1), y))}
+
+    def save(self, model, directory):
+        os.makedirs(directory, exist_ok=True)
+        torch.save(model.state_dict(), os.path.join(directory, "weights.pt"))
+
+
+def _settings(epochs=4, **kw):
+    return LoopSettings(epochs=epochs, lr=0.05, batch_size=8, grad_accum=2, warmup_ratio=0.1, seed=3, log_every=1000,
+                        select_metric="eval_mse", select_mode="min", **kw)
+
+
+def _weights(result: FitResult):
+    return torch.load(os.path.join(result.best_checkpoint_dir, "weights.pt"))
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    assert [linear_schedule(s, warmup_steps=2, total_steps=6) for s in range(7)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert linear_schedule(0, warmup_steps=0, total_steps=4) == 1.0
+
+
+def test_weight_decay_skips_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    decay, no_decay = decay_parameter_groups(model, 0.1)
+    assert [p.shape for p in decay["params"]] == [torch.Size([3, 3])] and len(no_decay["params"]) == 3
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+class _RecordingCallback:
+    """A Ray Train UserCallback (runs on the controller) that appends each report's epoch to a file."""
+
+    def __new__(cls, path):
+        from ray.train import UserCallback
+
+        class Recorder(UserCallback):
+            def __init__(self, p):
+                self.p = p
+
+            def after_report(self, run_context, metrics, checkpoint):
+                with open(self.p, "a") as f:
+                    f.write(json.dumps({"epoch": metrics[0]["epoch"], "ckpt": checkpoint is not None}) + "\n")
+
+        return Recorder(path)
+
+
+def test_two_workers_learn_select_best_epoch_and_call_callbacks(ray_local, tmp_path):
+    _register_by_value()
+    log = tmp_path / "reports.jsonl"
+    result = fit(RegressionTask(), _settings(), ResourcesConfig(num_workers=2, cpus_per_worker=1.0),
+                 run_name="two_workers", storage_path=str(tmp_path / "runs"), callbacks=[_RecordingCallback(str(log))])
+    h = result.metrics_history
+    assert [m["epoch"] for m in h] == [0, 1, 2, 3]
+    assert h[-1]["eval_mse"] < 0.5 * h[0]["eval_mse"]  # it learns
+    # 64 examples / 2 workers / 4 per worker = 8 micro-batches = 4 optimizer steps per epoch
+    assert result.summary["steps_per_epoch"] == 4 and result.summary["global_step"] == 16
+    assert [m["global_step"] for m in h] == [4, 8, 12, 16]
+    assert h[0]["samples_per_s"] > 0 and "train_mse" in h[0]
+    best = min(h, key=lambda m: m["eval_mse"])
+    assert result.summary["best_epoch"] == best["epoch"]
+    assert result.best_checkpoint_dir.endswith(f"epoch_{best['epoch']:04d}/model")
+    assert set(_weights(result)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [0, 1, 2, 3]
+
+
+def test_crashed_run_resumes_with_same_steps_and_weights(ray_local, tmp_path):
+    """A new trainer with the same run name continues from the last checkpoint (ray#45516), and
+    ends with exactly the step count and weights of an uninterrupted run."""
+    import ray.train
+
+    _register_by_value()
+    res = ResourcesConfig(num_workers=1, cpus_per_worker=1.0)
+    clean = fit(RegressionTask(), _settings(), res, run_name="clean", storage_path=str(tmp_path / "runs"))
+
+    crashing = RegressionTask(fail_at_epoch=2, marker=str(tmp_path / "crashed"))
+    with pytest.raises(ray.train.TrainingFailedError):
+        fit(crashing, _settings(), res, run_name="crashy", storage_path=str(tmp_path / "runs"))
+    saved = sorted(p.name for p in (tmp_path / "runs" / "crashy").glob("epoch_*"))
+    assert saved[-1] == "epoch_0001"  # the crash came before epoch 2 was reported (older ones may be pruned)
+
+    resumed = fit(crashing, _settings(), res, run_name="crashy", storage_path=str(tmp_path / "runs"))
+    assert resumed.summary["resumed_from_epoch"] == 2
+    assert resumed.summary["global_step"] == clean.summary["global_step"] == 4 * 4  # 64 / 8 per batch / accum 2 = 4 per epoch
+    assert [m["epoch"] for m in resumed.metrics_history] == [0, 1, 2, 3]
+    assert [m["global_step"] for m in resumed.metrics_history] == [m["global_step"] for m in clean.metrics_history]
+    for a, b in zip(resumed.metrics_history, clean.metrics_history):
+        assert a["eval_mse"] == pytest.approx(b["eval_mse"], rel=1e-5)
+    w_clean, w_resumed = _weights(clean), _weights(resumed)
+    assert all(torch.allclose(w_clean[k], w_resumed[k], atol=1e-6) for k in w_clean)
+
+
+
+@pytest.mark.slow
+def test_automatic_retry_resumes_within_one_call(ray_local, tmp_path):
+    """FailureConfig(max_failures=1): the failed attempt is retried from its last checkpoint."""
+    _register_by_value()
+    res = ResourcesConfig(num_workers=1, cpus_per_worker=1.0)
+    retry = fit(RegressionTask(fail_at_epoch=1, marker=str(tmp_path / "crashed2")), _settings(epochs=2), res,
+                run_name="retry", storage_path=str(tmp_path / "runs"), max_failures=1)
+    assert retry.summary["resumed_from_epoch"] == 1 and retry.summary["global_step"] == 8
+
+
+def test_tune_report_callback_forwards_epoch_metrics(ray_local, tmp_path):
+    """A Ray Tune function trainable runs fit() and forwards its per-epoch reports (what ASHA needs)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    _register_by_value()
+    storage = str(tmp_path / "runs")
+
+    def trainable(config):
+        fit(RegressionTask(), _settings(epochs=2), ResourcesConfig(num_workers=1, cpus_per_worker=1.0),
+            run_name=f"trial_lr{config['lr']}", storage_path=storage, callbacks=[TuneReportCallback()])
+
+    tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 0.1}), param_space={"lr": tune.grid_search([0.05])},
+                       tune_config=tune.TuneConfig(metric="eval_mse", mode="min"),
+                       run_config=tune.RunConfig(storage_path=storage, name="tune"))
+    grid = tuner.fit()
+    assert not grid.errors
+    df = grid[0].metrics_dataframe
+    assert list(df["epoch"]) == [0, 1] and (df["eval_mse"] > 0).all()

@@ -1,0 +1,38 @@
+"""Tiny randomly initialised causal LMs with the real SmolLM2 tokenizer, for fast generation tests.
+
+Fast and deterministic: for the plumbing (batching, padding, Ray actors, cache, HTTP), never for
+quality. The tokenizer comes from the embedded SmolLM2 GGUF (shared/models.md) and is cached per
+process, so building several tiny models costs one tokenizer load.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from tkre.models import embedded_file
+
+    gguf = embedded_file("embedded:smollm2")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def make_tiny_llama(out: str | Path, *, seed: int = 0) -> str:
+    """Save a 2-layer, 32-wide LlamaForCausalLM with the SmolLM2 tokenizer (and chat template) at `out`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    tok = smollm2_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)

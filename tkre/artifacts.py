@@ -1,0 +1,384 @@
+"""Content-addressed artifact store: each pipeline stage's output, reused when its inputs match.
+
+Layout: `<storage>/artifacts/<stage>/<key>/` holding the stage's files plus `manifest.json`
+(stage, key, config subset, input keys, tkre version, seconds, the stage's own summary).
+`key = stable_hash(stage, config subset that affects the stage, input artifact keys, tkre version)`,
+so a seed sweep over fine-tuning reuses one generation run and a tau sweep reuses stage 1.
+
+An artifact is *complete* when its manifest exists; the manifest is written last:
+- local storage (a plain directory or a `file://` URI): the stage writes into a temporary directory
+  beside the target, the manifest is written there, then the directory is renamed into place;
+- remote storage (any other `pyarrow.fs` URI: `s3://`, `gs://`, ...): the stage writes into a local
+  staging directory, the files are uploaded with `pyarrow.fs.copy_files`, and the manifest is
+  uploaded last. Readers download a complete artifact into a local cache before using it.
+
+Concurrency: trials that ask for the same artifact compute it once. For local/NFS storage we take an
+exclusive `fcntl.flock` on `<storage>/artifacts/<stage>/.locks/<key>.lock` -- it needs no running
+service, it is released by the kernel when a process dies (so a SIGKILLed trial never leaves a stale
+lock), and it works across the nodes of a cluster that share an NFS mount. Object stores have no
+locks; for them we hold a named Ray actor lock (`tkre-artifact-locks`, one per Ray cluster) when Ray
+is running, falling back to a node-local flock otherwise. Whoever gets the lock second finds the
+manifest and reuses the artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow.fs as pafs
+
+from tkre import __version__
+from tkre.errors import ConfigError
+from tkre.io import atomic_write_json, stable_hash
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def artifact_key(stage: str, config: Any, inputs: dict[str, str] | None = None,
+                 version: str = __version__) -> str:
+    """Stable key of a stage output: hash of (stage, config subset, input keys, tkre version)."""
+    return stable_hash({"stage": stage, "config": config, "inputs": dict(sorted((inputs or {}).items())),
+                        "tkre": version})
+
+
+def is_remote(storage: str) -> bool:
+    """True for URIs that are not plain local paths (`file://` counts as local)."""
+    return "://" in storage and not storage.startswith("file://")
+
+
+def local_path(storage: str) -> Path:
+    """The local directory a plain path or `file://` URI names (user home expanded)."""
+    if storage.startswith("file://"):
+        storage = storage[len("file://"):]
+    return Path(os.path.expanduser(storage)).resolve()
+
+
+def resolve_filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a storage URI; a clear error for unknown schemes."""
+    try:
+        return pafs.FileSystem.from_uri(storage)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for unknown schemes or no credentials
+        raise ConfigError(f"storage_path {storage!r}: not a usable pyarrow.fs URI ({e})") from None
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+@dataclass
+class Artifact:
+    """A complete artifact, available on this machine at `path`."""
+
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool  # True when found complete, False when this call computed it
+    uri: str  # where it lives in the store
+    seconds: float = 0.0  # wall time of this call (lookup + compute/download)
+    wait_seconds: float = field(default=0.0)  # time spent waiting for another trial's lock
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.manifest.get("summary", {})
+
+
+class ArtifactStore:
+    """Artifacts under `<storage>/artifacts`; `storage` is a local directory or a pyarrow.fs URI."""
+
+    def __init__(self, storage: str, *, cache_dir: str | None = None, lock_timeout_s: float = 6 * 3600,
+                 slots: dict[str, int] | None = None):
+        self.storage = storage
+        self.slots = dict(slots or {})
+        self.remote = is_remote(storage)
+        self.lock_timeout_s = lock_timeout_s
+        if self.remote:
+            self.fs, root = resolve_filesystem(storage)
+            self.root = root.rstrip("/") + "/artifacts"
+            cache = cache_dir or os.path.join(os.path.expanduser("~/.cache/tkre/artifacts"),
+                                              stable_hash(storage, 12))
+            self.local_root = Path(cache)
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.local_root = local_path(storage) / "artifacts"
+            self.root = str(self.local_root)
+
+    # ------------------------------------------------------------------ paths
+    def uri(self, stage: str, key: str) -> str:
+        if self.remote:
+            return f"{self.storage.rstrip('/')}/artifacts/{stage}/{key}"
+        return str(self.local_root / stage / key)
+
+    def _remote_dir(self, stage: str, key: str) -> str:
+        return f"{self.root}/{stage}/{key}"
+
+    def _local_dir(self, stage: str, key: str) -> Path:
+        return self.local_root / stage / key
+
+    # ---------------------------------------------------------------- lookups
+    def find(self, stage: str, key: str) -> Artifact | None:
+        """The complete artifact (downloaded into the local cache if remote), or None."""
+        local = self._local_dir(stage, key)
+        manifest = _read_manifest(local)
+        if manifest is not None:
+            return Artifact(stage, key, local, manifest, True, self.uri(stage, key))
+        if not self.remote:
+            return None
+        remote = self._remote_dir(stage, key)
+        info = self.fs.get_file_info(f"{remote}/{MANIFEST}")
+        if info.type != pafs.FileType.File:
+            return None
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".download", dir=_ensure(local.parent)))
+        try:
+            pafs.copy_files(remote, str(tmp), source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            _rename_into_place(tmp, local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        manifest = _read_manifest(local)
+        return Artifact(stage, key, local, manifest or {}, True, self.uri(stage, key))
+
+    def list(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """Manifests of every complete artifact (of one stage, or all)."""
+        sel = pafs.FileSelector(self.root if stage is None else f"{self.root}/{stage}", recursive=True,
+                                allow_not_found=True)
+        out = []
+        for info in self.fs.get_file_info(sel):
+            if info.base_name == MANIFEST and "/." not in info.path.replace(self.root, ""):
+                with self.fs.open_input_file(info.path) as f:
+                    out.append(json.loads(f.read().decode()))
+        return out
+
+    # ------------------------------------------------------------------ build
+    def get_or_create(self, stage: str, key: str, build: Callable[[Path], dict[str, Any] | None], *,
+                      config: Any = None, inputs: dict[str, str] | None = None) -> Artifact:
+        """Return the artifact `stage/key`, running `build(out_dir)` once if it is not in the store.
+
+        `build` writes its files into `out_dir` (an empty directory) and returns a summary dict
+        stored in the manifest. Concurrent callers with the same key wait on a lock and reuse.
+        """
+        start = time.perf_counter()
+        found = self.find(stage, key)
+        if found is not None:
+            found.seconds = time.perf_counter() - start
+            log.info("artifact %s/%s: reused (%s)", stage, key, found.uri)
+            return found
+        wait_start = time.perf_counter()
+        with self._lock(stage, key):
+            waited = time.perf_counter() - wait_start
+            found = self.find(stage, key)  # another trial may have built it while we waited
+            if found is not None:
+                found.seconds, found.wait_seconds = time.perf_counter() - start, waited
+                log.info("artifact %s/%s: reused after waiting %.1fs for another trial", stage, key, waited)
+                return found
+            log.info("artifact %s/%s: computing", stage, key)
+            art = self._build(stage, key, build, config=config, inputs=inputs)
+        art.seconds, art.wait_seconds = time.perf_counter() - start, waited
+        return art
+
+    def _build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any] | None], *,
+               config: Any, inputs: dict[str, str] | None) -> Artifact:
+        local = self._local_dir(stage, key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=_ensure(local.parent)))
+        try:
+            t0 = time.perf_counter()
+            summary = build(tmp) or {}
+            manifest = {"stage": stage, "key": key, "config": config, "inputs": inputs or {},
+                        "tkre_version": __version__, "seconds": round(time.perf_counter() - t0, 3),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+                        "summary": summary}
+            if self.remote:
+                self._upload(tmp, self._remote_dir(stage, key), manifest)
+            atomic_write_json(tmp / MANIFEST, manifest)
+            _rename_into_place(tmp, local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Artifact(stage, key, local, manifest, False, self.uri(stage, key))
+
+    def _upload(self, src: Path, dest: str, manifest: dict[str, Any]) -> None:
+        """Upload every file, then the manifest (so a reader never sees a half-uploaded artifact)."""
+        self.fs.create_dir(dest, recursive=True)
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and p.name != MANIFEST:
+                rel = p.relative_to(src).as_posix()
+                parent = f"{dest}/{rel}".rsplit("/", 1)[0]
+                self.fs.create_dir(parent, recursive=True)
+                pafs.copy_files(str(p), f"{dest}/{rel}", source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
+        with self.fs.open_output_stream(f"{dest}/{MANIFEST}") as f:
+            f.write((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+    # ------------------------------------------------------------------ locks
+    @contextlib.contextmanager
+    def slot(self, name: str) -> Iterator[None]:
+        """Hold one of `self.slots[name]` (default 1) cluster-wide slots, e.g. "generation": at most
+        that many LLM generation runs (Ray Data actor pools) at once, whatever the trial concurrency,
+        so that concurrent pools cannot starve each other of CPUs."""
+        count = max(1, self.slots.get(name, 1))
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            for i in range(count):
+                try:
+                    with self._lock(".slots", f"{name}-{i}", timeout_s=0.0):
+                        yield
+                        return
+                except TimeoutError:
+                    continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {self.lock_timeout_s:.0f}s for a free {name!r} slot")
+            time.sleep(0.5)
+
+    @contextlib.contextmanager
+    def _lock(self, stage: str, key: str, timeout_s: float | None = None) -> Iterator[None]:
+        name = f"{stage}/{key}"
+        timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
+        if self.remote and _ray_running():
+            with ray_actor_lock(name, timeout_s=timeout_s, lease_s=self.lock_timeout_s):
+                yield
+            return
+        lock_dir = _ensure(self.local_root / stage / ".locks")
+        with file_lock(lock_dir / f"{key}.lock", timeout_s=timeout_s):
+            yield
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # treated as incomplete: recomputed under the lock
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    """Rename a finished temp dir onto `target`; an incomplete leftover at `target` is replaced."""
+    if target.exists():
+        if _read_manifest(target) is not None:
+            return  # someone else completed it first (possible without a shared lock): keep theirs
+        shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def _ray_running() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout_s: float, poll_s: float = 0.2) -> Iterator[None]:
+    """Exclusive `fcntl.flock` on `path` (local or NFS); released when the process exits or dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"waited {timeout_s:.0f}s for artifact lock {path}") from None
+                time.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ Ray actor lock (object stores)
+_LOCK_ACTOR = "tkre-artifact-locks"
+
+
+class _LockTable:
+    """Named-lock table living in one Ray actor. Each hold is a lease: a holder that died without
+    releasing (e.g. SIGKILL) blocks others at most `lease_s` seconds."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[str, float]] = {}
+
+    def acquire(self, name: str, token: str, lease_s: float) -> bool:
+        now = time.time()
+        holder = self.held.get(name)
+        if holder is not None and holder[1] > now:
+            return False
+        self.held[name] = (token, now + lease_s)
+        return True
+
+    def release(self, name: str, token: str) -> None:
+        if self.held.get(name, ("",))[0] == token:
+            del self.held[name]
+
+
+@contextlib.contextmanager
+def ray_actor_lock(name: str, *, timeout_s: float, lease_s: float, poll_s: float = 0.5) -> Iterator[None]:
+    import ray
+
+    actor = ray.remote(num_cpus=0)(_LockTable).options(
+        name=_LOCK_ACTOR, namespace="tkre", get_if_exists=True, lifetime="detached").remote()
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout_s
+    while not ray.get(actor.acquire.remote(name, token, lease_s)):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f}s for artifact lock {name}")
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        ray.get(actor.release.remote(name, token))
+
+
+# ------------------------------------------------------------------ storage checks
+def check_storage_writable(storage: str, *, min_free_gb: float = 1.0) -> None:
+    """Fail early, with a clear message, if `storage` cannot take writes (or a local disk is full)."""
+    probe_name = f".tkre-write-probe-{uuid.uuid4().hex}"
+    if is_remote(storage):
+        try:
+            fs, root = resolve_filesystem(storage)
+            fs.create_dir(root, recursive=True)
+            with fs.open_output_stream(f"{root.rstrip('/')}/{probe_name}") as f:
+                f.write(b"ok")
+            fs.delete_file(f"{root.rstrip('/')}/{probe_name}")
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"storage_path {storage!r} is not writable: {e}") from None
+        return
+    root = local_path(storage)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / probe_name
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"storage_path {storage!r} is not writable: {e.strerror or e}") from None
+    free_gb = shutil.disk_usage(root).free / 1e9
+    if free_gb < min_free_gb:
+        raise ConfigError(f"storage_path {storage!r}: only {free_gb:.2f} GB free on its disk, "
+                          f"need at least {min_free_gb:g} GB (set min_free_gb in the sweep to change)")

@@ -1,0 +1,178 @@
+"""Prediction and scoring of fine-tuned classifiers.
+
+- `predict(model, tokenizer, spec, examples)`: batched in-process inference (length-sorted batches,
+  dynamic padding, `torch.inference_mode`); used for dev every epoch and for small test sets.
+- `predict_ray_data(checkpoint_dir, examples)`: the same through Ray Data `map_batches` with an
+  actor pool (each actor loads the checkpoint once); used for large test sets.
+- `score_predictions(...)`: metrics via `tkre.metrics.classification_scores` (fractions 0-1) plus
+  counts: windowed examples and gold relations outside the model's label set (always wrong).
+- `evaluate_checkpoint(dir, examples, out_dir)`: predictions.parquet (id, gold, predicted, score)
+  + metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+from tkre.data.records import RelationExample
+from tkre.finetune.spec import FinetuneSpec, load_checkpoint
+from tkre.io import atomic_path, atomic_write_json
+from tkre.metrics import classification_scores
+
+logger = logging.getLogger(__name__)
+
+#: Test sets at least this large go through Ray Data (override per call / FinetuneConfig).
+RAY_DATA_MIN_EXAMPLES = 10_000
+INPUT_KEYS = ("input_ids", "attention_mask", "subj_pos", "obj_pos", "mask_pos")
+
+
+def predict(model, tokenizer, spec: FinetuneSpec, examples: Sequence[RelationExample], *,
+            batch_size: int = 64) -> tuple[list[str], list[float], int]:
+    """(predicted relation, softmax confidence of it, number of windowed examples) per example."""
+    import torch
+
+    items, n_windowed = spec.encode(examples, tokenizer)
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
+    device = next(model.parameters()).device
+    preds: list[str] = [""] * len(items)
+    conf: list[float] = [0.0] * len(items)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = spec.collate([items[i] for i in idx], tokenizer.pad_token_id)
+            inputs = {k: v.to(device) for k, v in batch.items() if k in INPUT_KEYS}
+            scores = model(**inputs)["scores"].float()
+            prob, best = torch.softmax(scores, dim=-1).max(dim=-1)
+            for j, i in enumerate(idx):
+                preds[i] = spec.relations[int(best[j])]
+                conf[i] = float(prob[j])
+    model.train(was_training)
+    return preds, conf, n_windowed
+
+
+class _PredictorActor:
+    """Ray Data actor: loads the checkpoint once, predicts batches of serialised examples."""
+
+    def __init__(self, checkpoint_dir: str, batch_size: int):
+        import torch
+
+        torch.set_num_threads(1)
+        self.model, self.tokenizer, self.spec = load_checkpoint(checkpoint_dir)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        examples = [RelationExample.from_dict(json.loads(s)) for s in batch["record"]]
+        preds, conf, _ = predict(self.model, self.tokenizer, self.spec, examples, batch_size=self.batch_size)
+        return {"row": np.asarray(batch["row"]), "predicted": np.asarray(preds, dtype=object),
+                "score": np.asarray(conf, dtype=np.float64)}
+
+
+def predict_ray_data(checkpoint_dir: str, examples: Sequence[RelationExample], *, batch_size: int = 64,
+                     actors: int = 2) -> tuple[list[str], list[float]]:
+    """Batched inference with Ray Data `map_batches` over an actor pool of `actors` CPU actors."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, include_dashboard=False)
+    rows = [{"row": i, "record": json.dumps(ex.to_dict())} for i, ex in enumerate(examples)]
+    ds = ray.data.from_items(rows).map_batches(
+        _PredictorActor, fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir), "batch_size": batch_size},
+        batch_size=max(batch_size, 256), concurrency=actors, num_cpus=1, batch_format="numpy")
+    preds: list[str] = [""] * len(examples)
+    conf: list[float] = [0.0] * len(examples)
+    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for r, p, s in zip(out["row"], out["predicted"], out["score"]):
+            preds[int(r)], conf[int(r)] = str(p), float(s)
+    return preds, conf
+
+
+def score_predictions(examples: Sequence[RelationExample], preds: Sequence[str], spec: FinetuneSpec,
+                      *, split: str, n_windowed: int) -> dict:
+    """Metrics of one split, keys prefixed with the split name, plus `per_relation` and `counts`."""
+    gold = [ex.relation for ex in examples]
+    s = classification_scores(gold, preds)
+    known = set(spec.relations)
+    unseen = Counter(g for g in gold if g not in known)
+    if unseen:
+        logger.warning("%s: %d examples have relations the model was not trained on (counted as wrong): %s",
+                       split, sum(unseen.values()), dict(unseen))
+    out = {f"{split}_{k}": s[k] for k in ("micro_f1", "micro_precision", "micro_recall", "macro_f1", "accuracy")}
+    out.update({
+        "f1_scale": "fraction",
+        "per_relation": s["per_relation"],
+        "counts": {f"{split}_examples": len(gold), f"{split}_windowed": n_windowed,
+                   f"{split}_unseen_relation_examples": sum(unseen.values()),
+                   f"{split}_unseen_relations": dict(sorted(unseen.items()))},
+    })
+    return out
+
+
+def constant_baselines(examples: Sequence[RelationExample], no_relation: str) -> dict:
+    """Micro-F1 of always predicting the most frequent gold class, and the most frequent class other
+    than the no-relation class (the first scores 0 micro-F1 when that class is no-relation)."""
+    gold = [ex.relation for ex in examples]
+    counts = Counter(gold)
+    out = {}
+    if counts:
+        top = counts.most_common(1)[0][0]
+        out["majority_class"] = {"relation": top, "micro_f1": classification_scores(gold, [top] * len(gold))["micro_f1"]}
+        rest = [(r, n) for r, n in counts.most_common() if r != no_relation]
+        if rest:
+            r = rest[0][0]
+            out["most_frequent_non_no_relation"] = {
+                "relation": r, "micro_f1": classification_scores(gold, [r] * len(gold))["micro_f1"]}
+    return out
+
+
+def write_predictions(path: str | Path, examples: Sequence[RelationExample], preds: Sequence[str],
+                      conf: Sequence[float]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [ex.id for ex in examples], "gold": [ex.relation for ex in examples],
+                      "predicted": list(preds), "score": pa.array(list(conf), type=pa.float64())})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def evaluate_split(checkpoint_dir: str, examples: Sequence[RelationExample], out_dir: str | Path, *,
+                   split: str = "test", relations: Sequence[str] | None = None, batch_size: int = 64,
+                   ray_data_min_examples: int = RAY_DATA_MIN_EXAMPLES, actors: int = 2) -> dict:
+    """Predict `examples` with the checkpoint, write out_dir/predictions.parquet, return metrics."""
+    model, tokenizer, spec = load_checkpoint(str(checkpoint_dir), relations=relations)
+    if len(examples) >= ray_data_min_examples:
+        _, n_windowed = spec.encode(examples, tokenizer)  # counted here; actors only predict
+        del model
+        preds, conf = predict_ray_data(str(checkpoint_dir), examples, batch_size=batch_size, actors=actors)
+        engine = "ray_data"
+    else:
+        preds, conf, n_windowed = predict(model, tokenizer, spec, examples, batch_size=batch_size)
+        engine = "in_process"
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_predictions(Path(out_dir) / "predictions.parquet", examples, preds, conf)
+    metrics = score_predictions(examples, preds, spec, split=split, n_windowed=n_windowed)
+    metrics["inference"] = engine
+    metrics["baselines"] = constant_baselines(examples, spec.no_relation)
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint_dir, examples: list[RelationExample], out_dir, *, split: str = "test",
+                        relations: Sequence[str] | None = None, batch_size: int = 64,
+                        ray_data_min_examples: int = RAY_DATA_MIN_EXAMPLES, actors: int = 2) -> dict:
+    """Writes out_dir/predictions.parquet (id, gold, predicted, score) and out_dir/metrics.json;
+    returns the metrics (`<split>_micro_f1` etc. as fractions 0-1)."""
+    metrics = evaluate_split(checkpoint_dir, examples, out_dir, split=split, relations=relations,
+                             batch_size=batch_size, ray_data_min_examples=ray_data_min_examples, actors=actors)
+    metrics["checkpoint"] = str(checkpoint_dir)
+    metrics["split"] = split
+    atomic_write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics

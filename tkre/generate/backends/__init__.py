@@ -1,0 +1,45 @@
+"""Generation backends behind one interface: `generate(prompts, sampling) -> texts`, batched.
+
+- `hf`: transformers `generate` on CPU or GPU, left-padded batches (the embedded default model);
+- `vllm`: Ray Data's LLM processor with a vLLM engine (`pip install 'tkre[vllm]'`);
+- `openai`: any OpenAI-compatible chat-completions server over HTTP.
+
+Each backend module has `spec(cfg) -> BackendSpec`: the driver-side checks (model path, extras, API
+key) and what a Ray actor needs to build the backend once. The registry maps names to modules, so a
+new backend is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from tkre.generate.backends.base import Backend, BackendSpec, GenerationFailed, RowResult
+
+if TYPE_CHECKING:
+    from tkre.config import GenerationConfig
+
+#: backend name -> module with `spec(cfg)`
+BACKENDS = {
+    "hf": "tkre.generate.backends.hf",
+    "vllm": "tkre.generate.backends.vllm",
+    "openai": "tkre.generate.backends.openai",
+}
+
+
+def backend_spec(cfg: "GenerationConfig") -> BackendSpec:
+    """Check the backend's requirements in the driver and describe how to build it."""
+    from tkre.errors import ConfigError
+
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown generation backend {cfg.backend!r} (known: {', '.join(BACKENDS)})")
+    return importlib.import_module(BACKENDS[cfg.backend]).spec(cfg)
+
+
+def create_backend(cfg: "GenerationConfig") -> Backend:
+    """Build a backend in this process (no Ray): `create_backend(cfg).generate(prompts, cfg.sampling)`."""
+    return backend_spec(cfg).build()
+
+
+__all__ = ["BACKENDS", "Backend", "BackendSpec", "GenerationFailed", "RowResult", "backend_spec",
+           "create_backend"]

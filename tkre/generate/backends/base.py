@@ -1,0 +1,88 @@
+"""The backend interface and the per-row error capture every backend gets for free."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from tkre.config import SamplingConfig
+from tkre.errors import TkreError
+
+log = logging.getLogger(__name__)
+
+
+class GenerationFailed(TkreError):
+    """At least one prompt could not be completed (the message lists the first errors)."""
+
+
+@dataclass
+class RowResult:
+    """One completion: its text and generated-token count, or the error that prevented it."""
+
+    text: str | None
+    tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class BackendSpec:
+    """How to build a backend once per Ray actor, plus the identity that goes into cache keys."""
+
+    name: str
+    cls: str  # "module:Class"
+    init_kwargs: dict[str, Any]
+    model_id: str
+    revision: str
+    generator: str  # short name written into outputs, e.g. "hf:embedded:smollm2"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    ray_native: bool = False  # the backend runs its own Ray Data processor (vllm)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> "Backend":
+        module, name = self.cls.split(":")
+        return getattr(importlib.import_module(module), name)(**self.init_kwargs)
+
+
+class Backend:
+    """prompts (plain user messages) -> completions. Subclasses implement `_generate_batch`."""
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+                 seeds: Sequence[int] | None = None) -> list[str]:
+        """Texts for `prompts`, in order; raises GenerationFailed if any prompt failed."""
+        results = self.generate_rows(prompts, sampling, seeds)
+        errors = [f"prompt {i}: {r.error}" for i, r in enumerate(results) if r.error is not None]
+        if errors:
+            raise GenerationFailed(f"{len(errors)} of {len(results)} prompts failed: " + "; ".join(errors[:3]))
+        return [r.text or "" for r in results]
+
+    def generate_rows(self, prompts: Sequence[str], sampling: SamplingConfig,
+                      seeds: Sequence[int] | None = None) -> list[RowResult]:
+        """One RowResult per prompt; never raises for a bad row (ray#59194: one bad row must not
+        fail its batch). Empty prompts fail alone; if the batch fails, each row is retried alone."""
+        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+        results: list[RowResult | None] = [None] * len(prompts)
+        todo = []
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                results[i] = RowResult(None, 0, "empty prompt")
+            else:
+                todo.append(i)
+        if todo:
+            try:
+                batch = self._generate_batch([prompts[i] for i in todo], sampling, [seeds[i] for i in todo])
+                for i, r in zip(todo, batch):
+                    results[i] = r
+            except Exception as e:  # noqa: BLE001 -- isolate the bad row(s) below
+                log.warning("batch of %d failed (%s: %s); retrying row by row", len(todo), type(e).__name__, e)
+                for i in todo:
+                    try:
+                        results[i] = self._generate_batch([prompts[i]], sampling, [seeds[i]])[0]
+                    except Exception as row_error:  # noqa: BLE001
+                        results[i] = RowResult(None, 0, f"{type(row_error).__name__}: {row_error}")
+        return [r if r is not None else RowResult(None, 0, "no result") for r in results]
+
+    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+        raise NotImplementedError

@@ -1,0 +1,174 @@
+"""transformers backend: `model.generate` on left-padded batches, CPU or GPU.
+
+The embedded default `embedded:smollm2` ships as a GGUF file (shared/models.md). Dequantising it
+takes ~27 s on 2 cores, so the first use converts it once into a plain HF folder under
+`$TKRE_MODEL_CACHE` (default `~/.cache/tkre/models`); a file lock makes concurrent first uses
+(several sweep trials) convert only once, and the folder appears by atomic rename.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from tkre.config import EMBEDDED_GENERATOR, GenerationConfig, SamplingConfig
+from tkre.errors import ConfigError
+from tkre.generate.backends.base import Backend, BackendSpec, RowResult
+from tkre.generate.prompts import as_chat_text
+from tkre.io import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MARKER = "tkre-converted.json"
+
+
+def model_cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("TKRE_MODEL_CACHE", "~/.cache/tkre/models")))
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise a GGUF causal LM once into a plain HF folder (model + tokenizer) at `target`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting the same model
+        if (target / MARKER).is_file():
+            return target
+        log.info("converting %s into %s (once)", gguf.name, target)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        plain.generation_config = loaded.generation_config
+        with atomic_path(target) as tmp:
+            plain.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            atomic_write_json(tmp / MARKER, {"source": str(gguf), "source_size": gguf.stat().st_size})
+    return target
+
+
+def resolve_generator(name: str) -> tuple[str, str]:
+    """(what `from_pretrained` loads, revision for cache keys). Embedded -> converted local folder."""
+    from tkre.models import EMBEDDED, embedded_file
+
+    if name == EMBEDDED_GENERATOR:
+        gguf = embedded_file(name)
+        sha = EMBEDDED[name]["sha256"]
+        return str(convert_gguf(gguf, model_cache_dir() / f"smollm2-135m-instruct-hf-{sha[:12]}")), sha
+    looks_local = name.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(name))
+    if looks_local:
+        path = Path(os.path.expanduser(name))
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"generation model {name}: no such model folder (no config.json there); set "
+                              f"--model to a local HF folder, a Hub id, or {EMBEDDED_GENERATOR}")
+        return str(path), local_revision(path)
+    return name, ""
+
+
+def local_revision(path: Path) -> str:
+    """A content fingerprint of a local model folder (names, sizes, mtimes of its files)."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            st = p.stat()
+            h.update(f"{p.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_hub_model(name: str, revision: str | None) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name, revision=revision)
+    except Exception as e:  # noqa: BLE001 -- any load failure is a user-fixable model name
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ConfigError(f"generation model {name!r} cannot be loaded ({type(e).__name__}); "
+                          + ("the Hub is offline (HF_HUB_OFFLINE=1): " if offline else "")
+                          + f"use a local model folder or {EMBEDDED_GENERATOR}") from None
+
+
+def spec(cfg: GenerationConfig) -> BackendSpec:
+    import torch
+
+    path, revision = resolve_generator(cfg.model)
+    if not revision:
+        _check_hub_model(path, cfg.revision)
+        revision = cfg.revision or "main"
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    threads = cfg.threads_per_actor or max(1, (os.cpu_count() or 1) // cfg.concurrency)
+    return BackendSpec(
+        name="hf", cls="tkre.generate.backends.hf:HFBackend",
+        init_kwargs={"model": path, "revision": cfg.revision, "device": "cuda" if use_cuda else "cpu",
+                     "threads": threads, "system": cfg.prompts.system},
+        model_id=cfg.model, revision=revision, generator=f"hf:{_short(cfg.model)}",
+        num_cpus=1.0, num_gpus=1.0 if use_cuda else 0.0)
+
+
+def _short(name: str) -> str:
+    return Path(name).name if os.path.sep in name and os.path.exists(os.path.expanduser(name)) else name
+
+
+class HFBackend(Backend):
+    """One model load per instance (one per Ray actor); batches are left-padded."""
+
+    def __init__(self, model: str, *, revision: str | None = None, device: str = "cpu", threads: int | None = None,
+                 system: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads and device == "cpu":
+            torch.set_num_threads(threads)
+        self.device, self.system = device, system
+        self.tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=dtype).to(device).eval()
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+
+    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+        import torch
+
+        inputs = [as_chat_text(self.tokenizer, p, self.system) for p in prompts]
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        enc = self.tokenizer(inputs, return_tensors="pt", padding=True,
+                             add_special_tokens=not templated).to(self.device)
+        do_sample = sampling.temperature > 0
+        kwargs = {"max_new_tokens": sampling.max_new_tokens, "do_sample": do_sample,
+                  "pad_token_id": self.tokenizer.pad_token_id}
+        if do_sample:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            # per-row seeds cannot be honoured inside one batch: seed the batch from its rows' seeds
+            torch.manual_seed(int(hashlib.sha256(json.dumps(seeds).encode()).hexdigest()[:8], 16))
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        results = []
+        for ids in new:
+            n = len(ids)
+            for j, t in enumerate(ids):
+                if t in self.eos_ids:
+                    n = j + 1
+                    break
+            results.append(RowResult(self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), n))
+        return results
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

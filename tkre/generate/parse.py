@@ -1,0 +1,250 @@
+"""SCDG output -> data-layer records, with a reason for every rejected sample.
+
+Pure functions, no model and no Ray. One completion holds zero or more samples in the schema of
+`tkre.generate.prompts.SCDG_EXAMPLE_TEMPLATE`; each sample is cut out with regular expressions at
+its field labels, then validated:
+
+1. it parses (every field label present; `truncated` when the completion stops mid-sample);
+2. the relation is the one asked for;
+3. context, head and tail are non-empty and both entities occur in the context as whole tokens
+   (tokenised like the data layer's generic format, matched case-insensitively); when an entity
+   occurs more than once, the (head, tail) occurrence pair that does not overlap and lies closest
+   together is taken, ties broken by the earliest head, then the earliest tail (deterministic);
+4. the (head type, tail type) pair is in the relation's schema -- skipped when the dataset has no
+   entity types (SemEval: the type lines stay empty);
+5. the context is not a copy of a golden context or of an earlier accepted synthetic one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from tkre.data.records import RelationExample, tokenize_with_offsets
+from tkre.io import stable_hash
+
+# Reasons a sample is rejected (the rejects table and the manifest use these names).
+EMPTY_OUTPUT = "empty_output"
+UNPARSEABLE = "unparseable"
+TRUNCATED = "truncated"
+MISSING_FIELD = "missing_field"
+EMPTY_FIELD = "empty_field"
+WRONG_RELATION = "wrong_relation"
+SUBJECT_NOT_IN_CONTEXT = "subject_not_in_context"
+OBJECT_NOT_IN_CONTEXT = "object_not_in_context"
+ENTITIES_OVERLAP = "entities_overlap"
+MISSING_TYPE = "missing_type"
+UNKNOWN_TYPE = "unknown_type"
+TYPE_PAIR_NOT_IN_SCHEMA = "type_pair_not_in_schema"
+DUPLICATE_GOLDEN = "duplicate_golden"
+DUPLICATE_SYNTHETIC = "duplicate_synthetic"
+GENERATION_ERROR = "generation_error"
+SURPLUS = "surplus"  # valid, but the relation already has the samples asked for
+
+_LABEL = {
+    "relation": r"relation",
+    "context": r"context",
+    "head": r"head\s+entity",
+    "head_type": r"head\s+type",
+    "tail": r"tail\s+entity",
+    "tail_type": r"tail\s+type",
+}
+_FIELD_ORDER = ("context", "head", "head_type", "tail", "tail_type")
+_SAMPLE_START = re.compile(r"(?im)(?:^|(?<=\s)|(?<=[*#]))relation\s*:")
+_DECORATION = " \t\r\n.\"'`*_[]"
+
+
+@dataclass(frozen=True)
+class ParsedSample:
+    """Fields of one sample as written by the LLM (stripped), or the reason it could not be read."""
+
+    raw: str
+    relation: str = ""
+    context: str = ""
+    head: str = ""
+    head_type: str = ""
+    tail: str = ""
+    tail_type: str = ""
+    reason: str | None = None  # set when parsing failed
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one sample: an accepted record, or a reject reason."""
+
+    relation: str
+    raw: str
+    example: RelationExample | None
+    reason: str | None = None
+    detail: str = ""
+
+
+def _clean_value(value: str, *, single_line: bool) -> str:
+    value = value.strip()
+    if single_line:
+        value = value.split("\n", 1)[0]
+    value = re.sub(r"\s+", " ", value)
+    return value.strip(_DECORATION).strip()
+
+
+def _clean_context(value: str) -> str:
+    value = re.sub(r"\s+", " ", value).strip()
+    return value.strip(" \"'`*_").strip()
+
+
+def parse_samples(text: str | None) -> list[ParsedSample]:
+    """Cut one completion into samples. A completion with no sample gives one failed sample."""
+    if text is None or not text.strip():
+        return [ParsedSample(raw=text or "", reason=EMPTY_OUTPUT)]
+    starts = [m.start() for m in _SAMPLE_START.finditer(text)]
+    if not starts:
+        return [ParsedSample(raw=text.strip(), reason=UNPARSEABLE, detail="no 'Relation:' field")]
+    out = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        out.append(_parse_one(text[start:end], last=i + 1 == len(starts)))
+    return out
+
+
+def _parse_one(chunk: str, *, last: bool) -> ParsedSample:
+    raw = chunk.strip()
+    rel_m = re.match(r"(?is)relation\s*:", chunk)
+    pos = rel_m.end() if rel_m else 0
+    found: list[tuple[str, int, int]] = []  # (field, label start, value start)
+    cursor = pos
+    for name in _FIELD_ORDER:
+        m = re.compile(rf"(?i)\b{_LABEL[name]}\s*:").search(chunk, cursor)
+        if m is None:
+            # a completion that stops part-way through its last sample is truncated
+            reason = TRUNCATED if last and not any(
+                re.search(rf"(?i)\b{_LABEL[n]}\s*:", chunk[cursor:]) for n in _FIELD_ORDER) else MISSING_FIELD
+            return ParsedSample(raw=raw, reason=reason, detail=f"no '{name.replace('_', ' ')}' field")
+        found.append((name, m.start(), m.end()))
+        cursor = m.end()
+    values = {"relation": chunk[pos:found[0][1]]}
+    for j, (name, _, vstart) in enumerate(found):
+        vend = found[j + 1][1] if j + 1 < len(found) else len(chunk)
+        values[name] = chunk[vstart:vend]
+    return ParsedSample(
+        raw=raw,
+        relation=_clean_value(values["relation"], single_line=True),
+        context=_clean_context(values["context"]),
+        head=_clean_value(values["head"], single_line=True),
+        head_type=_clean_value(values["head_type"], single_line=True),
+        tail=_clean_value(values["tail"], single_line=True),
+        tail_type=_clean_value(values["tail_type"], single_line=True),
+    )
+
+
+def normalise_relation(name: str) -> str:
+    return re.sub(r"\s+", "", name).strip(_DECORATION).lower()
+
+
+def context_key(tokens: Iterable[str]) -> str:
+    """Duplicate detection: the context's tokens, lower-cased."""
+    return " ".join(t.lower() for t in tokens)
+
+
+def find_mentions(tokens: list[str], mention: list[str]) -> list[tuple[int, int]]:
+    """Every [start, end) where `mention` occurs in `tokens` (case-insensitive, whole tokens)."""
+    n, m = len(tokens), len(mention)
+    if m == 0:
+        return []
+    low, want = [t.lower() for t in tokens], [t.lower() for t in mention]
+    return [(i, i + m) for i in range(n - m + 1) if low[i:i + m] == want]
+
+
+def choose_pair(heads: list[tuple[int, int]], tails: list[tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The non-overlapping (head, tail) occurrence pair closest together; ties: earliest head, then tail."""
+    best = None
+    for h in heads:
+        for t in tails:
+            if h[0] < t[1] and t[0] < h[1]:
+                continue  # overlapping mentions
+            gap = t[0] - h[1] if h[1] <= t[0] else h[0] - t[1]
+            key = (gap, h[0], t[0])
+            if best is None or key < best[0]:
+                best = (key, h, t)
+    return None if best is None else (best[1], best[2])
+
+
+class SampleValidator:
+    """Validates parsed samples of several relations; remembers accepted contexts (duplicates)."""
+
+    def __init__(self, golden: Iterable[RelationExample], type_pairs: dict[str, list[list[str]]],
+                 *, source: str):
+        self.source = source
+        self.golden_contexts = {context_key(ex.tokens) for ex in golden}
+        self.type_pairs = {rel: {tuple(p) for p in pairs} for rel, pairs in (type_pairs or {}).items()}
+        self.known_types = {t for pairs in self.type_pairs.values() for p in pairs for t in p}
+        self.synthetic_contexts: set[str] = set()
+
+    @property
+    def uses_types(self) -> bool:
+        return bool(self.known_types)
+
+    def check(self, sample: ParsedSample, relation: str) -> Outcome:
+        """Outcome for one parsed sample of the relation that was asked for (no state change)."""
+        def reject(reason: str, detail: str = "") -> Outcome:
+            return Outcome(relation, sample.raw, None, reason, detail)
+
+        if sample.reason:
+            return reject(sample.reason, sample.detail)
+        if normalise_relation(sample.relation) != normalise_relation(relation):
+            return reject(WRONG_RELATION, f"got {sample.relation!r}")
+        for name in ("context", "head", "tail"):
+            if not getattr(sample, name):
+                return reject(EMPTY_FIELD, name)
+        pieces = tokenize_with_offsets(sample.context)
+        tokens = [t for t, _, _ in pieces]
+        heads = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.head)])
+        tails = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.tail)])
+        if not heads:
+            return reject(SUBJECT_NOT_IN_CONTEXT, sample.head)
+        if not tails:
+            return reject(OBJECT_NOT_IN_CONTEXT, sample.tail)
+        pair = choose_pair(heads, tails)
+        if pair is None:
+            return reject(ENTITIES_OVERLAP, f"{sample.head!r} / {sample.tail!r}")
+        subj_type = obj_type = None
+        allowed = self.type_pairs.get(relation)
+        if self.uses_types and allowed:
+            if not sample.head_type or not sample.tail_type:
+                return reject(MISSING_TYPE, f"{sample.head_type!r} / {sample.tail_type!r}")
+            canon = {t.lower(): t for t in self.known_types}
+            for value in (sample.head_type, sample.tail_type):
+                if value.lower() not in canon:
+                    return reject(UNKNOWN_TYPE, value)
+            subj_type, obj_type = canon[sample.head_type.lower()], canon[sample.tail_type.lower()]
+            if (subj_type, obj_type) not in allowed:
+                return reject(TYPE_PAIR_NOT_IN_SCHEMA, f"({subj_type}, {obj_type})")
+        key = context_key(tokens)
+        if key in self.golden_contexts:
+            return reject(DUPLICATE_GOLDEN)
+        if key in self.synthetic_contexts:
+            return reject(DUPLICATE_SYNTHETIC)
+        (hs, he), (ts, te) = pair
+        ex = RelationExample(
+            id="synthetic-" + stable_hash([relation, tokens, hs, he, ts, te], 16), tokens=tuple(tokens),
+            subj_start=hs, subj_end=he, obj_start=ts, obj_end=te, relation=relation,
+            subj_type=subj_type, obj_type=obj_type, source=self.source)
+        problems = ex.problems()
+        if problems:  # cannot happen for the spans above; kept so no bad record can ever pass
+            return reject(UNPARSEABLE, f"{problems[0][0]}: {problems[0][1]}")
+        return Outcome(relation, sample.raw, ex)
+
+    def accept(self, outcome: Outcome) -> None:
+        """Record an accepted sample so later copies of its context count as duplicates."""
+        if outcome.example is not None:
+            self.synthetic_contexts.add(context_key(outcome.example.tokens))
+
+    def validate_completion(self, text: str | None, relation: str) -> list[Outcome]:
+        """All samples of one completion, in order; accepted ones are remembered."""
+        outcomes = []
+        for sample in parse_samples(text):
+            outcome = self.check(sample, relation)
+            self.accept(outcome)
+            outcomes.append(outcome)
+        return outcomes

@@ -1,0 +1,87 @@
+"""Prompt templates for knowledge generation, in one place (see shared/method.md sections 1-2).
+
+- EDKG: ask the LLM to explain, from the text, why the subject holds the relation with the object.
+- SCDG: show golden samples of one relation in a fixed schema and ask for N more in the same schema.
+
+Templates are `str.format` strings; every one can be overridden from `GenerationConfig.prompts`.
+Prompts are plain user messages: the backends wrap them in the model's chat template when it has one
+(`as_chat_text`), or send them as chat messages (OpenAI-compatible servers, vLLM's chat stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from tkre.config import PromptTemplates
+from tkre.data.records import RelationExample
+
+EDKG_TEMPLATE = (
+    "Read the text below and explain in two or three sentences why \"{subject}\" has the relation "
+    "\"{relation}\" with \"{object}\".\n\n"
+    "Text: {text}\n"
+    "Subject: {subject}\n"
+    "Object: {object}\n"
+    "Relation: {relation}\n\n"
+    "Explanation:"
+)
+
+#: One sample in the SCDG schema. Type lines stay empty for datasets without entity types (SemEval).
+SCDG_EXAMPLE_TEMPLATE = (
+    "Relation: {relation}.\n"
+    "Context: {text}\n"
+    "Head Entity: {subject}.\n"
+    "Head Type: {subj_type}.\n"
+    "Tail Entity: {object}.\n"
+    "Tail Type: {obj_type}.\n"
+)
+
+SCDG_TEMPLATE = (
+    "Here are samples of the relation \"{relation}\" between a head entity and a tail entity. "
+    "Each sample has the fields Relation, Context, Head Entity, Head Type, Tail Entity and Tail Type; "
+    "both entities are copied word for word from the context.\n\n"
+    "{examples}\n"
+    "Generate {n} more samples like above for the relation \"{relation}\", each with a new context, "
+    "in exactly the same format:\n"
+)
+
+#: Field labels of the SCDG schema, in order (the parser relies on them).
+SCDG_FIELDS = ("Relation", "Context", "Head Entity", "Head Type", "Tail Entity", "Tail Type")
+
+
+def _templates(overrides: PromptTemplates | None) -> dict[str, str]:
+    o = overrides or PromptTemplates()
+    return {"edkg": o.edkg or EDKG_TEMPLATE, "scdg": o.scdg or SCDG_TEMPLATE,
+            "scdg_example": o.scdg_example or SCDG_EXAMPLE_TEMPLATE}
+
+
+def edkg_prompt(ex: RelationExample, overrides: PromptTemplates | None = None) -> str:
+    """The EDKG prompt for one golden example."""
+    return _templates(overrides)["edkg"].format(text=ex.text, subject=ex.subject, object=ex.object,
+                                                relation=ex.relation)
+
+
+def scdg_example_block(ex: RelationExample, overrides: PromptTemplates | None = None) -> str:
+    return _templates(overrides)["scdg_example"].format(
+        relation=ex.relation, text=ex.text, subject=ex.subject, object=ex.object,
+        subj_type=ex.subj_type or "", obj_type=ex.obj_type or "")
+
+
+def scdg_prompt(relation: str, examples: Sequence[RelationExample], n: int,
+                overrides: PromptTemplates | None = None) -> str:
+    """The SCDG prompt for one relation: `examples` in the schema, then the request for `n` more."""
+    blocks = "\n".join(scdg_example_block(ex, overrides) for ex in examples)
+    return _templates(overrides)["scdg"].format(relation=relation, examples=blocks, n=n)
+
+
+def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """OpenAI-style messages for one prompt."""
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": prompt}]
+
+
+def as_chat_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    """The model input for `prompt`: the tokenizer's chat template if it has one, else plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(chat_messages(prompt, system), tokenize=False,
+                                             add_generation_prompt=True)
+    return f"{system}\n\n{prompt}" if system else prompt

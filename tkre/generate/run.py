@@ -1,0 +1,165 @@
+"""The Ray Data generation pipeline: prompts -> cache look-up -> actor pool -> cache -> results.
+
+1. Every row (one prompt, one sample index) gets a cache key (tkre.generate.cache.row_key); rows
+   already in the cache are served from it, nothing else is recomputed (ray#55008: an interrupted
+   batch job would otherwise restart from zero).
+2. The missing rows become a Ray Dataset and go through `map_batches` over a fixed pool of actors
+   (`GenerateUDF`, a callable class: one model load per actor, not per batch). Each actor returns a
+   result per row -- text and token count, or an error string -- so one bad row never fails its
+   batch (ray#59194). The vllm backend instead runs Ray's own LLM processor with
+   `should_continue_on_error=True`, which gives the same per-row contract.
+3. The driver streams the results, writes each successful row to the cache as it arrives (a run
+   killed half-way keeps every row that reached the driver) and shows a progress bar with rows and
+   tokens/s. Errors are returned, counted and retried on the next run; they are never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tkre.config import GenerationConfig, SamplingConfig
+from tkre.generate.backends import BackendSpec
+from tkre.generate.cache import GenerationCache, row_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    rows: int = 0
+    cache_hits: int = 0
+    generated: int = 0
+    errors: int = 0
+    tokens: int = 0  # generated in this run (cache hits excluded)
+    seconds: float = 0.0
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def merge(self, other: "RunStats") -> None:
+        for name in ("rows", "cache_hits", "generated", "errors", "tokens", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.error_samples = (self.error_samples + other.error_samples)[:5]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "cache_hits": self.cache_hits, "generated": self.generated,
+                "errors": self.errors, "tokens": self.tokens, "seconds": round(self.seconds, 3),
+                "tokens_per_s": round(self.tokens_per_s, 2), "error_samples": self.error_samples}
+
+
+def make_row(spec: BackendSpec, sampling: SamplingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:
+    """One generation row: its cache key, prompt and a seed derived from the key."""
+    key = row_key(backend=spec.name, model=spec.model_id, revision=spec.revision, prompt=prompt,
+                  sampling=sampling.key(), sample_index=sample_index)
+    return {"key": key, "prompt": prompt, "seed": (sampling.seed + int(key[:7], 16)) % (2 ** 31), **meta}
+
+
+def ensure_ray() -> None:
+    """Attach to Ray if this process has not: RAY_ADDRESS when set, else a fresh local instance
+    (never silently join some other process's local cluster)."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True,
+                 include_dashboard=False, log_to_driver=False)
+
+
+class GenerateUDF:
+    """Ray Data callable class: builds the backend once per actor, then completes batches."""
+
+    def __init__(self, spec: BackendSpec, sampling: SamplingConfig):
+        self.backend = spec.build()
+        self.sampling = sampling
+
+    def __call__(self, batch: dict) -> dict:
+        results = self.backend.generate_rows([str(p) for p in batch["prompt"]], self.sampling,
+                                             [int(s) for s in batch["seed"]])
+        return {"key": [str(k) for k in batch["key"]],
+                "text": [r.text or "" for r in results],
+                "tokens": [int(r.tokens) for r in results],
+                "error": [r.error or "" for r in results]}
+
+
+def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GenerationConfig, sampling: SamplingConfig,
+                  cache: GenerationCache, *, desc: str = "generating") -> tuple[dict[str, dict], RunStats]:
+    """Complete every row (dicts with key, prompt, seed). Returns key -> {text, tokens, error, cached}."""
+    stats = RunStats()
+    start = time.perf_counter()
+    results: dict[str, dict] = {}
+    todo: dict[str, dict] = {}
+    for row in rows:
+        key = row["key"]
+        if key in results or key in todo:
+            continue
+        hit = cache.get(key)
+        if hit is not None:
+            results[key] = {"text": hit["text"], "tokens": int(hit.get("tokens", 0)), "error": None, "cached": True}
+        else:
+            todo[key] = {"key": key, "prompt": row["prompt"], "seed": int(row["seed"])}
+    stats.rows = len(results) + len(todo)
+    stats.cache_hits = len(results)
+    if todo:
+        # similar lengths in one batch -> little left padding wasted
+        ordered = sorted(todo.values(), key=lambda r: (len(r["prompt"]), r["key"]))
+        _run_ray(ordered, spec, cfg, sampling, cache, results, stats, desc)
+    stats.seconds = time.perf_counter() - start
+    return results, stats
+
+
+def _dataset(todo: list[dict], spec: BackendSpec, cfg: GenerationConfig, sampling: SamplingConfig):
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ensure_ray()
+    DataContext.get_current().enable_progress_bars = False  # tkre shows its own bar
+    batch_size = cfg.vllm.batch_size if spec.ray_native else cfg.batch_size
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / batch_size)))
+    if spec.ray_native:
+        from tkre.generate.backends.vllm import build_vllm_processor
+
+        return build_vllm_processor(cfg.model_copy(update={"sampling": sampling}))(ds)
+    return ds.map_batches(GenerateUDF, fn_constructor_kwargs={"spec": spec, "sampling": sampling},
+                          batch_size=batch_size, compute=ActorPoolStrategy(size=cfg.concurrency),
+                          num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
+
+
+def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tkre.generate.backends.vllm import ERROR_COLUMN
+
+    ds = _dataset(todo, spec, cfg, sampling)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[tps]:.1f} tok/s"), transient=True) as bar:
+        task = bar.add_task(desc, total=len(todo), tps=0.0)
+        for row in ds.iter_rows():
+            key = str(row["key"])
+            error = row.get("error") or row.get(ERROR_COLUMN) or None
+            if error:
+                stats.errors += 1
+                if len(stats.error_samples) < 5:
+                    stats.error_samples.append(str(error)[:300])
+                results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False}
+            else:
+                text, tokens = str(row.get("text") or ""), int(row.get("tokens") or 0)
+                cache.put(key, {"text": text, "tokens": tokens, "backend": spec.name, "model": spec.model_id})
+                stats.generated += 1
+                stats.tokens += tokens
+                results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False}
+            elapsed = time.perf_counter() - t0
+            bar.update(task, advance=1, tps=stats.tokens / elapsed if elapsed > 0 else 0.0)
+    missing = [r["key"] for r in todo if r["key"] not in results]
+    for key in missing:  # should not happen; never silently drop a row
+        stats.errors += 1
+        results[key] = {"text": None, "tokens": 0, "error": "row missing from the pipeline output", "cached": False}
+    log.info("%s: %d generated, %d errors, %d tokens, %.1f tok/s", desc, stats.generated, stats.errors,
+             stats.tokens, stats.tokens / max(time.perf_counter() - t0, 1e-9))

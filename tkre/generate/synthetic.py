@@ -1,0 +1,120 @@
+"""SCDG: synthetic samples per relation, generated in rounds until each relation has `per_relation`.
+
+Round t asks, for every relation still short of samples, ceil(missing / samples_per_prompt) prompts
+of `samples_per_prompt` new samples each; each prompt shows `prompt_examples` golden samples, rotated
+so that successive prompts show different ones. Completions are validated in a fixed order
+(relation, prompt), so the output does not depend on which actor finished first; valid samples
+beyond `per_relation` are kept in the rejects table as `surplus`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from tkre import __version__
+from tkre.config import GenerationConfig
+from tkre.data.records import RelationExample
+from tkre.generate import parse
+from tkre.generate.backends import backend_spec
+from tkre.generate.cache import GenerationCache
+from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_manifest, write_synthetic
+from tkre.generate.prompts import scdg_prompt
+from tkre.generate.run import RunStats, generate_rows, make_row
+
+log = logging.getLogger(__name__)
+
+
+def _rotated(examples: list[RelationExample], offset: int, count: int) -> list[RelationExample]:
+    n = len(examples)
+    return [examples[(offset + i) % n] for i in range(min(count, n))]
+
+
+def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list[list[str]]], cfg: GenerationConfig,
+                       out_dir: str | Path, *, per_relation: int, relations: list[str] | None = None) -> dict[str, Any]:
+    """Write out_dir/synthetic.parquet, rejects.parquet and manifest.json; return the manifest."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    spec = backend_spec(cfg)
+    sampling = cfg.sampling
+    cache = GenerationCache(cfg.cache_dir)
+    by_rel: dict[str, list[RelationExample]] = defaultdict(list)
+    for ex in golden:
+        by_rel[ex.relation].append(ex)
+    relations = list(relations) if relations is not None else list(by_rel)
+    no_examples = [r for r in relations if not by_rel.get(r)]
+    relations = [r for r in relations if by_rel.get(r)]
+    validator = parse.SampleValidator(golden, type_pairs, source=f"synthetic:{spec.generator}")
+    spp = cfg.samples_per_prompt
+
+    kept: dict[str, list[RelationExample]] = {r: [] for r in relations}
+    rejects: list[dict[str, Any]] = []
+    per_rel: dict[str, Counter] = {r: Counter() for r in relations}
+    prompts_used: Counter = Counter()
+    stats = RunStats()
+    rounds = 0
+    for rnd in range(cfg.max_rounds):
+        need = {r: per_relation - len(kept[r]) for r in relations if len(kept[r]) < per_relation}
+        if not need:
+            break
+        rounds += 1
+        rows = []
+        for r, missing in need.items():
+            for _ in range(math.ceil(missing / spp)):
+                g = prompts_used[r]
+                prompts_used[r] += 1
+                shown = _rotated(by_rel[r], g * cfg.prompt_examples, cfg.prompt_examples)
+                prompt = scdg_prompt(r, shown, spp, cfg.prompts)
+                rows += [make_row(spec, sampling, prompt, g * sampling.n + j, relation=r) for j in range(sampling.n)]
+        results, round_stats = generate_rows(rows, spec, cfg, sampling, cache, desc=f"SCDG round {rnd + 1}")
+        stats.merge(round_stats)
+        for row in rows:
+            r, res = row["relation"], results[row["key"]]
+            if res["error"] is not None:
+                outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:300])]
+            else:
+                outcomes = validator.validate_completion(res["text"], r)
+            for o in outcomes:
+                if o.example is not None and len(kept[r]) < per_relation:
+                    kept[r].append(o.example)
+                    per_rel[r]["accepted"] += 1
+                    continue
+                reason = parse.SURPLUS if o.example is not None else o.reason
+                if o.example is not None:
+                    per_rel[r]["accepted"] += 1
+                per_rel[r][reason] += 1
+                rejects.append({"relation": r, "reason": reason, "detail": o.detail, "raw": o.raw, "round": rnd + 1})
+
+    examples = [ex for r in relations for ex in kept[r]]
+    write_synthetic(examples, rejects, out)
+    reasons = Counter(rej["reason"] for rej in rejects)
+    acceptance = {}
+    for r in relations:
+        c = per_rel[r]
+        samples = c["accepted"] + sum(v for k, v in c.items() if k not in ("accepted", parse.SURPLUS))
+        acceptance[r] = {"asked": per_relation, "kept": len(kept[r]), "valid": c["accepted"], "samples": samples,
+                         "rate": round(c["accepted"] / samples, 4) if samples else 0.0,
+                         "reasons": {k: v for k, v in sorted(c.items()) if k not in ("accepted",)}}
+    total_samples = sum(a["samples"] for a in acceptance.values())
+    total_valid = sum(a["valid"] for a in acceptance.values())
+    manifest = {
+        "kind": "synthetic", "tkre_version": __version__, "generator": spec.generator, "backend": spec.name,
+        "model": spec.model_id, "revision": spec.revision, "file": SYNTHETIC_FILE, "rejects_file": REJECTS_FILE,
+        "per_relation": per_relation, "rounds": rounds, "type_check": validator.uses_types,
+        "relations_without_examples": no_examples,
+        "counts": {"relations": len(relations), "prompts": stats.rows, "samples": total_samples,
+                   "valid": total_valid, "kept": len(examples), "rejected": len(rejects),
+                   "errors": reasons.get(parse.GENERATION_ERROR, 0), "cache_hits": stats.cache_hits,
+                   "generated": stats.generated},
+        "acceptance_rate": round(total_valid / total_samples, 4) if total_samples else 0.0,
+        "acceptance": acceptance, "reasons": dict(sorted(reasons.items())),
+        "tokens": stats.tokens, "seconds": round(time.perf_counter() - start, 3),
+        "tokens_per_s": round(stats.tokens_per_s, 2), "run": stats.as_dict(),
+        "sampling": sampling.model_dump(), "samples_per_prompt": spp, "cache_dir": str(cache.root),
+    }
+    write_manifest(manifest, out)
+    return manifest

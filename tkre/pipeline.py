@@ -1,0 +1,259 @@
+"""One experiment = one pipeline: K-shot split -> EDKG -> SCDG -> stage-1 -> stage-2 -> fine-tune -> test.
+
+    row = run_experiment(ExperimentConfig(...))      # one results row (a flat dict)
+
+Every stage's output is an artifact in `tkre.artifacts.ArtifactStore` under
+`key = hash(the config fields that affect the stage, the keys of its inputs, tkre version)`, so a
+trial whose upstream stages match an earlier trial reuses them (a seed sweep over fine-tuning reuses
+one generation run; a tau sweep reuses stage 1). Stages are switched by `cfg.stages` (Table 3):
+
+    TKRE            all on                  w/o EDKG   stages.edkg=false (no corpus -> no stage 1)
+    w/o SCDG        stages.scdg=false       w/o MSLM   pretrain.masking=bert
+    w/o SCL         pretrain.lambda2=0      golden only: every stage off (fine-tune on golden data)
+
+The row is traceable: the full config (JSON), dataset name + data hash, generator, encoder,
+backbone, seed, tkre version, dev/test micro-F1 (fractions 0-1), each stage's artifact key, whether
+it was reused, and seconds per stage. Ray Train runs (pre-training, fine-tuning) are named after the
+artifact key under `<storage>/train`, so a killed trial resumes them from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow.parquet as pq
+
+from tkre import __version__
+from tkre.artifacts import Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path
+from tkre.config import ExperimentConfig, GenerationConfig, PretrainConfig
+from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
+from tkre.data.records import RelationExample
+from tkre.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("split", "edkg", "scdg", "stage1", "stage2", "finetune")
+
+# Config fields that do not change a stage's output (throughput, places, retries): left out of keys.
+_GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True, "per_relation": True,
+                   "vllm": {"num_replicas", "batch_size", "gpu_memory_utilization"},
+                   "openai": {"timeout_s", "max_retries", "concurrency", "api_key_env"}}
+_STAGE2_ONLY = {"stage2", "tau", "lambda1", "lambda2", "negative_span", "negative_span_min", "negative_span_max"}
+
+
+def generation_key_config(gen: GenerationConfig) -> dict:
+    return gen.model_dump(exclude=_GEN_NOT_IN_KEY)
+
+
+def stage1_key_config(p: PretrainConfig) -> dict:
+    return p.model_dump(exclude={"resources", *_STAGE2_ONLY})
+
+
+def stage2_key_config(p: PretrainConfig) -> dict:
+    return p.model_dump(exclude={"resources", "stage1"})
+
+
+def train_storage(storage: str) -> str:
+    """Where Ray Train keeps run checkpoints (a URI stays a URI)."""
+    return join_uri(storage, "train") if is_remote(storage) else str(local_path(storage) / "train")
+
+
+def _read_examples(path: Path) -> list[RelationExample]:
+    return from_arrow(pq.read_table(path))
+
+
+def _write_examples(examples: list[RelationExample], path: Path) -> None:
+    pq.write_table(to_arrow(examples), path)
+
+
+def _in_slot(store: ArtifactStore, fn: Callable, *args, **kwargs):
+    """Run an LLM generation job while holding a cluster-wide "generation" slot (see ArtifactStore.slot)."""
+    with store.slot("generation"):
+        return fn(*args, **kwargs)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 3)
+
+
+def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
+                   store: ArtifactStore | None = None) -> dict[str, Any]:
+    """Run every enabled stage (reusing stored artifacts) and return one flat results row.
+
+    `callbacks` go to the fine-tuning Ray Train run only (e.g. Tune's TuneReportCallback, so that
+    ASHA sees dev micro-F1 once per fine-tuning epoch)."""
+    t_start = time.perf_counter()
+    store = store or ArtifactStore(cfg.storage_path)
+    timer = _Timer()
+    arts: dict[str, Artifact] = {}
+
+    t0 = time.perf_counter()
+    dataset = load_from_config(cfg.data)
+    timer.add("load", time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------- K-shot split
+    split_cfg = cfg.data.model_dump(exclude={"path", "patch_path"})
+    split_key = artifact_key("split", split_cfg, {"data": dataset.data_hash})
+
+    def build_split(out: Path) -> dict:
+        split = sample_kshot(dataset, cfg.data.k, cfg.data.seed, cfg.data.protocol)
+        _write_examples(split.train, out / "train.parquet")
+        if cfg.data.protocol == "genpt":
+            _write_examples(split.dev, out / "dev.parquet")
+        return {"train": len(split.train), "dev": len(split.dev), "test": len(split.test),
+                "missing_relations": split.missing_relations, "dataset": dataset.name}
+
+    arts["split"] = store.get_or_create("split", split_key, build_split, config=split_cfg,
+                                        inputs={"data": dataset.data_hash})
+    golden = _read_examples(arts["split"].path / "train.parquet")
+    dev_file = arts["split"].path / "dev.parquet"
+    dev = _read_examples(dev_file) if dev_file.is_file() else dataset.split("dev")
+    test = dataset.split("test")
+    if not golden:
+        raise DataError("the K-shot training split is empty", file=str(arts["split"].path))
+    relations_in_split = sorted({ex.relation for ex in golden})
+
+    # ---------------------------------------------------------------- generation
+    gen_cfg = generation_key_config(cfg.generation)
+    gen_cache = cfg.generation.cache_dir or str(store.local_root.parent / "generation_cache")
+    generation = cfg.generation.model_copy(update={"cache_dir": gen_cache})
+    if cfg.stages.edkg:
+        from tkre.generate import generate_explanations
+
+        key = artifact_key("edkg", gen_cfg, {"split": split_key})
+        arts["edkg"] = store.get_or_create(
+            "edkg", key, lambda out: _in_slot(store, generate_explanations, golden, generation, out),
+            config=gen_cfg, inputs={"split": split_key})
+    if cfg.stages.scdg:
+        from tkre.generate import generate_synthetic
+
+        per_relation = cfg.generation.per_relation or cfg.data.k
+        scdg_cfg = {**gen_cfg, "per_relation": per_relation}
+        key = artifact_key("scdg", scdg_cfg, {"split": split_key})
+        arts["scdg"] = store.get_or_create(
+            "scdg", key, lambda out: _in_slot(store, generate_synthetic, golden, relation_type_schema(golden),
+                                              generation, out, per_relation=per_relation,
+                                              relations=relations_in_split),
+            config=scdg_cfg, inputs={"split": split_key})
+    synthetic = None
+    if "scdg" in arts:
+        from tkre.generate import read_synthetic
+
+        synthetic = read_synthetic(arts["scdg"].path)
+
+    # ---------------------------------------------------------------- pre-training
+    runs = train_storage(cfg.storage_path)
+    init, init_key = cfg.pretrain.encoder, None
+    if cfg.stages.pretrain_stage1 and "edkg" in arts:
+        from tkre.generate import read_explanations
+        from tkre.pretrain import pretrain_stage1
+
+        s1_cfg = stage1_key_config(cfg.pretrain)
+        inputs = {"edkg": arts["edkg"].key, "split": split_key}
+        key = artifact_key("stage1", s1_cfg, inputs)
+        explanations = read_explanations(arts["edkg"].path)
+        arts["stage1"] = store.get_or_create(
+            "stage1", key, lambda out: pretrain_stage1(
+                cfg.pretrain, init=init, golden=golden, explanations=explanations, out_dir=out,
+                run_name=f"stage1-{key}", storage_path=runs), config=s1_cfg, inputs=inputs)
+        init, init_key = str(arts["stage1"].path / "checkpoint"), key
+    elif cfg.stages.pretrain_stage1:
+        log.info("stage-1 pre-training skipped: it needs the EDKG corpus (stages.edkg is off)")
+    if cfg.stages.pretrain_stage2:
+        from tkre.pretrain import pretrain_stage2
+
+        s2_cfg = stage2_key_config(cfg.pretrain)
+        inputs = {"split": split_key, "init": init_key or cfg.pretrain.encoder,
+                  **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
+        key = artifact_key("stage2", s2_cfg, inputs)
+        stage2_init = init
+        arts["stage2"] = store.get_or_create(
+            "stage2", key, lambda out: pretrain_stage2(
+                cfg.pretrain, init=stage2_init, golden=golden, synthetic=synthetic, relations=dataset.relations,
+                out_dir=out, run_name=f"stage2-{key}", storage_path=runs), config=s2_cfg, inputs=inputs)
+        init, init_key = str(arts["stage2"].path / "checkpoint"), key
+
+    # ---------------------------------------------------------------- fine-tuning + test
+    from tkre.finetune import run_finetune
+
+    ft = cfg.finetune if init_key is None else cfg.finetune.model_copy(update={"encoder": init})
+    ft_cfg = cfg.finetune.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors",
+                                              "eval_batch_size"})
+    if init_key is not None:
+        ft_cfg.pop("encoder")
+    inputs = {"split": split_key, "data": dataset.data_hash, **({"init": init_key} if init_key else {}),
+              **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
+    key = artifact_key("finetune", ft_cfg, inputs)
+    ft_synthetic = synthetic if cfg.finetune.synthetic_per_relation != 0 else None
+    arts["finetune"] = store.get_or_create(
+        "finetune", key, lambda out: run_finetune(
+            ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
+            synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
+            callbacks=callbacks), config=ft_cfg, inputs=inputs)
+    for name, art in arts.items():
+        timer.add(name, art.seconds)
+    timer.add("total", time.perf_counter() - t_start)
+    return results_row(cfg, dataset_name=dataset.name, data_hash=dataset.data_hash, artifacts=arts,
+                       seconds=timer.seconds)
+
+
+def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, artifacts: dict[str, Artifact],
+                seconds: dict[str, float]) -> dict[str, Any]:
+    """The flat, traceable results row of one experiment."""
+    metrics = artifacts["finetune"].summary
+    generator = (f"{cfg.generation.backend}:{cfg.generation.model}"
+                 if (cfg.stages.edkg or cfg.stages.scdg) else "none")
+    row: dict[str, Any] = {
+        "experiment": cfg.name, "dataset": dataset_name, "data_hash": data_hash, "k": cfg.data.k,
+        "seed": cfg.data.seed, "protocol": cfg.data.protocol, "generator": generator,
+        "encoder": cfg.pretrain.encoder if (cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2)
+        else cfg.finetune.encoder,
+        "backbone": cfg.finetune.backbone, "masking": cfg.pretrain.masking,
+        "synthetic_per_relation": (cfg.generation.per_relation or cfg.data.k) if cfg.stages.scdg else 0,
+        "tkre_version": __version__,
+        "dev_micro_f1": metrics.get("dev_micro_f1"), "test_micro_f1": metrics.get("test_micro_f1", metrics.get("micro_f1")),
+        "test_macro_f1": metrics.get("test_macro_f1", metrics.get("macro_f1")),
+        "best_epoch": metrics.get("best_epoch"),
+        "epoch_history": json.dumps(metrics.get("history", [])),
+        "experiment_config": cfg.model_dump_json(),  # not "config": Tune reserves that result key
+    }
+    for stage in STAGES:
+        art = artifacts.get(stage)
+        row[f"artifact.{stage}"] = art.key if art else None
+        row[f"reused.{stage}"] = art.reused if art else None
+    for stage, s in seconds.items():
+        row[f"seconds.{stage}"] = s
+    if "scdg" in artifacts:
+        summ = artifacts["scdg"].summary
+        row["synthetic_kept"] = summ.get("kept", summ.get("accepted"))
+    return row
+
+
+def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
+                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """`tkre run <config.yaml>`: load an ExperimentConfig (file:line errors), run it, write the row."""
+    from tkre.config import load_config
+    from tkre.io import atomic_write_json
+
+    cfg = load_config(path, ExperimentConfig)
+    if overrides:
+        from tkre.sweep_config import apply_overrides
+
+        cfg = apply_overrides(cfg.model_dump(), overrides, source=path)
+    from tkre.artifacts import check_storage_writable
+
+    check_storage_writable(cfg.storage_path, min_free_gb=0.1)
+    row = run_experiment(cfg)
+    if not is_remote(cfg.storage_path):
+        out = local_path(cfg.storage_path) / "runs" / f"{cfg.name}-{row['artifact.finetune']}.json"
+        atomic_write_json(out, row)
+        row["row_file"] = str(out)
+    return row

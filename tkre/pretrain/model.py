@@ -1,0 +1,97 @@
+"""Any Hugging Face masked LM plus the SCL anchor table: L = lambda1 * L_mslm + lambda2 * L_scl.
+
+Saved as a plain HF checkpoint (`save_pretrained` of the masked LM + tokenizer) that fine-tuning
+loads with `from_pretrained`; the anchor table is saved beside it (tkre_scl_*.{pt,json}).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from tkre.errors import TkreError
+from tkre.models import resolve_encoder
+from tkre.pretrain.masking import IGNORE_INDEX
+from tkre.pretrain.scl import AnchorTable, scl_loss, span_mean_pool
+
+logger = logging.getLogger(__name__)
+
+
+def check_init_dir(init: str) -> str:
+    """Resolve `init` (HF id, local folder, embedded:minilm) and, for a local folder, check that it
+    holds an HF model whose tokenizer fits it. Raises TkreError naming the folder otherwise."""
+    path = resolve_encoder(init)
+    if not os.path.isdir(path):
+        return path  # a Hub id: from_pretrained reports problems itself
+    cfg_file = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_file):
+        raise TkreError(f"{path}: not a Hugging Face model folder (no config.json)")
+    with open(cfg_file, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if "vocab_size" not in cfg or "hidden_size" not in cfg:
+        raise TkreError(f"{path}: config.json has no vocab_size/hidden_size -- not a masked-LM encoder")
+    return path
+
+
+class MSLMSCLModel(torch.nn.Module):
+    """Masked LM + (optional) anchor table. forward(**batch) -> {"loss", "mslm_loss", "scl_loss"}."""
+
+    def __init__(self, mlm: torch.nn.Module, anchors: AnchorTable | None, *, lambda1: float = 1.0,
+                 lambda2: float = 1.0, tau: float = 0.1):
+        super().__init__()
+        self.mlm, self.anchors = mlm, anchors
+        self.lambda1, self.lambda2, self.tau = lambda1, lambda2, tau
+
+    @classmethod
+    def from_pretrained(cls, init: str, *, relations: list[str] | None = None, lambda1: float = 1.0,
+                        lambda2: float = 1.0, tau: float = 0.1, seed: int = 0) -> "MSLMSCLModel":
+        """Load the masked LM from `init`; build (or reload, when saved beside it with the same
+        relations) the anchor table when `relations` is given. Deterministic for a given seed."""
+        from transformers import AutoModelForMaskedLM
+
+        path = check_init_dir(init)
+        torch.manual_seed(seed)  # weights missing from the file (e.g. MiniLM's MLM head) start the same
+        try:
+            mlm = AutoModelForMaskedLM.from_pretrained(path)
+        except (ValueError, OSError, KeyError) as e:
+            raise TkreError(f"{path}: cannot load as a masked-LM encoder: {e}") from None
+        anchors = None
+        if relations is not None:
+            hidden = mlm.config.hidden_size
+            saved = AnchorTable.load(path, hidden) if os.path.isdir(path) else None
+            anchors = saved if saved is not None and saved.relations == list(relations) else AnchorTable(relations, hidden)
+        return cls(mlm, anchors, lambda1=lambda1, lambda2=lambda2, tau=tau)
+
+    def forward(self, input_ids, attention_mask, labels, pos_mask=None, neg_mask=None, relation=None,
+                token_type_ids=None):
+        want_scl = self.anchors is not None and relation is not None and self.lambda2 > 0
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_scl, **extra)
+        logits = out.logits
+        n_masked = (labels != IGNORE_INDEX).sum()
+        # sum / count instead of mean: a batch without masked tokens gives 0, not NaN
+        mslm = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum") / n_masked.clamp(min=1)
+        result = {"mslm_loss": mslm}
+        loss = self.lambda1 * mslm
+        if want_scl:
+            hidden = out.hidden_states[-1]
+            scl = scl_loss(self.anchors(relation), span_mean_pool(hidden, pos_mask),
+                           span_mean_pool(hidden, neg_mask), self.tau)
+            result["scl_loss"] = scl
+            loss = loss + self.lambda2 * scl
+        result["loss"] = loss
+        return result
+
+    def save(self, directory: str, tokenizer=None) -> None:
+        """Plain HF checkpoint of the masked LM (+ tokenizer), anchors beside it."""
+        os.makedirs(directory, exist_ok=True)
+        self.mlm.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        if self.anchors is not None:
+            self.anchors.save(directory)

@@ -1,0 +1,192 @@
+"""The two pre-training stages as library calls (the CLI and the pipeline call these).
+
+Stage 1: MSLM on the explanation corpus plus the golden texts.
+Stage 2: lambda1 * MSLM + lambda2 * SCL on golden + synthetic examples, starting from stage 1.
+Each writes out_dir/checkpoint (HF masked LM + tokenizer [+ SCL anchors]) and out_dir/summary.json,
+and returns the summary. A stage switched off (`enabled: false`) trains nothing: its summary names
+the init weights as its checkpoint so the next step can chain on it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tkre.config import PretrainConfig, StageConfig
+from tkre.data import RelationExample
+from tkre.errors import TkreError
+from tkre.io import atomic_path, atomic_write_json
+from tkre.pretrain.data import MaskingSettings, SpanText, encode_corpus, from_examples, from_explanations
+from tkre.pretrain.masking import MaskingProbabilities
+from tkre.pretrain.model import check_init_dir
+from tkre.pretrain.scl import AnchorTable
+from tkre.pretrain.task import HELDOUT_EPOCH, PretrainTask
+from tkre.train_loop import LoopSettings, fit
+
+logger = logging.getLogger(__name__)
+
+
+def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
+                    explanations: list[dict] | None, out_dir, run_name: str | None = None,
+                    storage_path: str | None = None, callbacks: list | None = None) -> dict:
+    """MSLM on explanations (mentions located in the explanation text) + golden texts."""
+    counts: Counter = Counter()
+    texts = from_explanations(explanations or [], counts) + from_examples(golden)
+    counts["explanations"] = len(explanations or [])
+    counts["golden"] = len(golden)
+    return _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
+                      out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
+
+
+def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
+                    synthetic: list[RelationExample] | None, relations: list[str], out_dir,
+                    run_name: str | None = None, storage_path: str | None = None,
+                    callbacks: list | None = None) -> dict:
+    """lambda1 * MSLM + lambda2 * SCL on golden + synthetic; SCL is off when lambda2 == 0."""
+    counts: Counter = Counter(golden=len(golden), synthetic=len(synthetic or []))
+    texts = from_examples(list(golden) + list(synthetic or []))
+    return _run_stage(cfg, cfg.stage2, "stage2", init=init, texts=texts,
+                      relations=list(relations) if cfg.lambda2 > 0 else None, counts=counts,
+                      out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
+
+
+def split_heldout(items: list, fraction: float, cap: int, seed: int) -> tuple[list, list, bool]:
+    """(train, heldout, disjoint). Too small a corpus -> the held-out slice is the training set."""
+    n_held = min(cap, int(round(fraction * len(items))))
+    if n_held < 1 or len(items) - n_held < 1:
+        return items, items, False
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:n_held])
+    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)], True
+
+
+def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str, texts: list[SpanText],
+               relations: list[str] | None, counts: Counter, out_dir, run_name, storage_path, callbacks) -> dict:
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    init_path = check_init_dir(init)
+    summary: dict[str, Any] = {"stage": name, "enabled": stage.enabled, "init": init_path}
+    if not stage.enabled:
+        summary["checkpoint"] = init_path
+        atomic_write_json(out_dir / "summary.json", summary)
+        logger.info("%s switched off: passing %s on", name, init_path)
+        return summary
+    if not texts:
+        raise TkreError(f"{name}: empty corpus -- no explanations and no examples to pre-train on")
+
+    tokenizer = AutoTokenizer.from_pretrained(init_path)
+    if tokenizer.mask_token_id is None:
+        raise TkreError(f"{init_path}: the tokenizer has no mask token -- not a masked-LM encoder")
+    index = None
+    if relations is not None:
+        table = AnchorTable(relations, 1)  # only for its name -> row mapping and its error message
+        index = lambda rel, record: table.index(rel, record=record)  # noqa: E731
+    items, skips = encode_corpus(tokenizer, texts, max_length=cfg.max_length, relation_index=index)
+    if not items:
+        raise TkreError(f"{name}: empty corpus after encoding ({len(texts)} texts, skipped: {dict(skips)})")
+    train, heldout, disjoint = split_heldout(items, cfg.heldout_fraction, cfg.max_heldout, cfg.seed)
+    masking = MaskingSettings(
+        masking=cfg.masking, probs=MaskingProbabilities(cfg.p_relation, cfg.p_entity, cfg.p_other),
+        bert_rate=cfg.bert_mask_prob, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, seed=cfg.seed,
+        scl=relations is not None, negative_min=cfg.negative_span_min, negative_max=cfg.negative_span_max,
+        negative_strategy=cfg.negative_span)
+    task = PretrainTask(init_path=init_path, train_items=train, heldout_items=heldout, masking=masking,
+                        relations=relations, lambda1=cfg.lambda1 if name == "stage2" else 1.0,
+                        lambda2=cfg.lambda2, tau=cfg.tau)
+    before = _heldout_before(task)
+    settings = LoopSettings(epochs=stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
+                            grad_accum=cfg.grad_accum, warmup_ratio=cfg.warmup_ratio,
+                            weight_decay=cfg.weight_decay, seed=cfg.seed, mixed_precision=cfg.mixed_precision)
+    storage = storage_path or str(out_dir / "ray")
+    result = fit(task, settings, cfg.resources, run_name=run_name or f"pretrain_{name}", storage_path=storage,
+                 callbacks=callbacks)
+
+    checkpoint = out_dir / "checkpoint"
+    with atomic_path(checkpoint) as tmp:
+        shutil.copytree(result.best_checkpoint_dir, tmp)
+    last = result.metrics_history[-1] if result.metrics_history else {}
+    summary.update(
+        checkpoint=str(checkpoint), texts=len(texts), train_texts=len(train), heldout_texts=len(heldout),
+        heldout_disjoint=disjoint, counts=dict(counts), skipped=dict(skips),
+        skipped_total=skips.get("entity_truncated", 0), masking=cfg.masking, scl=relations is not None,
+        relations=relations, heldout_mslm_loss_before=before.get("heldout_mslm_loss"),
+        heldout_mslm_loss_after=last.get("heldout_mslm_loss"),
+        heldout_scl_loss_before=before.get("heldout_scl_loss"), heldout_scl_loss_after=last.get("heldout_scl_loss"),
+        history=[{k: v for k, v in m.items() if isinstance(v, (int, float))} for m in result.metrics_history],
+        fit=result.summary,
+    )
+    atomic_write_json(out_dir / "summary.json", summary)
+    if skips.get("entity_truncated"):
+        logger.warning("%s: skipped %d texts whose entity was cut off at max_length=%d",
+                       name, skips["entity_truncated"], cfg.max_length)
+    return summary
+
+
+def _heldout_before(task: PretrainTask) -> dict:
+    """Held-out losses of the initial weights (on the driver, CPU), the baseline the run must beat."""
+    model = task.build_model().eval()
+    with torch.no_grad():
+        return task.evaluate(model, HELDOUT_EPOCH)
+
+
+
+def load_pretrain_config(path: str | None, *, workers: int | None = None) -> PretrainConfig:
+    """PretrainConfig from a YAML file (its `pretrain:` section, or the whole file), CLI overrides applied."""
+    from tkre.config import load_config, read_yaml
+
+    cfg = PretrainConfig()
+    if path is not None:
+        data, _ = read_yaml(path)
+        cfg = load_config(path, PretrainConfig, section="pretrain" if isinstance(data, dict) and "pretrain" in data
+                          else None)
+    if workers is not None:
+        cfg.resources = cfg.resources.model_copy(update={"num_workers": workers})
+    return cfg
+
+
+def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path: str | None = None, k: int = 8,
+                    seed: int = 1, protocol: str = "knowprompt", explanations: str | None = None,
+                    synthetic: str | None = None, out_dir, show_progress: bool = False) -> dict:
+    """Both stages on a K-shot split: stage 1 -> out_dir/stage1, stage 2 (from stage 1) -> out_dir/stage2.
+    `explanations` / `synthetic` are the generation step's output folders or files (optional)."""
+    import ray
+
+    from tkre.data import load_dataset, sample_kshot
+
+    ds = load_dataset(dataset, data_path)
+    golden = sample_kshot(ds, k=k, seed=seed, protocol=protocol).train
+    expl = synth = None
+    if explanations or synthetic:
+        from tkre.generate import read_explanations, read_synthetic
+
+        expl = read_explanations(explanations) if explanations else None
+        synth = read_synthetic(synthetic) if synthetic else None
+    out_dir = Path(out_dir)
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    total = (cfg.stage1.epochs if cfg.stage1.enabled else 0) + (cfg.stage2.epochs if cfg.stage2.enabled else 0)
+    progress = None
+    if show_progress:
+        from tkre.pretrain.progress import EpochProgress
+
+        progress = EpochProgress(total).__enter__()
+    try:
+        cb = (lambda label: [progress.callback(label)]) if progress else (lambda label: None)
+        s1 = pretrain_stage1(cfg, init=cfg.encoder, golden=golden, explanations=expl, out_dir=out_dir / "stage1",
+                             callbacks=cb("stage 1 (MSLM)"))
+        s2 = pretrain_stage2(cfg, init=s1["checkpoint"], golden=golden, synthetic=synth, relations=ds.relations,
+                             out_dir=out_dir / "stage2", callbacks=cb("stage 2 (MSLM+SCL)"))
+    finally:
+        if progress:
+            progress.__exit__(None, None, None)
+    summary = {"checkpoint": s2["checkpoint"], "stage1": s1, "stage2": s2, "dataset": dataset, "k": k,
+               "seed": seed, "protocol": protocol, "golden": len(golden)}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary

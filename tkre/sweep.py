@@ -1,0 +1,467 @@
+"""`tkre sweep sweeps/<name>.yaml`: a sweep file -> Ray Tune phases -> one results Parquet.
+
+Phases (each one Tune experiment under `<storage>/sweeps/<name>/<phase>`):
+- `grid`: no search space: every grid point x variant once (Tune grid_search, no early stopping);
+- `search-<i>`: one per grid point: Optuna TPE (seeded) over the search space, ASHA on the dev
+  metric that fine-tuning reports once per epoch, `num_samples` trials;
+- `evaluate`: the best config of every search phase (by the dev metric only) over `evaluate.seeds`;
+  test micro-F1 is reported for it and never used for selection.
+
+A trial is a *function* trainable (Ray Train v2 does not run under Tuner(TorchTrainer)): it builds the
+experiment and runs `tkre.pipeline.run_experiment` in a Ray task scheduled *outside* the trial's
+placement group (Tune captures child tasks into it), passing `TuneReportCallback()` so fine-tuning's
+per-epoch reports reach Tune. Resources that cannot deadlock on a small machine:
+- the trial itself holds a small CPU fraction (`resources.trial_cpus`);
+- Ray Train workers reserve their own placement group; `max_concurrent_trials` is lowered so that the
+  training workers of all concurrent trials fit the cluster at once (`plan_resources`);
+- LLM generation (Ray Data actor pools) runs under a sweep-wide slot (`resources.generation_slots`),
+  so two pools never hold all CPUs waiting on each other's tasks; a trial waiting for a shared
+  artifact's lock holds no CPUs;
+- a watchdog: `trial_timeout_s` cancels a stuck trial (recorded as failed) and `sweep_timeout_s`
+  bounds the whole phase (Tune's time budget).
+
+Resume (`--resume`): finished phases are skipped; an interrupted phase is restored with
+`Tuner.restore(resume_unfinished=True)`; Tune restores the Optuna searcher (its study, with every
+finished trial) from the `searcher-state-*.pkl` it writes into the experiment directory on every
+experiment checkpoint, so TPE keeps its history (ray#30861) -- `optuna_trial_count` reads it back.
+Finished trials are not rerun. A crashing trial is recorded as `error` with its message and the
+sweep goes on. Every trial start is appended to `<sweep-dir>/events.jsonl`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import logging
+import math
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tkre import __version__
+from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
+from tkre.cluster import driver_runtime_env
+from tkre.config import ExperimentConfig
+from tkre.errors import ConfigError, DataError
+from tkre.io import atomic_path, atomic_write_json, stable_hash
+from tkre.resources import check_fits, cluster_capacity, resources_for, uses_vllm
+from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.parquet"
+PLAN_FILE = "plan.json"
+EVENTS_FILE = "events.jsonl"
+
+
+# ------------------------------------------------------------------------------------ resources
+@dataclass
+class ResourcePlan:
+    trial_cpus: float  # the trial's own process
+    train_cpus: float  # peak CPUs of one trial's Ray Train workers
+    train_gpus: float
+    max_concurrent_trials: int  # after fitting into the cluster
+    cluster_cpus: float
+    cluster_gpus: float
+
+
+def plan_resources(sweep: SweepConfig, experiments: list[ExperimentConfig],
+                   cluster: dict[str, float]) -> ResourcePlan:
+    """Per-trial resource needs derived from the experiments, checked against the cluster.
+
+    Raises ConfigError when one trial can never fit (e.g. 4 GPU workers on a CPU-only cluster)."""
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    train_cpus = train_gpus = 0.0
+    for cfg in experiments:
+        for res, on in ((cfg.pretrain.resources, cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2),
+                        (cfg.finetune.resources, True)):
+            if not on:
+                continue
+            train_cpus = max(train_cpus, res.num_workers * res.cpus_per_worker)
+            train_gpus = max(train_gpus, res.num_workers * (1 if res.use_gpu else 0))
+    need = sweep.resources.trial_cpus + train_cpus
+    if need > cpus + 1e-9 or train_gpus > gpus + 1e-9:
+        raise ConfigError(
+            f"sweep {sweep.name}: one trial needs {need:g} CPUs and {train_gpus:g} GPUs "
+            f"({sweep.resources.trial_cpus:g} for the trial + Ray Train workers), but the Ray cluster has "
+            f"{cpus:g} CPUs and {gpus:g} GPUs: lower resources.num_workers / cpus_per_worker / use_gpu")
+    fit = int(math.floor((cpus + 1e-9) / need))
+    if train_gpus > 0:
+        fit = min(fit, int(math.floor((gpus + 1e-9) / train_gpus)))
+    fit = max(1, fit)
+    concurrent = min(sweep.resources.max_concurrent_trials, fit)
+    if concurrent < sweep.resources.max_concurrent_trials:
+        log.warning("max_concurrent_trials lowered from %d to %d: %d trials of %g CPUs each fit %g CPUs",
+                    sweep.resources.max_concurrent_trials, concurrent, fit, need, cpus)
+    return ResourcePlan(sweep.resources.trial_cpus, train_cpus, train_gpus, concurrent, cpus, gpus)
+
+
+# ------------------------------------------------------------------------------------- preflight
+def preflight(sweep: SweepConfig, source: str) -> list[ExperimentConfig]:
+    """Everything checkable before Ray starts: dataset paths exist, storage is writable."""
+    experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
+    seen = set()
+    for cfg in experiments:
+        for name, value in (("data.path", cfg.data.path), ("data.patch_path", cfg.data.patch_path)):
+            if value and value not in seen:
+                seen.add(value)
+                if "://" not in value and not Path(os.path.expanduser(value)).exists():
+                    raise DataError(f"{name} {value!r} does not exist (dataset {cfg.data.dataset})",
+                                    file=source, field=name)
+    storage = experiments[0].storage_path
+    check_storage_writable(storage, min_free_gb=sweep.min_free_gb)
+    return experiments
+
+
+def sweep_dir(sweep: SweepConfig, storage: str) -> str:
+    return join_uri(storage, "sweeps", sweep.name) if is_remote(storage) else \
+        str(local_path(storage) / "sweeps" / sweep.name)
+
+
+# ------------------------------------------------------------------------------------- the trial
+def _append_event(directory: str, event: dict) -> None:
+    if is_remote(directory):
+        return
+    path = Path(directory) / EVENTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(event, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int) -> dict:
+    """Runs in a plain Ray task outside the trial's placement group."""
+    from tkre.artifacts import ArtifactStore
+    from tkre.pipeline import run_experiment
+
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
+    return run_experiment(cfg, callbacks=callbacks, store=store)
+
+
+def trial_overrides(config: dict) -> dict[str, Any]:
+    """A trial's dotted overrides from its Tune config ({'point': {...}} or flat search params)."""
+    out = dict(config.get("point", {}))
+    out.update({k: v for k, v in config.items() if k != "point"})
+    return out
+
+
+def run_trial(config: dict, *, spec: dict) -> None:
+    """The Tune function trainable: one experiment, per-epoch reports forwarded, then the row."""
+    import ray
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    sweep = SweepConfig.model_validate(spec["sweep"])
+    overrides = trial_overrides(config)
+    trial_id = tune.get_context().get_trial_id()
+    _append_event(spec["sweep_dir"], {"event": "start", "trial_id": trial_id, "phase": spec["phase"],
+                                      "overrides": overrides, "pid": os.getpid(), "time": time.time()})
+    cfg = experiment_for(sweep, overrides)
+    task = ray.remote(_pipeline_task).options(
+        num_cpus=0, max_retries=0,
+        # placement_group=None: do NOT inherit the trial's placement group (Tune captures child
+        # tasks into it); Ray Train and Ray Data inside reserve their own resources.
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    ref = task.remote(cfg.model_dump_json(), [TuneReportCallback()], sweep.resources.generation_slots)
+    ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
+    if not ready:
+        ray.cancel(ref, force=True, recursive=True)
+        raise TimeoutError(f"trial exceeded trial_timeout_s={sweep.trial_timeout_s:g}s (watchdog): cancelled")
+    row = ray.get(ref)
+    if row.get("reused.finetune"):  # no epochs ran: replay the stored history so ASHA/Optuna see it
+        for h in json.loads(row.get("epoch_history") or "[]"):
+            if h.get("dev_micro_f1") is not None:
+                tune.report({"epoch": h.get("epoch"), "dev_micro_f1": h["dev_micro_f1"]})
+    tune.report({**row, "phase": spec["phase"], "row_complete": True,
+                 "overrides": json.dumps(overrides, sort_keys=True, default=str)})
+    _append_event(spec["sweep_dir"], {"event": "end", "trial_id": trial_id, "phase": spec["phase"],
+                                      "time": time.time()})
+
+
+# ------------------------------------------------------------------------------------- phases
+@dataclass
+class Phase:
+    name: str
+    kind: str  # grid | search | evaluate
+    points: list[dict[str, Any]]  # grid/evaluate: one per trial; search: the fixed part (one)
+
+
+def plan_phases(sweep: SweepConfig) -> list[Phase]:
+    points = grid_points(sweep)
+    if sweep.search is None:
+        return [Phase("grid", "grid", points)]
+    phases = [Phase(f"search-{i:03d}", "search", [p]) for i, p in enumerate(points)]
+    if sweep.evaluate is not None:
+        phases.append(Phase("evaluate", "evaluate", []))  # points filled from the search results
+    return phases
+
+
+def _wandb_callbacks(sweep: SweepConfig, directory: str) -> list:
+    if not sweep.wandb.enabled or os.environ.get("WANDB_MODE") == "disabled":
+        return []
+    if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"  # no key: keep runs on disk (`wandb sync` later)
+    try:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+    except ImportError:  # pragma: no cover
+        log.warning("wandb not installed: W&B logging off")
+        return []
+    kwargs: dict[str, Any] = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+    if not is_remote(directory):
+        kwargs["dir"] = directory
+    return [WandbLoggerCallback(project=sweep.wandb.project, group=sweep.name, **kwargs)]
+
+
+def _trial_config_space(sweep: SweepConfig, phase: Phase):
+    from ray import tune
+
+    if phase.kind == "search":
+        space = {k: v for k, v in phase.points[0].items()}
+        space.update({k: d.to_tune() for k, d in sweep.search.space.items()})
+        return space
+    return {"point": tune.grid_search(phase.points)}
+
+
+def _with_run_constants(points: list[dict], sweep: SweepConfig) -> list[dict]:
+    """Put dataset and seed into every trial's config so W&B can group by them (ray#33084)."""
+    out = []
+    for p in points:
+        cfg = experiment_for(sweep, p)
+        out.append({"data.dataset": cfg.data.dataset, "data.seed": cfg.data.seed, "data.k": cfg.data.k, **p})
+    return out
+
+
+def _make_tuner(sweep: SweepConfig, phase: Phase, plan: ResourcePlan, root: str, trainable, resume: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
+    if resume and tune.Tuner.can_restore(path):
+        log.info("phase %s: restoring from %s (unfinished trials resume, finished ones are kept)", phase.name, path)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=sweep.restart_errored)
+    search_alg = scheduler = None
+    num_samples = 1
+    metric = mode = None
+    if phase.kind == "search":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        s = sweep.search
+        metric, mode, num_samples = s.metric, s.mode, s.num_samples
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed), metric=metric, mode=mode)
+        if s.asha is not None:
+            max_t = 1 + max(experiment_for(sweep, phase.points[0]).finetune.epochs, 1) * 2
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
+                                      grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
+    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                  max_concurrent_trials=plan.max_concurrent_trials,
+                                  time_budget_s=sweep.sweep_timeout_s, reuse_actors=False,
+                                  **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
+    run_config = tune.RunConfig(name=phase.name, storage_path=root,
+                                failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
+                                                                fail_fast=False),
+                                callbacks=_wandb_callbacks(sweep, root), verbose=0)
+    return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
+    rows = []
+    for r in result_grid:
+        m = dict(r.metrics or {})
+        overrides = trial_overrides(r.config or {})
+        row: dict[str, Any] = {"sweep": sweep.name, "phase": phase.name, "trial_id": m.get("trial_id")
+                               or (r.path or "").rsplit("/", 1)[-1],
+                               "variant": overrides.get("variant"), "tkre_version": __version__}
+        if r.error is not None:
+            row["status"], row["error"] = "error", f"{type(r.error).__name__}: {r.error}"[:4000]
+        elif m.get("row_complete"):
+            row["status"], row["error"] = "ok", None
+        else:
+            row["status"], row["error"] = "early_stopped", None
+        keep = {k: v for k, v in m.items() if k in _ROW_KEYS or k.split(".")[0] in _ROW_PREFIXES}
+        row.update(keep)
+        row["training_iteration"] = m.get("training_iteration")
+        row["overrides"] = json.dumps(overrides, sort_keys=True, default=str)
+        if phase.kind == "search":
+            for k in sweep.search.space:
+                row[f"param.{k}"] = overrides.get(k)
+        rows.append(row)
+    return rows
+
+
+_ROW_KEYS = {"experiment", "dataset", "data_hash", "k", "seed", "protocol", "generator", "encoder", "backbone",
+             "masking", "synthetic_per_relation", "synthetic_kept", "dev_micro_f1", "test_micro_f1",
+             "test_macro_f1", "best_epoch", "epoch_history", "experiment_config", "epoch"}
+_ROW_PREFIXES = {"artifact", "reused", "seconds"}
+
+
+def _best_points(rows: list[dict], sweep: SweepConfig, phases: list[Phase]) -> list[dict]:
+    """For every search phase, its best trial's overrides by the dev metric, times the eval seeds."""
+    s = sweep.search
+    points = []
+    for phase in (p for p in phases if p.kind == "search"):
+        cand = [r for r in rows if r["phase"] == phase.name and r["status"] == "ok" and r.get(s.metric) is not None]
+        if not cand:
+            log.warning("phase %s: no finished trial, nothing to evaluate", phase.name)
+            continue
+        best = (max if s.mode == "max" else min)(cand, key=lambda r: r[s.metric])
+        over = json.loads(best["overrides"])
+        for seed in sweep.evaluate.seeds:
+            points.append({**over, "data.seed": seed, "selected_from": best["trial_id"]})
+    return points
+
+
+# ------------------------------------------------------------------------------------- driver
+@dataclass
+class SweepOutcome:
+    sweep_dir: str
+    results_path: str
+    rows: pd.DataFrame
+    seconds: float
+    concurrent_trials: int
+
+
+def _write_results(rows: list[dict], directory: str) -> str:
+    df = pd.DataFrame(rows)
+    if is_remote(directory):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from tkre.artifacts import resolve_filesystem
+
+        fs, root = resolve_filesystem(directory)
+        pq.write_table(pa.Table.from_pandas(df), f"{root}/{RESULTS_FILE}", filesystem=fs)
+        return join_uri(directory, RESULTS_FILE)
+    path = Path(directory) / RESULTS_FILE
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return str(path)
+
+
+def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = None,
+              storage_path: str | None = None) -> SweepOutcome:
+    """Run (or resume) every phase of a sweep file; returns where the results table is."""
+    t0 = time.perf_counter()
+    path = resolve_sweep_file(path)
+    sweep = load_sweep(path)
+    storage_path = storage_path or os.environ.get("TKRE_STORAGE_PATH")  # cluster.yaml sets it on every node
+    if storage_path:
+        sweep = sweep.model_copy(update={"storage_path": storage_path})
+    experiments = preflight(sweep, str(path))
+    root = sweep_dir(sweep, experiments[0].storage_path)
+    plan_hash = stable_hash(sweep.model_dump())
+    if not is_remote(root):
+        Path(root).mkdir(parents=True, exist_ok=True)
+        plan_file = Path(root) / PLAN_FILE
+        if plan_file.is_file():
+            old = json.loads(plan_file.read_text())
+            if not resume:
+                raise ConfigError(f"{path}: sweep {sweep.name!r} already has results in {root}: "
+                                  "pass --resume to continue it (or change its name / storage_path)")
+            if old.get("plan_hash") != plan_hash:
+                raise ConfigError(f"{path}: the sweep file changed since {root} was started: resuming would "
+                                  "mix two sweeps; give it a new name")
+        atomic_write_json(plan_file, {"plan_hash": plan_hash, "sweep": sweep.model_dump(), "source": str(path),
+                                      "tkre_version": __version__})
+
+    # Tune writes its experiment state (trial statuses, searcher state) every TUNE_GLOBAL_CHECKPOINT_S
+    # seconds ("auto" can stretch to minutes): a short period makes a SIGKILL lose at most ~2 s of
+    # bookkeeping, so trials that finished before the kill are not rerun on --resume. The state is small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        # default: a fresh local Ray (never silently attach to someone else's); `--address auto` or
+        # RAY_ADDRESS (set by `ray job submit`) attach to a running cluster
+        # secrets and settings reach the workers from the shell (never from a file); keys a submitted
+        # job's runtime env already sets are left out (Ray refuses duplicates)
+        extra = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM") if k in os.environ}
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True,
+                 include_dashboard=False, runtime_env=driver_runtime_env(extra=extra))
+    # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
+    # start at zero count); fail before any trial starts when one trial can never be placed
+    capacity = cluster_capacity()
+    check_fits(resources_for(experiments, trial_cpus=sweep.resources.trial_cpus,
+                             max_concurrent_trials=sweep.resources.max_concurrent_trials),
+               capacity, uses_vllm=uses_vllm(experiments), source=str(path))
+    plan = plan_resources(sweep, experiments, capacity.totals())
+    log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
+             sweep.name, len(experiments), plan.max_concurrent_trials, root)
+    phases = plan_phases(sweep)
+    rows: list[dict] = []
+    results_path = ""
+    for phase in phases:
+        done = None if is_remote(root) else Path(root) / f"{phase.name}.done.json"
+        if done is not None and done.is_file():
+            rows.extend(json.loads(done.read_text())["rows"])
+            log.info("phase %s: already finished, skipped", phase.name)
+            continue
+        if phase.kind == "evaluate":
+            phase.points = _best_points(rows, sweep, phases)
+            if not phase.points:
+                continue
+        if phase.kind != "search":
+            phase.points = _with_run_constants(phase.points, sweep)
+        spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
+                                        {"cpu": plan.trial_cpus})
+        tuner = _make_tuner(sweep, phase, plan, root, trainable, resume)
+        result_grid = tuner.fit()
+        phase_rows = _phase_rows(result_grid, phase, sweep)
+        rows.extend(phase_rows)
+        results_path = _write_results(rows, root)
+        if done is not None:
+            atomic_write_json(done, {"rows": phase_rows})
+    results_path = _write_results(rows, root)
+    return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0,
+                        plan.max_concurrent_trials)
+
+
+def optuna_trial_count(phase_dir: str | Path) -> int:
+    """Trials in the Optuna study Tune saved for a search phase (its restored history on resume)."""
+    files = sorted(glob.glob(str(Path(phase_dir) / "searcher-state-*.pkl")), key=os.path.getmtime)
+    if not files:
+        return 0
+    with open(files[-1], "rb") as f:
+        state = pickle.load(f)
+    study = state["_ot_study"] if isinstance(state, dict) else state[2]
+    return len(study.trials)
+
+
+# ------------------------------------------------------------------------------------- sweep files
+def packaged_sweeps_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("tkre") / "sweeps_data"))
+
+
+def resolve_sweep_file(path: str | Path) -> Path:
+    """A sweep file path, or the name of a shipped sweep (`quickstart`, `paper_table2`, ...)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    shipped = packaged_sweeps_dir() / name
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(f.stem for f in packaged_sweeps_dir().glob("*.yaml")))
+    raise ConfigError(f"{path}: no such sweep file (shipped sweeps: {known})")
+
+
+@contextlib.contextmanager
+def _noop():
+    yield

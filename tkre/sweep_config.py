@@ -1,0 +1,279 @@
+"""The sweep YAML: a base experiment, a grid, named variants, a search space, an evaluate phase.
+
+    name: search_pretrain
+    base: {data: {dataset: semeval, k: 8}, finetune: {epochs: 2}}   # an ExperimentConfig
+    variants: {tkre: {}, golden_only: {stages.edkg: false, stages.scdg: false, ...}}
+    grid: {variant: [tkre, golden_only], data.seed: [1, 2, 3]}        # dotted ExperimentConfig paths
+    search:                                                            # Optuna (TPE) + ASHA, on dev
+      space: {pretrain.tau: {type: loguniform, low: 0.03, high: 0.5}}
+      num_samples: 6
+    evaluate: {seeds: [1, 2, 3, 4, 5]}  # the best config of each grid cell, over these seeds, on test
+    resources: {max_concurrent_trials: 2}
+
+Every mistake is a `ConfigError` naming `file:line: field: message` (unknown keys, wrong types,
+unknown dotted paths, empty or inverted ranges, variants that do not exist).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from tkre.config import ExperimentConfig, StrictModel, read_yaml, validation_error_message
+from tkre.errors import ConfigError
+
+
+class Distribution(StrictModel):
+    """One search dimension."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"] = Field(..., description="distribution kind")
+    low: float | None = Field(None, description="lower bound (uniform, loguniform, int)")
+    high: float | None = Field(None, description="upper bound (uniform, loguniform: exclusive; int: inclusive)")
+    values: list[Any] | None = Field(None, description="choice: the candidate values")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("choice takes 'values', not low/high")
+            return self
+        if self.values is not None:
+            raise ValueError(f"{self.type} takes low/high, not 'values'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both 'low' and 'high'")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low > self.high:
+            raise ValueError(f"inverted range: low {self.low:g} > high {self.high:g}")
+        if self.low == self.high:
+            raise ValueError(f"empty range: low == high == {self.low:g} (use a constant in base instead)")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int needs integer low/high")
+        return self
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.type == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.type == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        if self.type == "int":
+            return tune.randint(int(self.low), int(self.high) + 1)  # randint's upper bound is exclusive
+        return tune.choice(list(self.values))
+
+    def to_optuna(self):
+        import optuna.distributions as od
+
+        if self.type == "uniform":
+            return od.FloatDistribution(self.low, self.high)
+        if self.type == "loguniform":
+            return od.FloatDistribution(self.low, self.high, log=True)
+        if self.type == "int":
+            return od.IntDistribution(int(self.low), int(self.high))
+        return od.CategoricalDistribution(list(self.values))
+
+
+class AshaConfig(StrictModel):
+    grace_period: int = Field(1, ge=1, description="fine-tuning epochs before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1.0, description="ASHA halving rate")
+
+
+class SearchConfig(StrictModel):
+    """Optuna TPE over `space`, early stopping with ASHA; selection on dev only."""
+
+    space: dict[str, Distribution] = Field(..., description="dotted ExperimentConfig path -> distribution")
+    num_samples: int = Field(8, ge=1, description="Optuna trials per grid cell")
+    metric: str = Field("dev_micro_f1", description="dev metric to optimise (test is never searched)")
+    mode: Literal["max", "min"] = "max"
+    seed: int = Field(0, description="TPE sampler seed")
+    asha: AshaConfig | None = Field(default_factory=AshaConfig, description="null = no early stopping")
+
+    @model_validator(mode="after")
+    def _dev_only(self) -> "SearchConfig":
+        if not self.space:
+            raise ValueError("search space is empty: give at least one dimension or drop 'search'")
+        if not self.metric.startswith("dev_"):
+            raise ValueError(f"metric {self.metric!r}: selection uses dev metrics only (dev_...)")
+        return self
+
+
+class EvaluateConfig(StrictModel):
+    seeds: list[int] = Field(..., min_length=1, description="data.seed values the best config is run with")
+
+
+class SweepResources(StrictModel):
+    max_concurrent_trials: int = Field(1, ge=1, description="upper bound; lowered to what the cluster fits")
+    trial_cpus: float = Field(0.05, gt=0, le=64, description="CPUs of the trial's own driver process")
+    generation_slots: int = Field(1, ge=1, description="LLM generation jobs allowed at once, sweep-wide")
+    max_failures: int = Field(0, ge=0, description="retries of a trial that crashed or lost its node "
+                                                     "(set 1-2 on clusters with spot nodes)")
+
+
+class WandbSettings(StrictModel):
+    enabled: bool = Field(True, description="log every trial to W&B (offline when WANDB_API_KEY is unset)")
+    project: str = Field("tkre", description="W&B project; runs are grouped by sweep name")
+
+
+class SweepConfig(StrictModel):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (folder, W&B group)")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict, description="the base ExperimentConfig")
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named override sets")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path (or 'variant') -> values")
+    search: SearchConfig | None = None
+    evaluate: EvaluateConfig | None = None
+    resources: SweepResources = Field(default_factory=SweepResources)
+    storage_path: str | None = Field(None, description="default: base.storage_path")
+    trial_timeout_s: float | None = Field(None, gt=0, description="a trial running longer fails (watchdog)")
+    sweep_timeout_s: float | None = Field(None, gt=0, description="Tune stops starting/continuing trials after this")
+    min_free_gb: float = Field(1.0, ge=0, description="refuse to start with less free disk at storage_path")
+    restart_errored: bool = Field(False, description="on --resume, rerun trials that failed")
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+
+    @model_validator(mode="after")
+    def _evaluate_needs_search(self) -> "SweepConfig":
+        if self.evaluate is not None and self.search is None:
+            raise ValueError("'evaluate' runs the best searched config: it needs a 'search' section")
+        return self
+
+
+# ---------------------------------------------------------------------------------- dotted paths
+def _field_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _field_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def check_path(path: str, model: type[BaseModel] = ExperimentConfig) -> str | None:
+    """None if `path` (e.g. `pretrain.tau`) names a field of `model`; else what is wrong."""
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            where = ".".join(parts[:i]) or "the experiment"
+            return f"unknown field {part!r} in {where} (known: {', '.join(model.model_fields)})"
+        sub = _field_model(model.model_fields[part].annotation)
+        if i < len(parts) - 1:
+            if sub is None:
+                return f"{'.'.join(parts[:i + 1])} is a value, not a section"
+            model = sub
+    return None
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """Set a dotted path; a mapping value is merged into an existing section (grid `data: [{...}]`)."""
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {}
+        node = nxt
+    old = node.get(parts[-1])
+    if isinstance(value, dict) and isinstance(old, dict):
+        merged = copy.deepcopy(old)
+        for k, v in value.items():
+            set_path(merged, k, v)
+        node[parts[-1]] = merged
+    else:
+        node[parts[-1]] = copy.deepcopy(value)
+
+
+def apply_overrides(base: dict, overrides: dict[str, Any], *, source: str = "<overrides>") -> ExperimentConfig:
+    """`base` (an ExperimentConfig dict) with dotted-path overrides, validated."""
+    data = copy.deepcopy(base)
+    for path, value in overrides.items():
+        problem = check_path(path)
+        if problem:
+            raise ConfigError(f"{source}: {path}: {problem}")
+        set_path(data, path, value)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_error_message(e, source)) from None
+
+
+# ----------------------------------------------------------------------------------- load + check
+def _line(lines: dict[tuple, int], *keys: Any) -> str:
+    for n in range(len(keys), 0, -1):
+        if keys[:n] in lines:
+            return f":{lines[keys[:n]]}"
+    return ""
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and fully validate a sweep file; every grid cell x variant must be a valid experiment."""
+    path = Path(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        sweep = SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(validation_error_message(e, str(path), lines)) from None
+    try:
+        ExperimentConfig.model_validate(sweep.base)
+    except ValidationError as e:
+        raise ConfigError(validation_error_message(e, str(path), lines, ("base",))) from None
+    problems = []
+    for name, overrides in sweep.variants.items():
+        for key in overrides:
+            if (p := check_path(key)) is not None:
+                problems.append(f"{path}{_line(lines, 'variants', name, key)}: variants.{name}.{key}: {p}")
+    for key, values in sweep.grid.items():
+        where = f"{path}{_line(lines, 'grid', key)}: grid.{key}"
+        if not values:
+            problems.append(f"{where}: empty list of values")
+        if key == "variant":
+            for v in values:
+                if v not in sweep.variants:
+                    problems.append(f"{where}: unknown variant {v!r} (declared: {', '.join(sweep.variants) or 'none'})")
+        elif (p := check_path(key)) is not None:
+            problems.append(f"{where}: {p}")
+    for key in (sweep.search.space if sweep.search else {}):
+        if (p := check_path(key)) is not None:
+            problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: {p}")
+        if key in sweep.grid:
+            problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: also in grid")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    for point in grid_points(sweep):
+        try:
+            experiment_for(sweep, point)
+        except ConfigError as e:
+            key = next((k for k in point if k != "variant" and k in str(e)), None) or \
+                next((k for k in point if k in sweep.grid), None)
+            raise ConfigError(f"{path}{_line(lines, 'grid', key) if key else ''}: grid point {point}: {e}") from None
+    return sweep
+
+
+def grid_points(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """The cartesian product of the grid, as dotted-override dicts (in declaration order)."""
+    keys = list(sweep.grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.grid[k] for k in keys))] or [{}]
+
+
+def experiment_for(sweep: SweepConfig, point: dict[str, Any]) -> ExperimentConfig:
+    """The experiment of one trial: base, then the point's variant, then the other overrides."""
+    point = dict(point)
+    variant = point.pop("variant", None)
+    overrides = dict(sweep.variants.get(variant, {})) if variant else {}
+    overrides.update(point)
+    base = dict(sweep.base)
+    if sweep.storage_path:
+        base["storage_path"] = sweep.storage_path
+    cfg = apply_overrides(base, overrides, source=f"sweep {sweep.name}")
+    return cfg.model_copy(update={"name": f"{sweep.name}{'-' + variant if variant else ''}"})

@@ -1,0 +1,357 @@
+"""The one Ray Train loop tkre trains with (pre-training and fine-tuning alike).
+
+Everything method-specific lives in a `TrainTask` (model, data, loss, evaluation, saving); this
+module owns the generic part and is meant to be read top to bottom in `_train_worker`:
+
+  Ray Train v2 `TorchTrainer` -> one worker per `ResourcesConfig.num_workers`, each reserving
+  `cpus_per_worker` CPUs (and using that many torch threads) -> DDP through
+  `ray.train.torch.prepare_model` / `prepare_data_loader` (gloo on CPU, nccl on GPU) -> AdamW with
+  weight decay, linear warm-up then linear decay, gradient accumulation, bf16/fp16 autocast on
+  GPU only -> per-step metrics logged on rank 0 -> once per epoch: `task.evaluate` on rank 0 and
+  one `ray.train.report(metrics, checkpoint)`.
+
+Checkpoints hold the HF model written by `task.save` (`model/`), the raw model, optimizer and
+scheduler state, the epoch, the global step, the RNG state and the metrics history
+(`train_state.pt`). They are written to a temporary directory first and only then reported, so a
+checkpoint in storage is complete or absent (Ray registers it in its snapshot only after the
+upload finished). A `COMPLETE` marker is checked again before resuming.
+
+Resume: a new `fit` call with the same `run_name` and `storage_path` (or an automatic retry under
+`max_failures`) finds the latest checkpoint through `ray.train.get_checkpoint()` and continues at
+the next epoch. Every epoch reseeds torch/numpy/random with (seed, epoch, rank) and the sampler
+with (seed, epoch), so a resumed run takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from tkre.config import ResourcesConfig
+from tkre.errors import ConfigError, TkreError
+
+logger = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "model"
+STATE_FILE = "train_state.pt"
+COMPLETE_MARKER = "COMPLETE"
+
+
+@runtime_checkable
+class TrainTask(Protocol):
+    """What a training method supplies. Must be picklable: it is shipped to and built on workers."""
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model on CPU (weights loaded from wherever the task starts)."""
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """Map-style dataset; items are dicts of tensors/ints. If it has `set_epoch(epoch)`, the loop
+        calls it before every epoch (e.g. to redraw masks deterministically)."""
+
+    def collate(self, items: list) -> dict[str, torch.Tensor]:
+        """Items -> one batch of tensors. A batch with `attention_mask` gets tokens/s logged."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss to back-propagate, named float parts to log). `model` may be DDP-wrapped: call it,
+        reach its submodules through `unwrap(model)`."""
+
+    def evaluate(self, model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        """Called on rank 0 only, after each epoch, with the unwrapped model in eval mode under
+        `torch.no_grad()`. Returned keys are reported (e.g. `dev_micro_f1`, `heldout_mslm_loss`)."""
+
+    def save(self, model: torch.nn.Module, directory: str) -> None:
+        """Write the unwrapped model as a plain HF checkpoint (plus any extra files) to `directory`."""
+
+
+@dataclass
+class LoopSettings:
+    """Optimisation settings. `batch_size` is the micro-batch summed over all workers (each worker
+    gets batch_size // num_workers); one optimizer step sees batch_size * grad_accum examples."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.01
+    seed: int = 42
+    select_metric: str | None = None          # None: the last epoch is "best"
+    select_mode: Literal["max", "min"] = "max"
+    mixed_precision: bool | None = None       # None: on when training on GPU; never on CPU
+    max_grad_norm: float | None = 1.0
+    log_every: int = 10                       # optimizer steps between per-step log lines
+    keep_checkpoints: int = 1                 # best kept by select_metric; the latest is always kept
+
+
+@dataclass
+class FitResult:
+    best_checkpoint_dir: str                  # local folder of the HF model (task.save output)
+    metrics_history: list[dict[str, Any]]     # one dict per epoch, as reported by rank 0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP (or similar) wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def linear_schedule(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: 0 -> 1 over the warm-up steps, then linearly 1 -> 0 at `total_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and normalisation weights (1-d parameters)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, run_name: str,
+        storage_path: str, callbacks: list | None = None, max_failures: int = 0) -> FitResult:
+    """Train `task` on Ray Train; resume the run `storage_path/run_name` if it has a checkpoint.
+
+    `callbacks` go to `RunConfig(callbacks=...)` (e.g. Ray Tune's `TuneReportCallback()`).
+    `max_failures` retries failed attempts from the latest checkpoint within this call."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if settings.epochs < 1 or settings.batch_size < 1 or settings.grad_accum < 1:
+        raise ConfigError(f"epochs, batch_size and grad_accum must be >= 1, got {settings}")
+    if settings.batch_size < resources.num_workers:
+        raise ConfigError(f"batch_size {settings.batch_size} is smaller than num_workers {resources.num_workers}")
+    if "://" not in storage_path:
+        storage_path = os.path.abspath(os.path.expanduser(storage_path))
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, include_dashboard=False)
+
+    score = settings.select_metric or "epoch"
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"task": task, "settings": settings, "resources": resources},
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path, callbacks=list(callbacks or []),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=settings.keep_checkpoints, checkpoint_score_attribute=score,
+                checkpoint_score_order=settings.select_mode if settings.select_metric else "max")),
+    )
+    try:
+        result = trainer.fit()  # raises ray.train.TrainingFailedError when the attempts are used up
+    except ray.train.TrainingFailedError as e:  # a user mistake on a worker stays a one-line TkreError
+        for exc in (getattr(e, "worker_failures", None) or {}).values():
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, TkreError):
+                raise TkreError(f"run '{run_name}': {cause}") from e
+        raise
+
+    out = result.return_value or {}
+    history = out.get("history", [])
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
+    if not candidates:
+        raise TkreError(f"run {run_name} finished without a checkpoint in {result.path}")
+    if settings.select_metric:
+        missing = [m.get("epoch") for _, m in candidates if settings.select_metric not in m]
+        if missing:
+            raise ConfigError(f"select_metric '{settings.select_metric}' is not among the reported metrics "
+                              f"(epochs {missing}); evaluate() returned {sorted(candidates[0][1])}")
+        pick = max if settings.select_mode == "max" else min
+        best_ckpt, best_metrics = pick(candidates, key=lambda cm: cm[1][settings.select_metric])
+    else:
+        best_ckpt, best_metrics = max(candidates, key=lambda cm: cm[1]["epoch"])
+    best_dir = _local_model_dir(best_ckpt)
+    summary = {
+        "run_path": result.path, "best_epoch": best_metrics.get("epoch"),
+        "best_metric": best_metrics.get(settings.select_metric) if settings.select_metric else None,
+        "select_metric": settings.select_metric, "global_step": out.get("global_step"),
+        "total_steps": out.get("total_steps"), "steps_per_epoch": out.get("steps_per_epoch"),
+        "resumed_from_epoch": out.get("resumed_from_epoch"), "num_workers": resources.num_workers,
+        "settings": asdict(settings),
+    }
+    return FitResult(best_checkpoint_dir=best_dir, metrics_history=history, summary=summary)
+
+
+def _local_model_dir(checkpoint) -> str:
+    """Local path of the checkpoint's HF model folder (downloaded when storage is remote)."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        root = checkpoint.path
+    else:
+        root = checkpoint.to_directory(tempfile.mkdtemp(prefix="tkre-ckpt-"))
+    model_dir = os.path.join(root, MODEL_SUBDIR)
+    if not os.path.isfile(os.path.join(root, COMPLETE_MARKER)):
+        raise TkreError(f"checkpoint {root} is incomplete (no {COMPLETE_MARKER} marker)")
+    return model_dir
+
+
+def _train_worker(config: dict) -> dict:
+    """Runs on every Ray Train worker. Readable top to bottom: setup, resume, epochs, report."""
+    import ray.train
+    import ray.train.torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    task: TrainTask = config["task"]
+    s: LoopSettings = config["settings"]
+    res: ResourcesConfig = config["resources"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(max(1, int(res.cpus_per_worker)))  # this worker's CPU share
+    device = ray.train.torch.get_device()
+    seed_everything(s.seed + rank)
+
+    # ---- model and data
+    model = task.build_model()
+    dataset = task.train_dataset()
+    if len(dataset) == 0:
+        raise TkreError("the training dataset is empty")
+    per_worker_batch = max(1, s.batch_size // world)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
+    loader = DataLoader(dataset, batch_size=per_worker_batch, sampler=sampler, collate_fn=task.collate)
+    loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)  # moves batches to device
+    micro_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum)
+    total_steps = steps_per_epoch * s.epochs
+    warmup_steps = int(round(s.warmup_ratio * total_steps))
+
+    # ---- resume: weights before DDP wrapping, optimizer/scheduler after
+    start_epoch, global_step, history, state = 0, 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if not os.path.isfile(os.path.join(d, COMPLETE_MARKER)):
+                raise TkreError(f"checkpoint {checkpoint.path} is incomplete (no {COMPLETE_MARKER} marker)")
+            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:  # missing/unexpected keys or shape mismatch
+            raise TkreError(f"checkpoint {checkpoint.path} of run '{ctx.get_experiment_name()}' was written by a "
+                            f"different model, cannot resume: {str(e)[:300]} -- use another run name or "
+                            f"delete that run folder") from None
+        start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], state["history"]
+        if rank == 0:
+            logger.info("resuming %s from epoch %d (step %d)", ctx.get_experiment_name(), start_epoch, global_step)
+    model = ray.train.torch.prepare_model(model)  # DDP when world > 1; moves to device
+    optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: linear_schedule(step, warmup_steps=warmup_steps, total_steps=total_steps))
+    use_amp = device.type == "cuda" and (s.mixed_precision if s.mixed_precision is not None else res.use_gpu)
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+    # ---- epochs
+    for epoch in range(start_epoch, s.epochs):
+        seed_everything(s.seed + 1000 * (epoch + 1) + rank)  # exact resume: dropout depends on the epoch only
+        sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        n_samples = n_tokens = n_micro = 0
+        t0 = time.perf_counter()
+        for i, batch in enumerate(loader):
+            last_micro = (i + 1) % s.grad_accum == 0 or i + 1 == micro_per_epoch
+            in_step = min(s.grad_accum, micro_per_epoch - (i // s.grad_accum) * s.grad_accum)  # loss divisor
+            sync = model.no_sync() if (world > 1 and not last_micro and hasattr(model, "no_sync")) else nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss, parts = task.loss(model, batch)
+                scaler.scale(loss / in_step).backward()
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_micro += 1
+            first = next(iter(batch.values()))
+            n_samples += int(first.shape[0])
+            if "attention_mask" in batch:
+                n_tokens += int(batch["attention_mask"].sum())
+            if not last_micro:
+                continue
+            if s.max_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            if rank == 0 and (global_step % s.log_every == 0 or global_step == total_steps):
+                dt = max(time.perf_counter() - t0, 1e-9)
+                logger.info("epoch %d step %d/%d %s lr %.2e | %.1f samples/s %.0f tokens/s (rank 0)",
+                            epoch, global_step, total_steps,
+                            " ".join(f"{k} {v:.4f}" for k, v in {"loss": float(loss), **parts}.items()),
+                            scheduler.get_last_lr()[0], n_samples / dt, n_tokens / dt)
+        train_seconds = time.perf_counter() - t0
+        counts = _all_reduce_sum([n_samples, n_tokens], world, device)
+
+        metrics: dict[str, Any] = {f"train_{k}": v / max(1, n_micro) for k, v in sums.items()}
+        metrics.update(epoch=epoch, global_step=global_step, train_seconds=train_seconds,
+                       samples_per_s=counts[0] / max(train_seconds, 1e-9),
+                       tokens_per_s=counts[1] / max(train_seconds, 1e-9), lr=scheduler.get_last_lr()[0])
+        if rank == 0:
+            model.eval()
+            with torch.no_grad():
+                metrics.update(task.evaluate(unwrap(model), epoch))
+            model.train()
+            history.append(dict(metrics))
+            with tempfile.TemporaryDirectory(prefix="tkre-ckpt-") as tmp:
+                task.save(unwrap(model), os.path.join(tmp, MODEL_SUBDIR))
+                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                            "epoch": epoch, "global_step": global_step, "history": history,
+                            "rng": _rng_state()}, os.path.join(tmp, STATE_FILE))
+                Path(tmp, COMPLETE_MARKER).write_text(json.dumps({"epoch": epoch, "global_step": global_step}))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"epoch_{epoch:04d}")
+        else:
+            history.append(dict(metrics))
+            ray.train.report(metrics)
+    return {"history": history if rank == 0 else [], "global_step": global_step, "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch, "resumed_from_epoch": start_epoch if state is not None else None}
+
+
+def _all_reduce_sum(values: list[int], world: int, device: torch.device) -> list[float]:
+    if world == 1 or not torch.distributed.is_initialized():
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
