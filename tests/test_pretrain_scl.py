@@ -98,6 +98,12 @@ def test_model_losses_and_plain_hf_checkpoint(tiny_encoder_dir, tmp_path):
     assert float(out["mslm_loss"]) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[0, 2:3],
                                                                                             torch.tensor([2001]))), rel=1e-5)
     assert float(out["loss"]) == pytest.approx(float(out["mslm_loss"]) + 0.5 * float(out["scl_loss"]), rel=1e-6)
+    # the masked-positions-only head (BERT: bert + cls) gives exactly the full-logits losses
+    assert model._encoder_and_head()[0] is not None
+    full = model(input_ids=ids, attention_mask=att, labels=labels, pos_mask=pos, neg_mask=neg,
+                 relation=torch.tensor([0, 1]), full_logits=True)
+    for key in ("mslm_loss", "scl_loss", "loss"):
+        assert float(full[key]) == pytest.approx(float(out[key]), rel=1e-5)
     none = model(input_ids=ids, attention_mask=att, labels=torch.full_like(ids, IGNORE_INDEX))
     assert float(none["mslm_loss"]) == 0.0 and "scl_loss" not in none  # no NaN without masked tokens
 

@@ -115,7 +115,8 @@ class GenerationConfig(StrictModel):
     explanation_max_new_tokens: int = Field(64, gt=0, description="EDKG: new tokens per explanation")
     samples_per_prompt: int = Field(4, ge=1, description="SCDG: new samples asked for in one prompt")
     prompt_examples: int = Field(4, ge=1, description="SCDG: golden samples shown in one prompt")
-    max_rounds: int = Field(2, ge=1, description="SCDG: generation rounds while relations lack samples")
+    max_rounds: int = Field(1, ge=1, description="SCDG: generation rounds while relations lack samples "
+                                                 "(1 keeps the CPU quickstart in budget)")
 
 
 class StageConfig(StrictModel):

@@ -41,6 +41,7 @@ import torch
 
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
+from tkre.resources import scaling_config_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         _train_worker,
         train_loop_config={"task": task, "settings": settings, "resources": resources},
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=resources.use_gpu,
-            resources_per_worker={"CPU": resources.cpus_per_worker}),
+        scaling_config=ray.train.ScalingConfig(**scaling_config_kwargs(resources)),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, callbacks=list(callbacks or []),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),

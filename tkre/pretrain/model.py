@@ -66,20 +66,35 @@ class MSLMSCLModel(torch.nn.Module):
             anchors = saved if saved is not None and saved.relations == list(relations) else AnchorTable(relations, hidden)
         return cls(mlm, anchors, lambda1=lambda1, lambda2=lambda2, tau=tau)
 
+    def _encoder_and_head(self):
+        """(encoder, MLM head) when the masked LM exposes them (BERT: `bert` + `cls`, RoBERTa:
+        `roberta` + `lm_head`, ...), else (None, None). With them, vocabulary logits are computed for
+        the masked positions only -- the same loss at a fraction of the cost of full logits."""
+        base = getattr(self.mlm, getattr(self.mlm, "base_model_prefix", ""), None)
+        head = next((getattr(self.mlm, n) for n in ("cls", "lm_head") if hasattr(self.mlm, n)), None)
+        return (base, head) if base is not None and head is not None else (None, None)
+
     def forward(self, input_ids, attention_mask, labels, pos_mask=None, neg_mask=None, relation=None,
-                token_type_ids=None):
+                token_type_ids=None, full_logits: bool = False):
         want_scl = self.anchors is not None and relation is not None and self.lambda2 > 0
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_scl, **extra)
-        logits = out.logits
         n_masked = (labels != IGNORE_INDEX).sum()
+        base, head = (None, None) if full_logits else self._encoder_and_head()
+        if base is not None:
+            hidden = base(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+            selected = labels != IGNORE_INDEX
+            logits, targets = head(hidden[selected]), labels[selected]
+        else:
+            out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_scl,
+                           **extra)
+            hidden = out.hidden_states[-1] if want_scl else None
+            logits, targets = out.logits.view(-1, out.logits.size(-1)), labels.view(-1)
         # sum / count instead of mean: a batch without masked tokens gives 0, not NaN
-        mslm = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), labels.view(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum") / n_masked.clamp(min=1)
+        mslm = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                               reduction="sum") / n_masked.clamp(min=1)
         result = {"mslm_loss": mslm}
         loss = self.lambda1 * mslm
         if want_scl:
-            hidden = out.hidden_states[-1]
             scl = scl_loss(self.anchors(relation), span_mean_pool(hidden, pos_mask),
                            span_mean_pool(hidden, neg_mask), self.tau)
             result["scl_loss"] = scl
