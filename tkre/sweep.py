@@ -47,10 +47,10 @@ import pandas as pd
 
 from tkre import __version__
 from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
-from tkre.cluster import driver_runtime_env
 from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError
 from tkre.io import atomic_path, atomic_write_json, stable_hash
+from tkre.runtime import init_ray
 from tkre.resources import check_fits, cluster_capacity, resources_for, uses_vllm
 from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep
 
@@ -272,7 +272,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, plan: ResourcePlan, root: str,
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
-                                callbacks=_wandb_callbacks(sweep, root), verbose=0)
+                                callbacks=_wandb_callbacks(sweep, root), verbose=1)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
                       run_config=run_config)
 
@@ -387,11 +387,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     if not ray.is_initialized():
         # default: a fresh local Ray (never silently attach to someone else's); `--address auto` or
         # RAY_ADDRESS (set by `ray job submit`) attach to a running cluster
-        # secrets and settings reach the workers from the shell (never from a file); keys a submitted
-        # job's runtime env already sets are left out (Ray refuses duplicates)
-        extra = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM") if k in os.environ}
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True,
-                 include_dashboard=False, runtime_env=driver_runtime_env(extra=extra))
+        init_ray(address)  # secrets/settings reach workers from the shell, never from a file
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
     capacity = cluster_capacity()

@@ -42,6 +42,7 @@ import torch
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
 from tkre.resources import scaling_config_kwargs
+from tkre.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
     if "://" not in storage_path:
         storage_path = os.path.abspath(os.path.expanduser(storage_path))
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, include_dashboard=False)
+        init_ray()
 
     score = settings.select_metric or "epoch"
     trainer = TorchTrainer(

@@ -22,6 +22,7 @@ from tkre.data.records import RelationExample
 from tkre.finetune.spec import FinetuneSpec, load_checkpoint
 from tkre.io import atomic_path, atomic_write_json
 from tkre.metrics import classification_scores
+from tkre.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def predict_ray_data(checkpoint_dir: str, examples: Sequence[RelationExample], *
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, include_dashboard=False)
+        init_ray()
     rows = [{"row": i, "record": json.dumps(ex.to_dict())} for i, ex in enumerate(examples)]
     ds = ray.data.from_items(rows).map_batches(
         _PredictorActor, fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir), "batch_size": batch_size},

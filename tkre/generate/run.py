@@ -61,15 +61,10 @@ def make_row(spec: BackendSpec, sampling: SamplingConfig, prompt: str, sample_in
 
 
 def ensure_ray() -> None:
-    """Attach to Ray if this process has not: RAY_ADDRESS when set, else a fresh local instance
-    (never silently join some other process's local cluster)."""
-    import os
+    """Attach to Ray if this process has not (tkre.runtime.init_ray)."""
+    from tkre.runtime import init_ray
 
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)
+    init_ray()
 
 
 class GenerateUDF:

@@ -27,6 +27,7 @@ from tkre.pretrain.model import check_init_dir
 from tkre.pretrain.scl import AnchorTable
 from tkre.pretrain.task import HELDOUT_EPOCH, PretrainTask
 from tkre.train_loop import LoopSettings, fit
+from tkre.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path:
         synth = read_synthetic(synthetic) if synthetic else None
     out_dir = Path(out_dir)
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        init_ray()
     total = (cfg.stage1.epochs if cfg.stage1.enabled else 0) + (cfg.stage2.epochs if cfg.stage2.enabled else 0)
     progress = None
     if show_progress:
