@@ -1,6 +1,6 @@
 """Fine-tuning throughput: tkre's path vs a plain single-process PyTorch loop, same model and data.
 
-Train: tkre = Ray Train through tkre.train_loop.fit (N workers x 1 CPU, DDP/gloo) with the
+Train: tkre = Ray Train through tkre.train_loop.fit (N workers sharing the cores; DDP/gloo for N > 1) with the
 FinetuneTask; plain = one process, torch with N threads, DataLoader(shuffle) + AdamW, same batch
 size, same encoded items. samples/s is measured inside the epochs (the loop's own counter for
 tkre; the same span for plain); the end-to-end wall time including Ray start-up is printed too.
@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="typ_marker", choices=["typ_marker", "genpt"])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="Ray Train workers (the cores are split between them)")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores for both sides")
     ap.add_argument("--eval-examples", type=int, default=1024)
     args = ap.parse_args()
 
@@ -93,19 +94,20 @@ def main() -> None:
     spec = FinetuneSpec(args.backbone, ds.relations, ds.no_relation, 128, False)
     task = FinetuneTask(spec=spec, init_path=resolve_encoder(args.encoder), train=split.train * 2, dev=[], seed=0)
     test = split.test[:args.eval_examples]
-    threads = args.workers  # the plain loop gets the same CPUs as the Ray workers together
+    threads = args.cpus  # the plain loop gets the same CPUs as the Ray workers together
 
     # ---- train: plain
     plain_sps, plain_wall = plain_train(task, args.epochs, args.batch_size, 3e-5, threads)
     print(f"train plain loop : {plain_sps:8.1f} samples/s  ({plain_wall:.1f} s wall, {threads} threads)")
 
     # ---- train: tkre (Ray Train through the shared loop)
-    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), num_cpus=args.workers, include_dashboard=False,
+    ray.init(address=os.environ.get("RAY_ADDRESS", "local"), num_cpus=args.cpus, include_dashboard=False,
              log_to_driver=False)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as storage:
         res = fit(task, LoopSettings(epochs=args.epochs, lr=3e-5, batch_size=args.batch_size, seed=0),
-                  ResourcesConfig(num_workers=args.workers), run_name="bench", storage_path=storage)
+                  ResourcesConfig(num_workers=args.workers, cpus_per_worker=args.cpus / args.workers),
+                  run_name="bench", storage_path=storage)
         tkre_wall = time.perf_counter() - t0
         hist = res.metrics_history
         steady = hist[1:] or hist  # the first epoch includes DDP/gloo warm-up
@@ -115,7 +117,7 @@ def main() -> None:
                                          weights_only=False)["model"])
     ray.shutdown()
     print(f"train tkre Ray   : {tkre_sps:8.1f} samples/s  ({tkre_wall:.1f} s wall incl. Ray start-up, "
-          f"{args.workers} workers x 1 CPU)")
+          f"{args.workers} worker(s), {args.cpus} CPUs)")
 
     # ---- eval
     torch.set_num_threads(threads)
@@ -127,7 +129,7 @@ def main() -> None:
     print(f"eval tkre predict: {tkre_eps:8.1f} examples/s")
     print(json.dumps({
         "encoder": args.encoder, "backbone": args.backbone, "train_examples": len(task.train),
-        "epochs": args.epochs, "batch_size": args.batch_size, "workers": args.workers,
+        "epochs": args.epochs, "batch_size": args.batch_size, "workers": args.workers, "cpus": args.cpus,
         "eval_examples": len(test), "train_samples_per_s_tkre": round(tkre_sps, 2),
         "train_samples_per_s_plain": round(plain_sps, 2), "train_wall_s_tkre": round(tkre_wall, 1),
         "train_wall_s_plain": round(plain_wall, 1), "eval_examples_per_s_tkre": round(tkre_eps, 2),

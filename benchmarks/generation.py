@@ -8,7 +8,7 @@ of new tokens, measured side by side in one run:
    (timed end to end, including the actor's model load);
 3. cache: the same rows again, all served from the cache.
 
-    python benchmarks/generation.py [--prompts 24] [--max-new-tokens 48] [--batch-size 24] [--threads N]
+    python benchmarks/generation.py [--prompts 48] [--max-new-tokens 48] [--batch-size 16] [--threads N]
 
 Last stdout line: JSON with speedup_vs_sequential and cache_speedup (aims: >= 3 and >= 100).
 """
@@ -45,9 +45,9 @@ def sequential(model_dir: str, prompts: list[str], max_new_tokens: int, threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch threads, both sides (default: all cores)")
     args = ap.parse_args()
 

@@ -30,21 +30,6 @@ os.environ.setdefault("RAY_ADDRESS", "local")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def tiny_encoder(out: Path) -> str:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from tkre.models import resolve_encoder
-
-    tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertForMaskedLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
@@ -52,12 +37,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+    from tiny_models import make_tiny_encoder
     from tkre.data import load_dataset
     from tkre.sweep import run_sweep
 
     root = Path(tempfile.mkdtemp(prefix="tkre-sweep-overhead-"))
     data = write_mini_dataset(load_dataset("semeval"), root / "data")
-    enc = tiny_encoder(root / "enc")
+    enc = make_tiny_encoder(root / "enc")
     sweep = {"name": "overhead", "base": golden_only_base(data, enc, root / "store", epochs=args.epochs),
              "grid": {"data.seed": list(range(1, args.trials + 1))},
              "resources": {"max_concurrent_trials": 1}, "min_free_gb": 0}
@@ -76,6 +62,7 @@ def main() -> None:
           f"-> overhead {100 * overhead:.1f}% (target < 10%)")
     print(json.dumps({"overhead_fraction": round(overhead, 4), "sweep_wall_s": round(wall, 2),
                       "trial_work_s": round(work, 2), "trials": int(len(rows)),
+                      "overhead_s_per_trial": round((wall - work) / max(1, len(rows)), 2),
                       "ok_trials": int((rows["status"] == "ok").sum()), "epochs": args.epochs,
                       "machine": "2-core CPU sandbox, no GPU"}))
 

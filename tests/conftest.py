@@ -8,8 +8,12 @@ Slow and GPU tests are skipped by default, with the reason printed (pytest -ra):
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py, tests/sweep_helpers.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,19 +55,9 @@ def tiny_encoder_dir(tmp_path_factory):
     """A tiny randomly initialised BERT masked LM saved with the embedded MiniLM tokenizer.
 
     Fast and deterministic: for shapes, masking, losses and Ray plumbing, never for quality."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from tiny_models import make_tiny_encoder
 
-    from tkre.models import resolve_encoder
-
-    out = tmp_path_factory.mktemp("tiny_encoder")
-    tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertForMaskedLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
 
 
 @pytest.fixture(scope="session")

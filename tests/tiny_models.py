@@ -1,4 +1,5 @@
-"""Tiny randomly initialised causal LMs with the real SmolLM2 tokenizer, for fast generation tests.
+"""Tiny randomly initialised models with the real tokenizers: a BERT masked LM (MiniLM's WordPiece)
+and causal LMs (SmolLM2's tokenizer), for fast tests and benchmarks of the plumbing.
 
 Fast and deterministic: for the plumbing (batching, padding, Ray actors, cache, HTTP), never for
 quality. The tokenizer comes from the embedded SmolLM2 GGUF (shared/models.md) and is cached per
@@ -34,5 +35,21 @@ def make_tiny_llama(out: str | Path, *, seed: int = 0) -> str:
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def make_tiny_encoder(out: str | Path, *, seed: int = 0) -> str:
+    """Save a 2-layer, 32-wide BertForMaskedLM with the embedded MiniLM tokenizer at `out`."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from tkre.models import resolve_encoder
+
+    tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertForMaskedLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)

@@ -265,7 +265,10 @@ def _train_worker(config: dict) -> dict:
         if rank == 0:
             logger.info("resuming %s from epoch %d (step %d)", ctx.get_experiment_name(), start_epoch, global_step)
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1; moves to device
-    optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr)
+    try:  # the fused kernel (what HF Trainer uses by default) where the device has one
+        optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: linear_schedule(step, warmup_steps=warmup_steps, total_steps=total_steps))
     use_amp = device.type == "cuda" and (s.mixed_precision if s.mixed_precision is not None else res.use_gpu)
