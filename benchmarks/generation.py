@@ -56,7 +56,8 @@ def main() -> None:
     from tkre.generate.backends import backend_spec
     from tkre.generate.cache import GenerationCache
     from tkre.generate.prompts import edkg_prompt
-    from tkre.generate.run import ensure_ray, generate_rows, make_row
+    from tkre.generate.run import generate_rows, make_row
+    from tkre.runtime import init_ray
 
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:args.prompts]
     prompts = [edkg_prompt(ex) for ex in golden]
@@ -69,7 +70,7 @@ def main() -> None:
     seq_tokens, seq_s = sequential(model_dir, prompts, args.max_new_tokens, threads)
     print(f"sequential transformers loop: {seq_tokens} tokens in {seq_s:.1f} s = {seq_tokens / seq_s:.1f} tok/s")
 
-    ensure_ray()
+    init_ray()
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = GenerationCache(cache_dir)
         rows = [make_row(spec, cfg.sampling, p, 0) for p in prompts]

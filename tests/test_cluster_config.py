@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tkre.cluster import (_ray_autoscaler_validators, docker_env, load_cluster_yaml, node_shapes,
                           passthrough_env, secret_findings, validate_cluster_config)

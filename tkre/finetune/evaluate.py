@@ -82,8 +82,7 @@ def predict_ray_data(checkpoint_dir: str, examples: Sequence[RelationExample], *
     import ray
     import ray.data
 
-    if not ray.is_initialized():
-        init_ray()
+    init_ray()
     rows = [{"row": i, "record": json.dumps(ex.to_dict())} for i, ex in enumerate(examples)]
     ds = ray.data.from_items(rows).map_batches(
         _PredictorActor, fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir), "batch_size": batch_size},

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from tkre.io import stable_hash
+from tkre.io import atomic_write_text, stable_hash
 
 DEFAULT_CACHE = "~/.cache/tkre/generation"
 
@@ -45,18 +44,7 @@ class GenerationCache:
         return entry if isinstance(entry, dict) and isinstance(entry.get("text"), str) else None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({**entry, "key": key}, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path(key), json.dumps({**entry, "key": key}, sort_keys=True))
 
     def keys(self) -> Iterator[str]:
         for p in self.root.glob("??/*.json"):

@@ -24,6 +24,7 @@ from typing import Any
 from tkre.config import GenerationConfig, SamplingConfig
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
+from tkre.runtime import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ def make_row(spec: BackendSpec, sampling: SamplingConfig, prompt: str, sample_in
     key = row_key(backend=spec.name, model=spec.model_id, revision=spec.revision, prompt=prompt,
                   sampling=sampling.key(), sample_index=sample_index)
     return {"key": key, "prompt": prompt, "seed": (sampling.seed + int(key[:7], 16)) % (2 ** 31), **meta}
-
-
-def ensure_ray() -> None:
-    """Attach to Ray if this process has not (tkre.runtime.init_ray)."""
-    from tkre.runtime import init_ray
-
-    init_ray()
 
 
 class GenerateUDF:
@@ -113,7 +107,7 @@ def _dataset(todo: list[dict], spec: BackendSpec, cfg: GenerationConfig, samplin
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    ensure_ray()
+    init_ray()
     DataContext.get_current().enable_progress_bars = False  # tkre shows its own bar
     batch_size = cfg.vllm.batch_size if spec.ray_native else cfg.batch_size
     ds = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / batch_size)))

@@ -157,8 +157,6 @@ def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path:
                     synthetic: str | None = None, out_dir, show_progress: bool = False) -> dict:
     """Both stages on a K-shot split: stage 1 -> out_dir/stage1, stage 2 (from stage 1) -> out_dir/stage2.
     `explanations` / `synthetic` are the generation step's output folders or files (optional)."""
-    import ray
-
     from tkre.data import load_dataset, sample_kshot
 
     ds = load_dataset(dataset, data_path)
@@ -170,8 +168,7 @@ def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path:
         expl = read_explanations(explanations) if explanations else None
         synth = read_synthetic(synthetic) if synthetic else None
     out_dir = Path(out_dir)
-    if not ray.is_initialized():
-        init_ray()
+    init_ray()
     total = (cfg.stage1.epochs if cfg.stage1.enabled else 0) + (cfg.stage2.epochs if cfg.stage2.enabled else 0)
     progress = None
     if show_progress:
