@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tkre.pretrain.data import SpanText, encode_corpus, from_examples, from_explanations
+from tkre.data.records import example_text_and_spans
 from tkre.pretrain.masking import (
     ENTITY,
     IGNORE_INDEX,
@@ -17,7 +18,6 @@ from tkre.pretrain.masking import (
     SPECIAL,
     MaskingProbabilities,
     bert_mask,
-    example_text_and_spans,
     locate_mentions,
     mslm_mask,
     role_probabilities,

@@ -135,20 +135,26 @@ def tokenize_with_offsets(text: str, start: int = 0, end: int | None = None) -> 
     return [(m.group(), start + m.start(), start + m.end()) for m in _TOKEN.finditer(text[start:end])]
 
 
+def example_text_and_spans(tokens: tuple[str, ...] | list[str], subj: tuple[int, int],
+                           obj: tuple[int, int]) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """Join word tokens with single spaces; return the text and the subject/object character spans
+    (token and character spans both end-exclusive)."""
+    starts, pos = [], 0
+    for tok in tokens:
+        starts.append(pos)
+        pos += len(tok) + 1
+
+    def char_span(a: int, b: int) -> tuple[int, int]:
+        return starts[a], starts[b - 1] + len(tokens[b - 1])
+
+    return " ".join(tokens), char_span(*subj), char_span(*obj)
+
+
 def example_to_generic(ex: RelationExample) -> dict[str, Any]:
     """Record -> generic JSONL dict. Text is the tokens joined by single spaces; offsets are chars,
     end exclusive. `tokens` is kept so that reading the line back gives the same record."""
-    starts, pos = [], 0
-    for t in ex.tokens:
-        starts.append(pos)
-        pos += len(t) + 1
-    text = " ".join(ex.tokens)
-
-    def char_span(s: int, e: int) -> tuple[int, int]:
-        return starts[s], starts[e - 1] + len(ex.tokens[e - 1])
-
-    ss, se = char_span(ex.subj_start, ex.subj_end)
-    os_, oe = char_span(ex.obj_start, ex.obj_end)
+    text, (ss, se), (os_, oe) = example_text_and_spans(ex.tokens, (ex.subj_start, ex.subj_end),
+                                                       (ex.obj_start, ex.obj_end))
     return {
         "id": ex.id, "text": text,
         "subj": text[ss:se], "subj_start": ss, "subj_end": se, "subj_type": ex.subj_type,

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from tkre.config import DataConfig, FinetuneConfig
-from tkre.data import from_arrow, load_from_config, load_jsonl_split, sample_kshot
+from tkre.data import load_from_config, load_jsonl_split, sample_kshot
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
 
@@ -18,18 +18,13 @@ logger = logging.getLogger(__name__)
 def read_examples(path: str | Path) -> list[RelationExample]:
     """Relation examples from a Parquet file (tkre.data.ARROW_SCHEMA), a generic JSONL file, or a
     folder holding synthetic.parquet (the generation stage's output)."""
-    import pyarrow.parquet as pq
+    from tkre.generate.outputs import read_synthetic
 
     p = Path(path)
-    if p.is_dir():
-        p = p / "synthetic.parquet"
+    if p.is_dir() or p.suffix == ".parquet":
+        return read_synthetic(p)  # schema and every record checked; errors name file, record, field
     if not p.is_file():
         raise DataError("no such file", file=str(p))
-    if p.suffix == ".parquet":
-        try:
-            return from_arrow(pq.read_table(p))
-        except (KeyError, TypeError) as e:
-            raise DataError(f"not a tkre examples table: {e}", file=str(p)) from None
     return load_jsonl_split(p)
 
 

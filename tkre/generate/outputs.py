@@ -41,16 +41,18 @@ def write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
+def _rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.table({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema)
+
+
 def write_explanations(rows: list[dict[str, Any]], out_dir: Path) -> Path:
-    cols = {f.name: [r[f.name] for r in rows] for f in EXPLANATION_SCHEMA}
-    write_table(pa.table(cols, schema=EXPLANATION_SCHEMA), out_dir / EXPLANATIONS_FILE)
+    write_table(_rows_table(rows, EXPLANATION_SCHEMA), out_dir / EXPLANATIONS_FILE)
     return out_dir / EXPLANATIONS_FILE
 
 
 def write_synthetic(examples: list[RelationExample], rejects: list[dict[str, Any]], out_dir: Path) -> None:
     write_table(to_arrow(examples), out_dir / SYNTHETIC_FILE)
-    cols = {f.name: [r[f.name] for r in rejects] for f in REJECT_SCHEMA}
-    write_table(pa.table(cols, schema=REJECT_SCHEMA), out_dir / REJECTS_FILE)
+    write_table(_rows_table(rejects, REJECT_SCHEMA), out_dir / REJECTS_FILE)
 
 
 def write_manifest(manifest: dict[str, Any], out_dir: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from tkre.data import RelationExample
+from tkre.data.records import example_text_and_spans
 from tkre.errors import DataError, TkreError
 from tkre.pretrain.masking import (
     ENTITY,
@@ -24,7 +25,6 @@ from tkre.pretrain.masking import (
     CharSpan,
     MaskingProbabilities,
     bert_mask,
-    example_text_and_spans,
     item_generator,
     locate_mentions,
     mslm_mask,

@@ -32,22 +32,6 @@ class MaskingProbabilities:
     other: float = 0.2
 
 
-def example_text_and_spans(tokens: tuple[str, ...] | list[str], subj: tuple[int, int],
-                           obj: tuple[int, int]) -> tuple[str, CharSpan, CharSpan]:
-    """Join word tokens with spaces; return the text and the subject/object character spans
-    (token spans are end-exclusive)."""
-    starts, pos = [], 0
-    for tok in tokens:
-        starts.append(pos)
-        pos += len(tok) + 1
-    text = " ".join(tokens)
-
-    def char_span(a: int, b: int) -> CharSpan:
-        return starts[a], starts[b - 1] + len(tokens[b - 1])
-
-    return text, char_span(*subj), char_span(*obj)
-
-
 def _mention_pattern(mention: str) -> re.Pattern:
     words = [re.escape(w) for w in mention.split()]
     body = r"\s+".join(words)
