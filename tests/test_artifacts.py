@@ -171,3 +171,42 @@ def test_slots_bound_concurrency(tmp_path):
             assert time.monotonic() - t0 >= 0.5
     with store.slot("generation"):  # freed again
         pass
+
+
+def test_slot_lets_the_jobs_own_timeout_error_through(tmp_path):
+    """A TimeoutError raised inside the slot is the job's error, not "slot busy" (issue 14, item 8)."""
+    store = ArtifactStore(str(tmp_path), slots={"generation": 2}, lock_timeout_s=5)
+    with pytest.raises(TimeoutError, match="the job's own time-out"):
+        with store.slot("generation"):
+            raise TimeoutError("the job's own time-out")
+    with store.slot("generation"), store.slot("generation"):  # both slots were released
+        pass
+
+
+def test_ray_lock_lease_is_renewed_while_the_holder_lives_and_expires_when_it_is_killed(ray_local):
+    """Remote-store locks: a short lease kept alive by a heartbeat, so a holder killed without its
+    `finally` (force-cancelled task, lost node) frees the lock within about one lease (item 7)."""
+    import ray
+
+    from tkre.artifacts import ray_actor_lock
+
+    name = f"test/lease-{time.time_ns()}"
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def hold(self, lock_name: str) -> bool:
+            self.held = ray_actor_lock(lock_name, timeout_s=10, lease_s=1.0)
+            self.held.__enter__()
+            return True
+
+    holder = Holder.remote()
+    assert ray.get(holder.hold.remote(name))
+    time.sleep(3.5)  # several leases: only the heartbeat keeps the lock
+    with pytest.raises(TimeoutError):
+        with ray_actor_lock(name, timeout_s=0.5, lease_s=1.0):
+            pass
+    ray.kill(holder)  # no `finally` runs, like ray.cancel(force=True)
+    t0 = time.monotonic()
+    with ray_actor_lock(name, timeout_s=20, lease_s=1.0):
+        waited = time.monotonic() - t0
+    assert waited < 5, waited

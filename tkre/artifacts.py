@@ -16,9 +16,11 @@ Concurrency: trials that ask for the same artifact compute it once. For local/NF
 exclusive `fcntl.flock` on `<storage>/artifacts/<stage>/.locks/<key>.lock` -- it needs no running
 service, it is released by the kernel when a process dies (so a SIGKILLed trial never leaves a stale
 lock), and it works across the nodes of a cluster that share an NFS mount. Object stores have no
-locks; for them we hold a named Ray actor lock (`tkre-artifact-locks`, one per Ray cluster) when Ray
+locks; for them we hold a named Ray actor lock (`tkre-artifact-locks-v2`, one per Ray cluster) when Ray
 is running, falling back to a node-local flock otherwise. Whoever gets the lock second finds the
-manifest and reuses the artifact.
+manifest and reuses the artifact. An actor lock is a short lease (`lock_lease_s`, default 60 s, or
+`TKRE_LOCK_LEASE_S`) renewed by a heartbeat thread while its holder lives: a holder killed without
+running its `finally` (the watchdog's `ray.cancel(force=True)`, a lost node) frees it within a lease.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -101,11 +104,12 @@ class ArtifactStore:
     """Artifacts under `<storage>/artifacts`; `storage` is a local directory or a pyarrow.fs URI."""
 
     def __init__(self, storage: str, *, cache_dir: str | None = None, lock_timeout_s: float = 6 * 3600,
-                 slots: dict[str, int] | None = None):
+                 slots: dict[str, int] | None = None, lock_lease_s: float | None = None):
         self.storage = storage
         self.slots = dict(slots or {})
         self.remote = is_remote(storage)
         self.lock_timeout_s = lock_timeout_s
+        self.lock_lease_s = lock_lease_s or float(os.environ.get("TKRE_LOCK_LEASE_S", DEFAULT_LEASE_S))
         if self.remote:
             self.fs, root = resolve_filesystem(storage)
             self.root = root.rstrip("/") + "/artifacts"
@@ -232,12 +236,14 @@ class ArtifactStore:
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             for i in range(count):
-                try:
-                    with self._lock(".slots", f"{name}-{i}", timeout_s=0.0):
-                        yield
-                        return
+                held = contextlib.ExitStack()
+                try:  # only taking the lock may mean "busy": the job's own TimeoutError must pass through
+                    held.enter_context(self._lock(".slots", f"{name}-{i}", timeout_s=0.0))
                 except TimeoutError:
                     continue
+                with held:
+                    yield
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"waited {self.lock_timeout_s:.0f}s for a free {name!r} slot")
             time.sleep(0.5)
@@ -247,7 +253,7 @@ class ArtifactStore:
         name = f"{stage}/{key}"
         timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
         if self.remote and _ray_running():
-            with ray_actor_lock(name, timeout_s=timeout_s, lease_s=self.lock_timeout_s):
+            with ray_actor_lock(name, timeout_s=timeout_s, lease_s=self.lock_lease_s):
                 yield
             return
         lock_dir = _ensure(self.local_root / stage / ".locks")
@@ -313,12 +319,14 @@ def file_lock(path: Path, *, timeout_s: float, poll_s: float = 0.2) -> Iterator[
 
 
 # ------------------------------------------------------------------ Ray actor lock (object stores)
-_LOCK_ACTOR = "tkre-artifact-locks"
+_LOCK_ACTOR = "tkre-artifact-locks-v2"  # v2: leases with renew()
+#: Lease of a remote-store lock; the holder renews it every third of a lease while it lives, so a holder
+#: killed without its `finally` (ray.cancel(force=True), a lost node) frees the lock within one lease.
+DEFAULT_LEASE_S = 60.0
 
 
 class _LockTable:
-    """Named-lock table living in one Ray actor. Each hold is a lease: a holder that died without
-    releasing (e.g. SIGKILL) blocks others at most `lease_s` seconds."""
+    """Named-lock table living in one Ray actor. Each hold is a lease that its holder renews."""
 
     def __init__(self) -> None:
         self.held: dict[str, tuple[str, float]] = {}
@@ -326,9 +334,17 @@ class _LockTable:
     def acquire(self, name: str, token: str, lease_s: float) -> bool:
         now = time.time()
         holder = self.held.get(name)
-        if holder is not None and holder[1] > now:
+        if holder is not None and holder[0] != token and holder[1] > now:
             return False
         self.held[name] = (token, now + lease_s)
+        return True
+
+    def renew(self, name: str, token: str, lease_s: float) -> bool:
+        """Extend the holder's lease; False if it is no longer the holder (its lease ran out)."""
+        holder = self.held.get(name)
+        if holder is None or holder[0] != token:
+            return False
+        self.held[name] = (token, time.time() + lease_s)
         return True
 
     def release(self, name: str, token: str) -> None:
@@ -336,8 +352,23 @@ class _LockTable:
             del self.held[name]
 
 
+def _heartbeat(actor: Any, name: str, token: str, lease_s: float, stop: threading.Event) -> None:
+    import ray
+
+    while not stop.wait(lease_s / 3):
+        try:
+            if not ray.get(actor.renew.remote(name, token, lease_s), timeout=lease_s):
+                log.warning("lock %s: lease lost (this process stalled for longer than %gs)", name, lease_s)
+                return
+        except Exception as e:  # the lock actor is unreachable: keep trying until released
+            log.warning("lock %s: lease renewal failed: %s", name, e)
+
+
 @contextlib.contextmanager
-def ray_actor_lock(name: str, *, timeout_s: float, lease_s: float, poll_s: float = 0.5) -> Iterator[None]:
+def ray_actor_lock(name: str, *, timeout_s: float, lease_s: float = DEFAULT_LEASE_S,
+                   poll_s: float = 0.5) -> Iterator[None]:
+    """Cluster-wide named lock held in a detached Ray actor, leased for `lease_s` and renewed by a
+    heartbeat thread while the holder lives."""
     import ray
 
     actor = ray.remote(num_cpus=0)(_LockTable).options(
@@ -348,9 +379,15 @@ def ray_actor_lock(name: str, *, timeout_s: float, lease_s: float, poll_s: float
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {timeout_s:.0f}s for artifact lock {name}")
         time.sleep(poll_s)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(actor, name, token, lease_s, stop), daemon=True,
+                            name=f"tkre-lock-heartbeat-{name}")
+    beat.start()
     try:
         yield
     finally:
+        stop.set()
+        beat.join(timeout=5)
         ray.get(actor.release.remote(name, token))
 
 
