@@ -66,3 +66,17 @@ def test_help_on_every_command(path):
     r = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
     assert r.exit_code == 0, r.output
     assert "Usage" in r.output and cmd.help.strip().split()[0] in r.output
+
+
+def test_exit_codes_are_true():
+    """A command ending in typer.Exit(3) makes the process exit 3 (standalone_mode=False returns the
+    code instead of raising it); --version and --help still exit 0."""
+    code = ("import typer, tkre.cli as c\n"
+            "@c.app.command('fail-on-purpose')\n"
+            "def _fail() -> None:\n"
+            "    raise typer.Exit(3)\n"
+            "c.run_app()\n")
+    r = subprocess.run([sys.executable, "-c", code, "fail-on-purpose"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert tkre("--version").returncode == 0 and "tkre" in tkre("--version").stdout
+    assert tkre("data", "--help").returncode == 0

@@ -95,7 +95,7 @@ def run_two_node_sweep(out_dir: Path, *, kill_worker: bool) -> dict:
 
     from tkre.artifacts import ArtifactStore
     from tkre.errors import ConfigError
-    from tkre.resources import ClusterResourcesConfig, check_fits, cluster_capacity, trial_resources
+    from tkre.resources import cluster_capacity, fit_trials
 
     storage = out_dir / "store"
     storage.mkdir(parents=True, exist_ok=True)
@@ -115,11 +115,11 @@ def run_two_node_sweep(out_dir: Path, *, kill_worker: bool) -> dict:
                  runtime_env={"env_vars": {"WANDB_MODE": "disabled", "PYTHONPATH": os.pathsep.join(sys.path)}})
         cluster.wait_for_nodes()
 
-        res = ClusterResourcesConfig(trial_cpus=1, max_concurrent_trials=2)
         capacity = cluster_capacity(live=True, cluster_config={})
-        check_fits(res, capacity, trains=False)  # two 1-CPU nodes, 1-CPU trials, two at a time: fits
+        # two 1-CPU nodes, 1-CPU trials (no Ray Train runs of their own), two at a time: fits
+        concurrent = fit_trials([], capacity, trial_cpus=1, max_concurrent_trials=2)
         try:  # a 2-CPU trial fits the cluster's total but no single node
-            check_fits(res.model_copy(update={"trial_cpus": 2.0}), capacity, trains=False)
+            fit_trials([], capacity, trial_cpus=2.0, max_concurrent_trials=2)
             report["oversized_error"] = None
         except ConfigError as e:
             report["oversized_error"] = str(e)
@@ -130,10 +130,10 @@ def run_two_node_sweep(out_dir: Path, *, kill_worker: bool) -> dict:
                                       args=(cluster, worker, worker.node_id, storage / "marks", report))
             killer.start()
         tuner = tune.Tuner(
-            tune.with_resources(_trial, trial_resources(res)),
+            tune.with_resources(_trial, {"cpu": 1}),
             param_space={"x0": tune.grid_search([0.0, 1.0, 5.0, 6.0][:TRIALS]), "lr": 0.25,
                          "epoch_s": 1.0, "storage": str(storage)},
-            tune_config=tune.TuneConfig(metric="loss", mode="min", max_concurrent_trials=res.max_concurrent_trials),
+            tune_config=tune.TuneConfig(metric="loss", mode="min", max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name="two_node", storage_path=str(out_dir / "tune"),
                                       failure_config=tune.FailureConfig(max_failures=3), verbose=0),
         )

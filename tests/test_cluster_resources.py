@@ -1,5 +1,5 @@
-"""The `resources:` block -> Ray requests (Tune placement group, Train ScalingConfig, vLLM processor)
-and the early "can this cluster ever run a trial" check, against cluster.yaml and hand-made clusters."""
+"""What a trial asks Ray for (read from its experiment config) and the one early "can this cluster ever
+run a trial, and how many at once" check, against cluster.yaml and hand-made clusters."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 from tkre.cluster import NodeShape
 from tkre.config import ExperimentConfig, ResourcesConfig
 from tkre.errors import ConfigError
-from tkre.resources import (ClusterCapacity, ClusterResourcesConfig, apply_to_experiment, capacity_from_nodes,
-                            check_fits, cluster_capacity, scaling_config_kwargs, train_resources,
-                            trial_resources, vllm_processor_kwargs)
+from tkre.resources import ClusterCapacity, Request, capacity_from_nodes, cluster_capacity, fit_trials, trial_requests
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -24,67 +22,81 @@ def cap(*nodes: tuple[str, dict, int]) -> ClusterCapacity:
 LAPTOP = cap(("laptop", {"CPU": 2}, 1))
 
 
-# ------------------------------------------------------------------------------------- mapping
-
-def test_trial_placement_group_reserves_only_the_driver():
-    pgf = trial_resources(ClusterResourcesConfig(trial_cpus=0.25, train_workers=4, gpus_per_worker=1))
-    assert pgf.bundles == [{"CPU": 0.25}]
-    assert pgf.required_resources == {"CPU": 0.25}
+def exp(**sections) -> ExperimentConfig:
+    return ExperimentConfig.model_validate(sections)
 
 
-def test_scaling_config_arguments_build_a_real_ray_train_scaling_config():
+def train(workers=1, cpus=1.0, gpus=0.0) -> list[Request]:
+    return [Request("finetune", workers, {"CPU": cpus, **({"GPU": gpus} if gpus else {})})]
+
+
+def vllm(tp=1, replicas=1) -> list[Request]:
+    return [Request("generation", replicas, {"CPU": 1.0, "GPU": float(tp)})]
+
+
+def fits(requests, capacity, trial_cpus=0.05, concurrent=1) -> int:
+    return fit_trials(requests, capacity, trial_cpus=trial_cpus, max_concurrent_trials=concurrent)
+
+
+# ------------------------------------------------------------------------------------ requests
+
+def test_train_workers_build_a_real_ray_train_scaling_config():
     from ray.train import ScalingConfig
 
-    cfg = ClusterResourcesConfig(train_workers=8, cpus_per_worker=10, gpus_per_worker=1,
-                                 placement_strategy="STRICT_PACK")
-    kwargs = scaling_config_kwargs(cfg)
-    assert kwargs == {"num_workers": 8, "use_gpu": True, "resources_per_worker": {"CPU": 10.0, "GPU": 1.0},
-                      "placement_strategy": "STRICT_PACK"}
-    sc = ScalingConfig(**kwargs)
+    r = ResourcesConfig(num_workers=8, use_gpu=True, cpus_per_worker=10)
+    sc = ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=r.per_worker())
     assert sc.total_resources == {"CPU": 80.0, "GPU": 8.0}
-    cpu = scaling_config_kwargs(ClusterResourcesConfig(train_workers=2, cpus_per_worker=0.5))
-    assert ScalingConfig(**cpu).total_resources == {"CPU": 1.0}
-    # fractional GPUs survive the trip through the training stages' ResourcesConfig
-    half = train_resources(ClusterResourcesConfig(gpus_per_worker=0.5))
-    assert half.use_gpu and scaling_config_kwargs(half)["resources_per_worker"]["GPU"] == 0.5
-    # a plain stage config (what train_loop.fit receives) maps the same way
-    assert scaling_config_kwargs(ResourcesConfig(num_workers=2))["resources_per_worker"] == {"CPU": 1.0}
+    half = ResourcesConfig(use_gpu=True, gpus_per_worker=0.5)
+    assert half.per_worker() == {"CPU": 1.0, "GPU": 0.5}
+    assert ResourcesConfig(num_workers=2, cpus_per_worker=0.5).per_worker() == {"CPU": 0.5}  # no GPU key
 
 
-def test_one_block_sets_every_stage_of_an_experiment():
-    cfg = ClusterResourcesConfig(train_workers=2, cpus_per_worker=4, gpus_per_worker=1,
-                                 generation_tensor_parallel=4, generation_replicas=2)
-    exp = apply_to_experiment(cfg, ExperimentConfig())
-    assert (exp.generation.vllm.tensor_parallel_size, exp.generation.vllm.num_replicas) == (4, 2)
-    for stage in (exp.pretrain, exp.finetune):
-        assert (stage.resources.num_workers, stage.resources.use_gpu, stage.resources.cpus_per_worker) == (2, True, 4)
-    assert ExperimentConfig().generation.vllm.tensor_parallel_size == 1  # the input is not mutated
-    assert vllm_processor_kwargs(cfg) == {"concurrency": 2, "tensor_parallel_size": 4}
+def test_trial_requests_follow_the_stages_that_run():
+    gpu = {"num_workers": 4, "use_gpu": True, "cpus_per_worker": 8}
+    full = exp(pretrain={"resources": gpu}, generation={"backend": "vllm",
+                                                        "vllm": {"tensor_parallel_size": 2, "num_replicas": 3}})
+    assert trial_requests(full) == [Request("pretrain", 4, {"CPU": 8.0, "GPU": 1.0}),
+                                    Request("finetune", 1, {"CPU": 1.0}),
+                                    Request("generation", 3, {"CPU": 1.0, "GPU": 2.0})]
+    golden = exp(pretrain={"resources": gpu}, generation={"backend": "vllm"},
+                 stages={"edkg": False, "scdg": False, "pretrain_stage1": False, "pretrain_stage2": False})
+    assert trial_requests(golden) == [Request("finetune", 1, {"CPU": 1.0})]  # no vLLM GPUs, no pre-training
+    assert trial_requests(ExperimentConfig())[-1].stage == "finetune"  # hf generation runs on CPU actors
 
 
 def test_bad_resource_values_are_config_errors():
     from pydantic import ValidationError
 
-    for bad in ({"train_workers": 0}, {"trial_cpus": 0}, {"gpus_per_worker": 1.5}, {"typo": 1}):
+    from tkre.sweep_config import SweepResources
+
+    for bad in ({"num_workers": 0}, {"gpus_per_worker": 1.5}, {"typo": 1}):
         with pytest.raises(ValidationError):
-            ClusterResourcesConfig(**bad)
+            ResourcesConfig(**bad)
+    with pytest.raises(ValidationError):
+        SweepResources(trial_cpus=0)
 
 
 # ---------------------------------------------------------------------------------- fit checks
 
-def test_laptop_defaults_fit_and_two_concurrent_trials_with_half_cpu_drivers_fit():
-    check_fits(ClusterResourcesConfig(), LAPTOP)
-    check_fits(ClusterResourcesConfig(trial_cpus=0.5, max_concurrent_trials=2), LAPTOP)
+def test_laptop_defaults_fit_and_concurrency_is_lowered_to_what_trains_at_once():
+    assert fits(trial_requests(ExperimentConfig()), LAPTOP, trial_cpus=0.5, concurrent=2) == 1
+    assert fits(train(cpus=0.95), LAPTOP, concurrent=2) == 2  # the quickstart: two trials side by side
+    eight = cap(("big", {"CPU": 8}, 1))
+    assert fits(train(), eight, concurrent=4) == 4
+    assert fits(train(), eight, concurrent=16) == 7  # 7 x (0.05 + 1) CPUs
+    gpus = cap(("g", {"CPU": 16, "GPU": 4}, 1))
+    assert fits(train(workers=2, gpus=1), gpus, concurrent=4) == 2
 
 
 def test_concurrent_drivers_that_starve_training_fail_instead_of_hanging():
     with pytest.raises(ConfigError, match="max_concurrent_trials=2 .* would wait forever"):
-        check_fits(ClusterResourcesConfig(trial_cpus=1, max_concurrent_trials=2), LAPTOP)
+        fits(train(), LAPTOP, trial_cpus=1, concurrent=2)
 
 
 def test_gpu_training_on_a_cpu_cluster_fails_early_naming_the_field():
-    with pytest.raises(ConfigError, match=r"Ray Train worker .*GPU: 1.*largest GPU per node: 0"):
-        check_fits(ClusterResourcesConfig(gpus_per_worker=1), LAPTOP)
+    with pytest.raises(ConfigError, match=r"Ray Train worker of finetune \(finetune.resources\).*GPU: 1.*"
+                                          r"largest GPU per node: 0"):
+        fits(train(gpus=1), LAPTOP)
 
 
 def test_cluster_yaml_capacity_bounds_workers_replicas_and_tensor_parallel():
@@ -92,29 +104,22 @@ def test_cluster_yaml_capacity_bounds_workers_replicas_and_tensor_parallel():
     totals = capacity.totals()
     assert totals["GPU"] == 2 * 8 + 1 * 8 + 8 * 1  # p4d x2 + p5 x1 + g5 x8 (global max_workers 10 allows all)
     # 8-way tensor parallel on one node, 3 such replicas: fits (two A100 nodes + one H100 node)
-    check_fits(ClusterResourcesConfig(generation_tensor_parallel=8, generation_replicas=3), capacity, uses_vllm=True)
+    fits(vllm(tp=8, replicas=3), capacity)
     # a 16-GPU replica can never exist: no node has 16 GPUs
     with pytest.raises(ConfigError, match=r"vLLM replica .*GPU: 16.*ONE node.*largest GPU per node: 8"):
-        check_fits(ClusterResourcesConfig(generation_tensor_parallel=16), capacity, uses_vllm=True)
+        fits(vllm(tp=16), capacity)
     # 4 replicas x 8 GPUs: there are 32 GPUs in total, but only 3 nodes with 8 -> cannot be placed
-    with pytest.raises(ConfigError, match="generation_replicas=4"):
-        check_fits(ClusterResourcesConfig(generation_tensor_parallel=8, generation_replicas=4), capacity,
-                   uses_vllm=True)
-    # ...while the same config without vLLM generation does not ask for those GPUs at all
-    check_fits(ClusterResourcesConfig(generation_tensor_parallel=8, generation_replicas=4), capacity)
-    # 24 one-GPU train workers spread over nodes: fits with PACK; 16 on ONE node (STRICT_PACK) does not
-    check_fits(ClusterResourcesConfig(train_workers=24, cpus_per_worker=4, gpus_per_worker=1), capacity)
-    with pytest.raises(ConfigError, match=r"train_workers=33"):
-        check_fits(ClusterResourcesConfig(train_workers=33, cpus_per_worker=1, gpus_per_worker=1), capacity)
-    with pytest.raises(ConfigError, match=r"STRICT_PACK"):
-        check_fits(ClusterResourcesConfig(train_workers=16, gpus_per_worker=1, placement_strategy="STRICT_PACK"),
-                   capacity)
+    with pytest.raises(ConfigError, match="num_replicas=4"):
+        fits(vllm(tp=8, replicas=4), capacity)
+    # 24 one-GPU train workers spread over nodes fit; 33 do not (32 GPUs in all)
+    fits(train(workers=24, cpus=4, gpus=1), capacity)
+    with pytest.raises(ConfigError, match=r"num_workers=33"):
+        fits(train(workers=33, gpus=1), capacity)
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as e:
-        check_fits(ClusterResourcesConfig(trial_cpus=4, gpus_per_worker=1, generation_tensor_parallel=2),
-                   LAPTOP, uses_vllm=True)
+        fits(train(gpus=1) + vllm(tp=2), LAPTOP, trial_cpus=4)
     lines = str(e.value).splitlines()
     assert len(lines) == 3 and all(line.startswith("resources: ") for line in lines)
 
@@ -131,24 +136,7 @@ def test_live_capacity_reads_ray_nodes_and_skips_dead_ones(ray_local):
                                                       "g": {"resources": {"CPU": 8, "GPU": 1}, "node_config": {},
                                                             "max_workers": 1}}})
     assert both.totals()["GPU"] == 1 and both.totals()["CPU"] >= 9  # autoscaler types + the live 2-CPU node
-    check_fits(ClusterResourcesConfig(gpus_per_worker=1), both)
-
-
-def test_resources_for_experiments_is_the_inverse_of_apply_and_takes_the_peak():
-    from tkre.resources import resources_for, uses_vllm
-
-    base = ExperimentConfig()
-    big = apply_to_experiment(ClusterResourcesConfig(train_workers=4, cpus_per_worker=8, gpus_per_worker=1,
-                                                     generation_tensor_parallel=2, generation_replicas=3), base)
-    big = big.model_copy(update={"generation": big.generation.model_copy(update={"backend": "vllm"})})
-    peak = resources_for([base, big], trial_cpus=0.25, max_concurrent_trials=3)
-    assert (peak.train_workers, peak.cpus_per_worker, peak.gpus_per_worker) == (4, 8, 1)
-    assert (peak.generation_tensor_parallel, peak.generation_replicas) == (2, 3)
-    assert (peak.trial_cpus, peak.max_concurrent_trials) == (0.25, 3)
-    assert uses_vllm([base, big]) and not uses_vllm([base])
-    # only_set: a block that names only the concurrency leaves every stage as the experiment had it
-    kept = apply_to_experiment(ClusterResourcesConfig(max_concurrent_trials=4), big, only_set=True)
-    assert kept.finetune.resources == big.finetune.resources and kept.generation.vllm == big.generation.vllm
+    fits(train(gpus=1), both)
 
 
 def test_cluster_check_command_checks_a_sweep_against_the_node_types(tmp_path):
@@ -166,7 +154,8 @@ def test_cluster_check_command_checks_a_sweep_against_the_node_types(tmp_path):
     ok = sweep("fits", {"finetune": {"resources": {"num_workers": 8, "use_gpu": True}},
                         "generation": {"backend": "vllm", "vllm": {"tensor_parallel_size": 8, "num_replicas": 2}}})
     summary = check_cluster_file(str(CLUSTER_YAML), ok)
-    assert summary["sweep"]["uses_vllm"] and summary["sweep"]["resources"]["generation_tensor_parallel"] == 8
+    assert {"stage": "generation", "count": 2, "bundle": {"CPU": 1.0, "GPU": 8.0}} in summary["sweep"]["requests"]
+    assert summary["sweep"]["concurrent_trials"] == 4
     too_big = sweep("too_big", {"generation": {"backend": "vllm", "vllm": {"tensor_parallel_size": 16}}})
     with pytest.raises(ConfigError, match=r"too_big.yaml: resources: one vLLM replica"):
         check_cluster_file(str(CLUSTER_YAML), too_big)

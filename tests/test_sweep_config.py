@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import filecmp
 from pathlib import Path
 
 import pytest
 
 from tkre.errors import ConfigError, DataError
-from tkre.sweep import packaged_sweeps_dir, plan_phases, plan_resources, preflight, resolve_sweep_file
-from tkre.sweep_config import experiment_for, grid_points, load_sweep
+from tkre.sweep import plan_phases, preflight
+from tkre.sweep_config import experiment_for, grid_points, load_sweep, packaged_sweeps_dir, resolve_sweep_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,28 +98,12 @@ def test_missing_dataset_path_and_bad_storage_fail_before_start(tmp_path):
         preflight(sweep, "x.yaml")
 
 
-def test_resource_plan_fits_cluster_or_fails_early(tmp_path):
-    sweep = load_sweep(_write(tmp_path, GOOD.replace("evaluate: {seeds: [1, 2, 3]}",
-                                                     "evaluate: {seeds: [1]}\nresources: {max_concurrent_trials: 4}")))
-    exps = [experiment_for(sweep, p) for p in grid_points(sweep)]
-    plan = plan_resources(sweep, exps, {"CPU": 2.0})
-    assert plan.train_cpus == 1.0 and plan.max_concurrent_trials == 1  # 1.05 CPUs per trial on 2 CPUs
-    assert plan_resources(sweep, exps, {"CPU": 8.0}).max_concurrent_trials == 4
-    gpu = [e.model_copy(update={"finetune": e.finetune.model_copy(
-        update={"resources": e.finetune.resources.model_copy(update={"use_gpu": True, "num_workers": 2})})})
-        for e in exps]
-    with pytest.raises(ConfigError, match="0 GPUs"):
-        plan_resources(sweep, gpu, {"CPU": 16.0})
-    assert plan_resources(sweep, gpu, {"CPU": 16.0, "GPU": 4.0}).max_concurrent_trials == 2
-
-
 @pytest.mark.parametrize("name", ["quickstart", "paper_table2", "ablation_table3", "synthetic_scale_fig6",
                                   "generators_fig5", "search_pretrain"])
-def test_shipped_sweeps_load_and_match_top_level_copies(name):
+def test_shipped_sweeps_load_from_the_one_folder_the_repository_links_to(name):
     shipped = resolve_sweep_file(name)
-    assert shipped.parent == packaged_sweeps_dir()
-    top = REPO / "sweeps" / f"{name}.yaml"
-    assert top.is_file() and filecmp.cmp(top, shipped, shallow=False), \
-        f"sweeps/{name}.yaml and tkre/sweeps_data/{name}.yaml differ: copy sweeps/ over tkre/sweeps_data/"
+    assert shipped.parent == packaged_sweeps_dir() == Path(__file__).resolve().parents[1] / "tkre" / "sweeps"
+    top = REPO / "sweeps" / f"{name}.yaml"  # the repository's top-level sweeps/ is a link, not a copy
+    assert (REPO / "sweeps").is_symlink() and top.samefile(shipped)
     sweep = load_sweep(shipped)
     assert grid_points(sweep)

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -93,7 +93,6 @@ class Artifact:
     reused: bool  # True when found complete, False when this call computed it
     uri: str  # where it lives in the store
     seconds: float = 0.0  # wall time of this call (lookup + compute/download)
-    wait_seconds: float = field(default=0.0)  # time spent waiting for another trial's lock
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -186,12 +185,12 @@ class ArtifactStore:
             waited = time.perf_counter() - wait_start
             found = self.find(stage, key)  # another trial may have built it while we waited
             if found is not None:
-                found.seconds, found.wait_seconds = time.perf_counter() - start, waited
+                found.seconds = time.perf_counter() - start
                 log.info("artifact %s/%s: reused after waiting %.1fs for another trial", stage, key, waited)
                 return found
             log.info("artifact %s/%s: computing", stage, key)
             art = self._build(stage, key, build, config=config, inputs=inputs)
-        art.seconds, art.wait_seconds = time.perf_counter() - start, waited
+        art.seconds = time.perf_counter() - start
         return art
 
     def _build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any] | None], *,

@@ -55,14 +55,13 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for 
 def run_app() -> None:
     """Console-script entry point: one-line errors unless --debug."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns a typer.Exit's code instead of raising it
+        code = app(standalone_mode=False)
     except TkreError as e:
         if _state["debug"]:
             raise
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
@@ -72,6 +71,7 @@ def run_app() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -452,8 +452,9 @@ def cluster_check(cluster_file: Path = typer.Argument(Path("cluster.yaml"), help
     console.print(f"ok: {cluster_file} ({summary['provider']}): {summary['node_types']}")
     if "sweep" in summary:
         s = summary["sweep"]
-        console.print(f"ok: sweep {s['name']} fits ({s['trials_per_grid']} grid point(s); "
-                      f"peak per trial {json.dumps(s['resources'])}; vLLM: {s['uses_vllm']})")
+        asks = "; ".join(f"{r['stage']} {r['count']} x {json.dumps(r['bundle'])}" for r in s["requests"])
+        console.print(f"ok: sweep {s['name']} fits ({s['trials_per_grid']} grid point(s), up to "
+                      f"{s['concurrent_trials']} at once; per trial: {asks})")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,6 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-Probability = Field(ge=0.0, le=1.0)
-
-
 class DataConfig(StrictModel):
     """Which dataset, which K-shot split."""
 
@@ -56,7 +53,17 @@ class ResourcesConfig(StrictModel):
     use_gpu: bool = Field(False, description="one GPU per worker when true")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Train worker")
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per Train worker when use_gpu (a fraction shares "
-                                                          "a GPU; see tkre.resources.scaling_config_kwargs)")
+                                                          "a GPU between runs)")
+
+    @model_validator(mode="after")
+    def _whole_gpus_above_one(self) -> "ResourcesConfig":
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError("gpus_per_worker above 1 must be a whole number")
+        return self
+
+    def per_worker(self) -> dict[str, float]:
+        """What one Train worker reserves: Ray Train's `resources_per_worker` and the fit check's bundle."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": float(self.gpus_per_worker)} if self.use_gpu else {})}
 
 
 class SamplingConfig(StrictModel):

@@ -13,7 +13,7 @@ placement group (Tune captures child tasks into it), passing `TuneReportCallback
 per-epoch reports reach Tune. Resources that cannot deadlock on a small machine:
 - the trial itself holds a small CPU fraction (`resources.trial_cpus`);
 - Ray Train workers reserve their own placement group; `max_concurrent_trials` is lowered so that the
-  training workers of all concurrent trials fit the cluster at once (`plan_resources`);
+  training workers of all concurrent trials fit the cluster at once (`tkre.resources.fit_trials`);
 - LLM generation (Ray Data actor pools) runs under a sweep-wide slot (`resources.generation_slots`),
   so two pools never hold all CPUs waiting on each other's tasks; a trial waiting for a shared
   artifact's lock holds no CPUs;
@@ -30,12 +30,10 @@ sweep goes on. Every trial start is appended to `<sweep-dir>/events.jsonl`.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import glob
 import json
 import logging
-import math
 import os
 import pickle
 import time
@@ -51,56 +49,14 @@ from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError
 from tkre.io import atomic_path, atomic_write_json, stable_hash
 from tkre.runtime import init_ray
-from tkre.resources import check_fits, cluster_capacity, resources_for, uses_vllm
-from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep
+from tkre.resources import cluster_capacity, fit_trials, trial_requests
+from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.parquet"
 PLAN_FILE = "plan.json"
 EVENTS_FILE = "events.jsonl"
-
-
-# ------------------------------------------------------------------------------------ resources
-@dataclass
-class ResourcePlan:
-    trial_cpus: float  # the trial's own process
-    train_cpus: float  # peak CPUs of one trial's Ray Train workers
-    train_gpus: float
-    max_concurrent_trials: int  # after fitting into the cluster
-    cluster_cpus: float
-    cluster_gpus: float
-
-
-def plan_resources(sweep: SweepConfig, experiments: list[ExperimentConfig],
-                   cluster: dict[str, float]) -> ResourcePlan:
-    """Per-trial resource needs derived from the experiments, checked against the cluster.
-
-    Raises ConfigError when one trial can never fit (e.g. 4 GPU workers on a CPU-only cluster)."""
-    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    train_cpus = train_gpus = 0.0
-    for cfg in experiments:
-        for res, on in ((cfg.pretrain.resources, cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2),
-                        (cfg.finetune.resources, True)):
-            if not on:
-                continue
-            train_cpus = max(train_cpus, res.num_workers * res.cpus_per_worker)
-            train_gpus = max(train_gpus, res.num_workers * (1 if res.use_gpu else 0))
-    need = sweep.resources.trial_cpus + train_cpus
-    if need > cpus + 1e-9 or train_gpus > gpus + 1e-9:
-        raise ConfigError(
-            f"sweep {sweep.name}: one trial needs {need:g} CPUs and {train_gpus:g} GPUs "
-            f"({sweep.resources.trial_cpus:g} for the trial + Ray Train workers), but the Ray cluster has "
-            f"{cpus:g} CPUs and {gpus:g} GPUs: lower resources.num_workers / cpus_per_worker / use_gpu")
-    fit = int(math.floor((cpus + 1e-9) / need))
-    if train_gpus > 0:
-        fit = min(fit, int(math.floor((gpus + 1e-9) / train_gpus)))
-    fit = max(1, fit)
-    concurrent = min(sweep.resources.max_concurrent_trials, fit)
-    if concurrent < sweep.resources.max_concurrent_trials:
-        log.warning("max_concurrent_trials lowered from %d to %d: %d trials of %g CPUs each fit %g CPUs",
-                    sweep.resources.max_concurrent_trials, concurrent, fit, need, cpus)
-    return ResourcePlan(sweep.resources.trial_cpus, train_cpus, train_gpus, concurrent, cpus, gpus)
 
 
 # ------------------------------------------------------------------------------------- preflight
@@ -242,7 +198,7 @@ def _with_run_constants(points: list[dict], sweep: SweepConfig) -> list[dict]:
     return out
 
 
-def _make_tuner(sweep: SweepConfig, phase: Phase, plan: ResourcePlan, root: str, trainable, resume: bool):
+def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, trainable, resume: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -266,7 +222,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, plan: ResourcePlan, root: str,
             scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
                                       grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                  max_concurrent_trials=plan.max_concurrent_trials,
+                                  max_concurrent_trials=concurrent,
                                   time_budget_s=sweep.sweep_timeout_s, reuse_actors=False,
                                   **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
@@ -390,13 +346,11 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         init_ray(address)  # secrets/settings reach workers from the shell, never from a file
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
-    capacity = cluster_capacity()
-    check_fits(resources_for(experiments, trial_cpus=sweep.resources.trial_cpus,
-                             max_concurrent_trials=sweep.resources.max_concurrent_trials),
-               capacity, uses_vllm=uses_vllm(experiments), source=str(path))
-    plan = plan_resources(sweep, experiments, capacity.totals())
+    concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], cluster_capacity(),
+                            trial_cpus=sweep.resources.trial_cpus,
+                            max_concurrent_trials=sweep.resources.max_concurrent_trials, source=f"{path}: resources")
     log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
-             sweep.name, len(experiments), plan.max_concurrent_trials, root)
+             sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
     rows: list[dict] = []
     results_path = ""
@@ -414,8 +368,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             phase.points = _with_run_constants(phase.points, sweep)
         spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name}
         trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
-                                        {"cpu": plan.trial_cpus})
-        tuner = _make_tuner(sweep, phase, plan, root, trainable, resume)
+                                        {"cpu": sweep.resources.trial_cpus})
+        tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
         result_grid = tuner.fit()
         phase_rows = _phase_rows(result_grid, phase, sweep)
         rows.extend(phase_rows)
@@ -423,8 +377,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         if done is not None:
             atomic_write_json(done, {"rows": phase_rows})
     results_path = _write_results(rows, root)
-    return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0,
-                        plan.max_concurrent_trials)
+    return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
 
 
 def optuna_trial_count(phase_dir: str | Path) -> int:
@@ -436,28 +389,3 @@ def optuna_trial_count(phase_dir: str | Path) -> int:
         state = pickle.load(f)
     study = state["_ot_study"] if isinstance(state, dict) else state[2]
     return len(study.trials)
-
-
-# ------------------------------------------------------------------------------------- sweep files
-def packaged_sweeps_dir() -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("tkre") / "sweeps_data"))
-
-
-def resolve_sweep_file(path: str | Path) -> Path:
-    """A sweep file path, or the name of a shipped sweep (`quickstart`, `paper_table2`, ...)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
-    shipped = packaged_sweeps_dir() / name
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(f.stem for f in packaged_sweeps_dir().glob("*.yaml")))
-    raise ConfigError(f"{path}: no such sweep file (shipped sweeps: {known})")
-
-
-@contextlib.contextmanager
-def _noop():
-    yield

@@ -277,3 +277,25 @@ def experiment_for(sweep: SweepConfig, point: dict[str, Any]) -> ExperimentConfi
         base["storage_path"] = sweep.storage_path
     cfg = apply_overrides(base, overrides, source=f"sweep {sweep.name}")
     return cfg.model_copy(update={"name": f"{sweep.name}{'-' + variant if variant else ''}"})
+
+
+# ------------------------------------------------------------------------------------ sweep files
+def packaged_sweeps_dir() -> Path:
+    """The shipped sweeps: `tkre/sweeps/` inside the package (the repository's top-level `sweeps`
+    is a link to it), so a clone and an installed package read the same files."""
+    from importlib import resources
+
+    return Path(str(resources.files("tkre") / "sweeps"))
+
+
+def resolve_sweep_file(path: str | Path) -> Path:
+    """A sweep file path, or the name of a shipped sweep (`quickstart`, `paper_table2`, ...)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    shipped = packaged_sweeps_dir() / name
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(f.stem for f in packaged_sweeps_dir().glob("*.yaml")))
+    raise ConfigError(f"{path}: no such sweep file (shipped sweeps: {known})")

@@ -41,7 +41,6 @@ import torch
 
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
-from tkre.resources import scaling_config_kwargs
 from tkre.runtime import init_ray
 
 logger = logging.getLogger(__name__)
@@ -158,7 +157,8 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         _train_worker,
         train_loop_config={"task": task, "settings": settings, "resources": resources},
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(**scaling_config_kwargs(resources)),
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+                                              resources_per_worker=resources.per_worker()),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, callbacks=list(callbacks or []),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),

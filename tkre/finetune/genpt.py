@@ -172,7 +172,7 @@ def _mlm_head(mlm):
     raise ConfigError(f"GenPT: no masked-LM head found on {type(mlm).__name__}")
 
 
-def build_model(init_path: str, label_table: list[list[int]], seed: int = 0):
+def build_model(init_path: str, label_table: list[list[int]]):
     from transformers import AutoModelForMaskedLM
 
     mlm = AutoModelForMaskedLM.from_pretrained(init_path)

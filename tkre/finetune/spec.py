@@ -56,7 +56,7 @@ class FinetuneSpec:
     def build_model(self, init_path: str, tokenizer, seed: int = 0):
         if self.backbone == "typ_marker":
             return typ_marker.build_model(init_path, len(self.relations), seed)
-        return genpt.build_model(init_path, self.label_table(tokenizer), seed)
+        return genpt.build_model(init_path, self.label_table(tokenizer))  # seeded by the train loop
 
     def save(self, model, directory: str, tokenizer) -> None:
         """Plain HF folder (weights + tokenizer) + backbone extras + tkre_finetune.json."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tkre.config import SamplingConfig
@@ -39,7 +39,6 @@ class BackendSpec:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     ray_native: bool = False  # the backend runs its own Ray Data processor (vllm)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> "Backend":
         module, name = self.cls.split(":")
