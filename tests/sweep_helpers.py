@@ -26,6 +26,7 @@ def golden_only_base(data_dir: Path, encoder: str, storage: Path, *, epochs: int
     return {
         "data": {"dataset": "jsonl", "path": str(data_dir), "k": 3, "seed": 1},
         "stages": {"edkg": False, "scdg": False, "pretrain_stage1": False, "pretrain_stage2": False},
+        "pretrain": {"encoder": encoder},  # the same encoder on both sides (a configuration error otherwise)
         "finetune": {"encoder": encoder, "epochs": epochs, "max_length": 48, "batch_size": 8, "lr": 1e-3,
                      # 0.9 CPU per Train worker + 0.05 per trial: two trials fit a 2-CPU machine
                      "resources": {"cpus_per_worker": 0.9}},

@@ -1,5 +1,7 @@
 """Typed configs: paper defaults, validation naming the bad field, YAML line numbers."""
 
+from pathlib import Path
+
 import pytest
 
 from tkre.config import (DataConfig, ExperimentConfig, FinetuneConfig, PretrainConfig, load_config,
@@ -53,3 +55,38 @@ def test_yaml_section_loading(tmp_path):
     f.write_text("pretrain:\n  tau: 0.05\n  stage1:\n    epochs: 2\n")
     cfg = load_config(f, PretrainConfig, section="pretrain")
     assert cfg.tau == 0.05 and cfg.stage1.epochs == 2 and cfg.stage2.epochs == 3
+
+
+def test_finetune_warmup_is_typ_markers_and_names_its_source():
+    field = FinetuneConfig.model_fields["warmup_ratio"]
+    assert FinetuneConfig().warmup_ratio == 0.1
+    assert "TYP Marker" in field.description and "reference code" in field.description
+
+
+def test_different_pretrain_and_finetune_encoders_are_a_config_error_unless_allowed(tmp_path):
+    data = {"pretrain": {"encoder": "FacebookAI/roberta-large"}, "finetune": {"encoder": "embedded:minilm"}}
+    with pytest.raises(ConfigError) as e:
+        validate_config(data, ExperimentConfig, "exp.yaml")
+    msg = str(e.value)
+    assert "pretrain.encoder" in msg and "finetune.encoder" in msg and "allow_different_encoder" in msg
+    assert "roberta-large" in msg and "embedded:minilm" in msg
+    # the same error from a YAML file, with the file named
+    f = tmp_path / "exp.yaml"
+    f.write_text("pretrain:\n  encoder: FacebookAI/roberta-large\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml.*pretrain.encoder"):
+        load_config(f, ExperimentConfig)
+    ok = validate_config({**data, "finetune": {"encoder": "embedded:minilm", "allow_different_encoder": True}},
+                         ExperimentConfig)
+    assert ok.pretrain.encoder != ok.finetune.encoder
+    same = validate_config({"pretrain": {"encoder": "x/y"}, "finetune": {"encoder": "x/y"}}, ExperimentConfig)
+    assert same.finetune.encoder == "x/y"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_fine_tune_the_encoder_they_pre_train(path):
+    from tkre.sweep_config import experiment_for, grid_points, load_sweep
+
+    sweep = load_sweep(path)
+    for point in grid_points(sweep):
+        cfg = experiment_for(sweep, point)  # validates the trial's ExperimentConfig
+        assert cfg.pretrain.encoder == cfg.finetune.encoder and not cfg.finetune.allow_different_encoder

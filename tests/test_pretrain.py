@@ -40,7 +40,9 @@ def test_two_stages_on_two_workers_lower_heldout_mslm_loss(ray_local, semeval, t
                          out_dir=tmp_path / "s1")
     assert s1["texts"] == len(golden) + 40
     assert s1["skipped"]["entity_truncated"] > 0  # max_length=24 cuts some SemEval sentences: counted, not lost
-    assert s1["train_texts"] + s1["heldout_texts"] + s1["skipped_total"] == s1["texts"] and s1["heldout_disjoint"]
+    # every encoded text is trained on; the evaluation sample is a copy of 10 % of them
+    assert s1["train_texts"] + s1["skipped_total"] == s1["texts"] and s1["heldout_is_copy"]
+    assert s1["heldout_texts"] == round(0.1 * s1["train_texts"])
     assert s1["heldout_mslm_loss_after"] < s1["heldout_mslm_loss_before"] - 0.5, s1["history"]
     assert [h["epoch"] for h in s1["history"]] == [0, 1] and s1["history"][0]["tokens_per_s"] > 0
     assert not s1["scl"] and "train_scl_loss" not in s1["history"][0]
@@ -51,6 +53,7 @@ def test_two_stages_on_two_workers_lower_heldout_mslm_loss(ray_local, semeval, t
     s2 = pretrain_stage2(cfg, init=s1["checkpoint"], golden=golden, synthetic=synthetic,
                          relations=semeval.relations, out_dir=tmp_path / "s2")
     assert s2["init"] == s1["checkpoint"] and s2["scl"] and s2["counts"]["synthetic"] == 20
+    assert s2["train_texts"] == len(golden) + 20 - s2["skipped_total"] and s2["scl_skipped_examples"] >= 0
     h = s2["history"]
     assert all(m["train_scl_loss"] > 0 for m in h) and "heldout_scl_loss" in h[-1]
     assert s2["heldout_mslm_loss_after"] < s2["heldout_mslm_loss_before"]
@@ -74,6 +77,18 @@ def test_two_stages_on_two_workers_lower_heldout_mslm_loss(ray_local, semeval, t
     tok.save_pretrained(other)
     with pytest.raises(TkreError, match="different model"):
         pretrain_stage1(cfg, init=str(other), golden=golden, explanations=None, out_dir=tmp_path / "s1")
+
+
+def test_heldout_sample_is_a_seeded_capped_copy():
+    from tkre.pretrain.stages import heldout_sample
+
+    items = list(range(500))
+    sample = heldout_sample(items, 0.1, 128, seed=3)
+    assert len(sample) == 50 and sample == sorted(set(sample)) and set(sample) <= set(items)
+    assert items == list(range(500))  # nothing removed from the training corpus
+    assert sample == heldout_sample(items, 0.1, 128, seed=3) != heldout_sample(items, 0.1, 128, seed=4)
+    assert len(heldout_sample(items, 0.5, 128, seed=3)) == 128  # the cap
+    assert heldout_sample([7], 0.1, 128, seed=3) == [7] and len(heldout_sample(items[:4], 0.1, 128, 0)) == 1
 
 
 def test_switched_off_stage_passes_its_init_on(tiny_encoder_dir, tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from tkre.errors import TkreError
 from tkre.pretrain.masking import ENTITY, IGNORE_INDEX, OTHER, RELATION, SPECIAL
-from tkre.pretrain.scl import AnchorTable, sample_negative_span, scl_loss, span_mean_pool
+from tkre.pretrain.scl import AnchorTable, masked_scl_loss, sample_negative_span, scl_loss, span_mean_pool
 
 
 def test_scl_loss_matches_hand_computation():
@@ -61,11 +61,54 @@ def test_negative_span_is_1_to_3_contiguous_non_entity_tokens():
         assert all(int(roles[i]) == OTHER for i in idx)  # one run of OTHER tokens, never across an entity
         lengths.add(len(idx))
     assert lengths == {1, 2, 3}
-    # no OTHER token: falls back to the relation span and says so
+    # no OTHER token: no negative at all (never the relation span, which is the positive), and it says so
     mask, ok = sample_negative_span(torch.tensor([SPECIAL, ENTITY, RELATION, ENTITY, SPECIAL]), 1, 3, g)
-    assert not ok and mask.tolist() == [False, False, True, False, False]
+    assert not ok and not mask.any()
     with pytest.raises(TkreError, match="unknown negative span strategy"):
         sample_negative_span(roles, 1, 3, g, strategy="nope")
+
+
+def test_examples_without_a_negative_span_have_no_scl_term():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 5, 4, requires_grad=True)
+    anchor = torch.randn(3, 4, requires_grad=True)
+    pos = torch.tensor([[0, 1, 1, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    neg = torch.tensor([[0, 0, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)  # row 1: none
+    loss, n = masked_scl_loss(anchor, pos, neg, hidden, tau=0.1)
+    keep = [0, 2]
+    expected = scl_loss(anchor[keep], span_mean_pool(hidden[keep], pos[keep]), span_mean_pool(hidden[keep], neg[keep]),
+                        0.1)
+    assert n == 2 and float(loss) == pytest.approx(float(expected), rel=1e-6)
+    loss.backward()
+    assert torch.all(hidden.grad[1] == 0) and torch.all(anchor.grad[1] == 0)  # the skipped row: no signal
+    # no example with an SCL term: an exact 0 that still reaches the anchors (DDP needs every gradient)
+    anchor.grad = None
+    zero, n = masked_scl_loss(anchor, pos, torch.zeros_like(neg), hidden, tau=0.1)
+    assert n == 0 and float(zero) == 0.0
+    zero.backward()
+    assert anchor.grad is not None and torch.all(anchor.grad == 0)
+
+
+def test_dataset_and_corpus_count_examples_without_negative(tiny_encoder_dir):
+    from transformers import AutoTokenizer
+
+    from tkre.pretrain.data import SCL_SKIPPED, MaskedSpanDataset, MaskingSettings, SpanText, encode_corpus
+    from tkre.pretrain.masking import MaskingProbabilities
+
+    wordpiece_tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    texts = [SpanText("Alice founded Acme", (0, 5), (14, 18), "founder", "a"),  # no token outside spans
+             SpanText("Yesterday Alice founded Acme in Paris", (10, 15), (24, 28), "founder", "b")]
+    items, counts = encode_corpus(wordpiece_tokenizer, texts, max_length=32, relation_index=lambda rel, rec: 0)
+    assert counts[SCL_SKIPPED] == 1 and len(items) == 2
+    settings = MaskingSettings(masking="mslm", probs=MaskingProbabilities(0.8, 0.5, 0.2), bert_rate=0.15,
+                               mask_token_id=wordpiece_tokenizer.mask_token_id, vocab_size=len(wordpiece_tokenizer),
+                               pad_token_id=0, seed=0, scl=True)
+    ds = MaskedSpanDataset(items, settings)
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        first, second = ds[0], ds[1]
+        assert first["pos_mask"].any() and not first["neg_mask"].any()  # never the relation span
+        assert second["neg_mask"].any() and not (second["neg_mask"] & second["pos_mask"]).any()
 
 
 def test_anchor_table_missing_relation_and_foreign_checkpoint(tmp_path):
@@ -104,6 +147,15 @@ def test_model_losses_and_plain_hf_checkpoint(tiny_encoder_dir, tmp_path):
                  relation=torch.tensor([0, 1]), full_logits=True)
     for key in ("mslm_loss", "scl_loss", "loss"):
         assert float(full[key]) == pytest.approx(float(out[key]), rel=1e-5)
+    # the second example without a negative span: the SCL loss is the first example's alone
+    one_neg = neg.clone()
+    one_neg[1] = False
+    skip = model(input_ids=ids, attention_mask=att, labels=labels, pos_mask=pos, neg_mask=one_neg,
+                 relation=torch.tensor([0, 1]))
+    first = model(input_ids=ids[:1], attention_mask=att[:1], labels=labels[:1], pos_mask=pos[:1], neg_mask=neg[:1],
+                  relation=torch.tensor([0]))
+    assert int(skip["scl_examples"]) == 1 and int(out["scl_examples"]) == 2
+    assert float(skip["scl_loss"]) == pytest.approx(float(first["scl_loss"]), rel=1e-4)
     none = model(input_ids=ids, attention_mask=att, labels=torch.full_like(ids, IGNORE_INDEX))
     assert float(none["mslm_loss"]) == 0.0 and "scl_loss" not in none  # no NaN without masked tokens
 

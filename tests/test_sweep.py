@@ -36,7 +36,8 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     sweep = {"name": "crash", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1),
-             "variants": {"ok": {}, "broken": {"finetune.encoder": str(tmp_path / "no_such_model")}},
+             "variants": {"ok": {}, "broken": {"finetune.encoder": str(tmp_path / "no_such_model"),
+                                                "pretrain.encoder": str(tmp_path / "no_such_model")}},
              "grid": {"variant": ["broken", "ok"]}, "resources": {"max_concurrent_trials": 2},
              "min_free_gb": 0, "trial_timeout_s": 600}
     path = write_sweep(tmp_path / "crash.yaml", sweep)

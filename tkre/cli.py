@@ -189,7 +189,7 @@ def _finetune_config(config: Optional[Path], overrides: dict):
     if config is not None:
         data, _ = read_yaml(config)
         section = "finetune" if isinstance(data, dict) and "finetune" in data else None
-        base = load_config(config, FinetuneConfig, section=section).model_dump()
+        base = load_config(config, FinetuneConfig, section=section).model_dump(exclude_unset=True)
     for key, value in overrides.items():
         if value is not None:
             if key in ("num_workers",):
@@ -231,14 +231,23 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
     best_epoch; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
     from tkre.config import DataConfig, validate_config
     from tkre.finetune.command import finetune_dataset
+    from tkre.finetune.encoder_recipes import apply_encoder_recipe
+    from tkre.pretrain.progress import EpochProgress
 
     cfg = _finetune_config(config, {"backbone": backbone, "encoder": init,
                                     "synthetic_per_relation": synthetic_per_relation, "epochs": epochs, "lr": lr,
                                     "batch_size": batch_size, "max_length": max_length, "num_workers": workers})
+    cfg, recipe_note = apply_encoder_recipe(cfg)
+    if recipe_note:
+        console.print(recipe_note, soft_wrap=True, highlight=False)
     data = validate_config({"dataset": dataset, "path": path, "patch_path": patch, "k": k, "seed": seed,
                             "protocol": protocol}, DataConfig, source="<options>")
-    m = finetune_dataset(data, cfg, out_dir=out, synthetic_path=synthetic, run_name=run_name,
-                         storage_path=storage_path)
+    from tkre.runtime import init_ray
+
+    init_ray()  # the progress bar's queue is a Ray actor
+    with EpochProgress(cfg.epochs, console=console, description="fine-tuning") as progress:
+        m = finetune_dataset(data, cfg, out_dir=out, synthetic_path=synthetic, run_name=run_name,
+                             storage_path=storage_path, callbacks=[progress.callback("fine-tuning")])
     console.print(f"{cfg.backbone} {dataset} K={k} seed={seed}: best dev epoch {m['best_epoch']} "
                   f"(dev micro-F1 {m['dev_micro_f1'] if m['dev_micro_f1'] is not None else float('nan'):.4f}), "
                   f"test micro-F1 {m['test_micro_f1']:.4f}, macro-F1 {m['test_macro_f1']:.4f} (fractions 0-1)")

@@ -155,9 +155,11 @@ class PretrainConfig(StrictModel):
     weight_decay: float = Field(0.01, ge=0.0)
     grad_accum: int = Field(1, ge=1)
     seed: int = 42
-    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each stage's corpus held out to "
-                                    "track the MSLM loss (0 = evaluate on the training texts)")
-    max_heldout: int = Field(128, ge=1, description="cap on held-out texts per stage")
+    heldout_fraction: float = Field(0.1, gt=0.0, le=1.0, description=(
+        "share of each stage's corpus copied into an evaluation sample whose MSLM loss is tracked per epoch; "
+        "a copy: the stage still trains on every text, golden ones included (at least one text). tkre's "
+        "own; the paper tracks no pre-training loss"))
+    max_heldout: int = Field(128, ge=1, description="cap on the texts of that evaluation sample per stage")
     mixed_precision: bool | None = Field(None, description="bf16/fp16 autocast; default: on with GPUs, off on CPU")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
@@ -173,11 +175,18 @@ class FinetuneConfig(StrictModel):
 
     backbone: Literal["typ_marker", "genpt"] = Field("typ_marker", description="classifier")
     encoder: str = Field(EMBEDDED_ENCODER, description="initial weights: HF id, local path, tkre checkpoint")
-    lr: float = Field(3e-5, gt=0)
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(10, ge=1)
+    allow_different_encoder: bool = Field(
+        False, description="in an experiment, allow finetune.encoder to differ from pretrain.encoder on purpose "
+                           "(otherwise a configuration error: golden-only and TKRE would compare different encoders)")
+    lr: float = Field(3e-5, gt=0, description="AdamW learning rate (paper: 3e-5; an embedded encoder's recipe "
+                                              "replaces lr/epochs/batch_size when none is set, see "
+                                              "tkre/finetune/encoder_recipes.py)")
+    batch_size: int = Field(32, ge=1, description="per-step batch over all workers (paper: 32)")
+    epochs: int = Field(10, ge=1, description="training epochs (paper: 10)")
     max_length: int = Field(256, ge=16)
-    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description=(
+        "share of the optimizer steps with a linear learning-rate warm-up (TYP Marker's and the reference "
+        "code's 0.1; the paper does not say)"))
     weight_decay: float = Field(0.01, ge=0.0)
     synthetic_per_relation: int | None = Field(
         None, ge=0, description="cap on synthetic examples per relation (None = all; 0 = golden only)")
@@ -212,6 +221,15 @@ class ExperimentConfig(StrictModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     storage_path: str = Field("~/tkre_runs", description="artifacts + results: local dir or pyarrow.fs URI")
+
+    @model_validator(mode="after")
+    def _same_encoder(self) -> "ExperimentConfig":
+        if self.pretrain.encoder != self.finetune.encoder and not self.finetune.allow_different_encoder:
+            raise ValueError(
+                f"pretrain.encoder ({self.pretrain.encoder!r}) and finetune.encoder ({self.finetune.encoder!r}) "
+                f"differ, so golden-only and TKRE runs would fine-tune different encoders; set both to the same "
+                f"model, or finetune.allow_different_encoder: true to do this on purpose")
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -183,9 +183,13 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
 
     # ---------------------------------------------------------------- fine-tuning + test
     from tkre.finetune import run_finetune
+    from tkre.finetune.encoder_recipes import apply_encoder_recipe
 
-    ft = cfg.finetune if init_key is None else cfg.finetune.model_copy(update={"encoder": init})
-    ft_cfg = cfg.finetune.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors",
+    finetune_cfg, recipe_note = apply_encoder_recipe(cfg.finetune)  # lr/epochs/batch fitting an embedded encoder
+    if recipe_note:
+        log.info("%s", recipe_note)
+    ft = finetune_cfg if init_key is None else finetune_cfg.model_copy(update={"encoder": init})
+    ft_cfg = finetune_cfg.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors",
                                               "eval_batch_size"})
     if init_key is not None:
         ft_cfg.pop("encoder")

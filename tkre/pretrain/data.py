@@ -34,6 +34,10 @@ from tkre.pretrain.masking import (
 from tkre.pretrain.scl import sample_negative_span
 
 
+#: encode_corpus's count of SCL examples without a negative span (their SCL term is skipped)
+SCL_SKIPPED = "scl_skipped_no_negative_span"
+
+
 @dataclass(frozen=True)
 class SpanText:
     text: str
@@ -87,7 +91,9 @@ def encode_corpus(tokenizer, texts: list[SpanText], *, max_length: int,
                   relation_index=None) -> tuple[list[EncodedText], Counter]:
     """Tokenize with offsets, assign roles. Examples whose subject or object is cut off by
     `max_length` are skipped and counted (`entity_truncated`). `relation_index(relation, record)`
-    maps relations to anchor rows (and raises for unknown ones) when SCL is on."""
+    maps relations to anchor rows (and raises for unknown ones) when SCL is on; then examples with no
+    token outside the entities and the relation span are counted (SCL_SKIPPED): they keep their
+    MSLM term, but have no negative span, so their SCL term is skipped."""
     counts: Counter = Counter()
     out = []
     for t in texts:
@@ -106,7 +112,7 @@ def encode_corpus(tokenizer, texts: list[SpanText], *, max_length: int,
             if RELATION not in roles:
                 counts["empty_relation_span"] += 1  # adjacent mentions: positive = the entity tokens
             if OTHER not in roles:
-                counts["negative_from_relation_span"] += 1
+                counts[SCL_SKIPPED] += 1  # no token for a negative span: the example has no SCL term
         out.append(EncodedText(tuple(enc["input_ids"]), tuple(roles), rel))
     return out, counts
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tkre.errors import TkreError
 from tkre.models import resolve_encoder
 from tkre.pretrain.masking import IGNORE_INDEX
-from tkre.pretrain.scl import AnchorTable, scl_loss, span_mean_pool
+from tkre.pretrain.scl import AnchorTable, masked_scl_loss
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ class MSLMSCLModel(torch.nn.Module):
         result = {"mslm_loss": mslm}
         loss = self.lambda1 * mslm
         if want_scl:
-            scl = scl_loss(self.anchors(relation), span_mean_pool(hidden, pos_mask),
-                           span_mean_pool(hidden, neg_mask), self.tau)
+            scl, n_scl = masked_scl_loss(self.anchors(relation), pos_mask, neg_mask, hidden, self.tau)
             result["scl_loss"] = scl
+            result["scl_examples"] = torch.tensor(float(n_scl))
             loss = loss + self.lambda2 * scl
         result["loss"] = loss
         return result

@@ -25,14 +25,14 @@ class QueueReportCallback(UserCallback):
 class EpochProgress:
     """Context manager: `callback(label)` makes a Train callback; the bar advances per epoch."""
 
-    def __init__(self, total_epochs: int, console=None):
+    def __init__(self, total_epochs: int, console=None, description: str = "pre-training"):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         from ray.util.queue import Queue
 
         self.queue = Queue()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=False)
-        self.task = self.progress.add_task("pre-training", total=total_epochs)
+        self.task = self.progress.add_task(description, total=total_epochs)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, daemon=True)
 
@@ -48,7 +48,7 @@ class EpochProgress:
 
     def _show(self, m: dict) -> None:
         losses = " ".join(f"{k.removeprefix('heldout_')} {m[k]:.3f}" for k in
-                          ("train_loss", "heldout_mslm_loss", "heldout_scl_loss") if k in m)
+                          ("train_loss", "heldout_mslm_loss", "heldout_scl_loss", "dev_micro_f1") if k in m)
         self.progress.update(self.task, advance=1,
                              description=f"{m['label']} epoch {int(m.get('epoch', 0)) + 1} {losses}")
 

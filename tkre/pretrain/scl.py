@@ -3,7 +3,8 @@
     L_scl = -log( exp(cos(a,p)/tau) / (exp(cos(a,p)/tau) + exp(cos(a,n)/tau)) )
 
 a = learned embedding of the example's relation type (the anchor table), p = pooled encoder states
-of the relation span, n = pooled states of a span unrelated to the relation.
+of the relation span, n = pooled states of a span unrelated to the relation. An example without
+such a span (no token outside the entities and the relation span) has no SCL term.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tkre.errors import TkreError
-from tkre.pretrain.masking import OTHER, RELATION
+from tkre.pretrain.masking import OTHER
 
 ANCHORS_WEIGHTS = "tkre_scl_anchors.pt"
 ANCHORS_RELATIONS = "tkre_scl_relations.json"
@@ -40,28 +41,42 @@ def sample_negative_span(roles: torch.Tensor, min_len: int, max_len: int, genera
     """A contiguous span of min_len..max_len tokens unrelated to the relation.
 
     random_non_entity: tokens that are neither entity, relation span nor special (role OTHER); the
-    span stays inside one run of such tokens. If the example has no OTHER token, relation-span
-    tokens are used instead (second value False = fallback used). Returns (bool mask (T,), ok)."""
+    span stays inside one run of such tokens. An example without any OTHER token has no negative:
+    the mask is empty and the second value False -- the SCL term of that example is then skipped
+    (never a negative taken from the relation span, which is the positive). Returns (bool mask (T,), ok)."""
     if strategy != "random_non_entity":
         raise TkreError(f"unknown negative span strategy '{strategy}' (known: random_non_entity)")
     mask = torch.zeros(roles.shape, dtype=torch.bool)
-    for allowed, ok in ((OTHER, True), (RELATION, False)):
-        runs, start = [], None
-        for i, r in enumerate(roles.tolist() + [-1]):
-            if r == allowed and start is None:
-                start = i
-            elif r != allowed and start is not None:
-                runs.append((start, i))
-                start = None
-        if not runs:
-            continue
-        length = int(torch.randint(min_len, max_len + 1, (1,), generator=generator))
-        # choose uniformly among all valid start positions of all runs (shorter runs cap the length)
-        starts = [(a, min(length, b - a)) for a, b in runs for a in range(a, b - min(length, b - a) + 1)]
-        a, n = starts[int(torch.randint(len(starts), (1,), generator=generator))]
-        mask[a:a + n] = True
-        return mask, ok
-    return mask, False
+    runs, start = [], None
+    for i, r in enumerate(roles.tolist() + [-1]):
+        if r == OTHER and start is None:
+            start = i
+        elif r != OTHER and start is not None:
+            runs.append((start, i))
+            start = None
+    if not runs:
+        return mask, False
+    length = int(torch.randint(min_len, max_len + 1, (1,), generator=generator))
+    # choose uniformly among all valid start positions of all runs (shorter runs cap the length)
+    starts = [(a, min(length, b - a)) for a, b in runs for a in range(a, b - min(length, b - a) + 1)]
+    a, n = starts[int(torch.randint(len(starts), (1,), generator=generator))]
+    mask[a:a + n] = True
+    return mask, True
+
+
+def masked_scl_loss(anchor: torch.Tensor, positive_mask: torch.Tensor, negative_mask: torch.Tensor,
+                    hidden: torch.Tensor, tau: float) -> tuple[torch.Tensor, int]:
+    """(SCL loss over the examples that have both a positive and a negative span, their number).
+
+    Examples with an empty span are left out of the mean; with none left the loss is an exact 0
+    that still depends on the anchors, so every parameter gets a gradient (DDP needs that)."""
+    valid = positive_mask.any(dim=1) & negative_mask.any(dim=1)
+    n = int(valid.sum())
+    if n == 0:
+        return anchor.sum() * 0.0, 0
+    h = hidden[valid]
+    return scl_loss(anchor[valid], span_mean_pool(h, positive_mask[valid]), span_mean_pool(h, negative_mask[valid]),
+                    tau), n
 
 
 class AnchorTable(torch.nn.Module):

@@ -21,7 +21,8 @@ from tkre.config import PretrainConfig, StageConfig
 from tkre.data import RelationExample
 from tkre.errors import TkreError
 from tkre.io import atomic_path, atomic_write_json
-from tkre.pretrain.data import MaskingSettings, SpanText, encode_corpus, from_examples, from_explanations
+from tkre.pretrain.data import (SCL_SKIPPED, MaskingSettings, SpanText, encode_corpus, from_examples,
+                               from_explanations)
 from tkre.pretrain.masking import MaskingProbabilities
 from tkre.pretrain.model import check_init_dir
 from tkre.pretrain.scl import AnchorTable
@@ -56,14 +57,14 @@ def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
                       out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
 
 
-def split_heldout(items: list, fraction: float, cap: int, seed: int) -> tuple[list, list, bool]:
-    """(train, heldout, disjoint). Too small a corpus -> the held-out slice is the training set."""
-    n_held = min(cap, int(round(fraction * len(items))))
-    if n_held < 1 or len(items) - n_held < 1:
-        return items, items, False
+def heldout_sample(items: list, fraction: float, cap: int, seed: int) -> list:
+    """A seeded sample of `fraction` of `items` (at least 1, at most `cap`), in corpus order, to
+    evaluate the MSLM loss on. A copy: the stage trains on every item, the sample included -- the
+    corpus is small (K-shot golden texts) and the method trains on all of it; the numbers track
+    how well the model fits its corpus, not generalisation."""
+    n = max(1, min(cap, len(items), int(round(fraction * len(items)))))
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
-    held = set(order[:n_held])
-    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)], True
+    return [items[i] for i in sorted(order[:n])]
 
 
 def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str, texts: list[SpanText],
@@ -91,14 +92,14 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
     items, skips = encode_corpus(tokenizer, texts, max_length=cfg.max_length, relation_index=index)
     if not items:
         raise TkreError(f"{name}: empty corpus after encoding ({len(texts)} texts, skipped: {dict(skips)})")
-    train, heldout, disjoint = split_heldout(items, cfg.heldout_fraction, cfg.max_heldout, cfg.seed)
+    heldout = heldout_sample(items, cfg.heldout_fraction, cfg.max_heldout, cfg.seed)
     masking = MaskingSettings(
         masking=cfg.masking, probs=MaskingProbabilities(cfg.p_relation, cfg.p_entity, cfg.p_other),
         bert_rate=cfg.bert_mask_prob, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, seed=cfg.seed,
         scl=relations is not None, negative_min=cfg.negative_span_min, negative_max=cfg.negative_span_max,
         negative_strategy=cfg.negative_span)
-    task = PretrainTask(init_path=init_path, train_items=train, heldout_items=heldout, masking=masking,
+    task = PretrainTask(init_path=init_path, train_items=items, heldout_items=heldout, masking=masking,
                         relations=relations, lambda1=cfg.lambda1 if name == "stage2" else 1.0,
                         lambda2=cfg.lambda2, tau=cfg.tau)
     before = _heldout_before(task)
@@ -114,10 +115,11 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
         shutil.copytree(result.best_checkpoint_dir, tmp)
     last = result.metrics_history[-1] if result.metrics_history else {}
     summary.update(
-        checkpoint=str(checkpoint), texts=len(texts), train_texts=len(train), heldout_texts=len(heldout),
-        heldout_disjoint=disjoint, counts=dict(counts), skipped=dict(skips),
+        checkpoint=str(checkpoint), texts=len(texts), train_texts=len(items), heldout_texts=len(heldout),
+        heldout_is_copy=True, counts=dict(counts), skipped=dict(skips),
         skipped_total=skips.get("entity_truncated", 0), masking=cfg.masking, scl=relations is not None,
-        relations=relations, heldout_mslm_loss_before=before.get("heldout_mslm_loss"),
+        relations=relations, scl_skipped_examples=skips.get(SCL_SKIPPED, 0) if relations is not None else 0,
+        heldout_mslm_loss_before=before.get("heldout_mslm_loss"),
         heldout_mslm_loss_after=last.get("heldout_mslm_loss"),
         heldout_scl_loss_before=before.get("heldout_scl_loss"), heldout_scl_loss_after=last.get("heldout_scl_loss"),
         history=[{k: v for k, v in m.items() if isinstance(v, (int, float))} for m in result.metrics_history],
@@ -127,6 +129,10 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
     if skips.get("entity_truncated"):
         logger.warning("%s: skipped %d texts whose entity was cut off at max_length=%d",
                        name, skips["entity_truncated"], cfg.max_length)
+    if relations is not None and skips.get(SCL_SKIPPED):
+        logger.warning("%s: %d of %d examples have no token outside the entities and the relation span, so no "
+                       "negative span: their SCL term is skipped (MSLM still trains on them)",
+                       name, skips[SCL_SKIPPED], len(items))
     return summary
 
 

@@ -1,8 +1,9 @@
 """`PretrainTask`: the `tkre.train_loop.TrainTask` for one pre-training stage (MSLM, or MSLM + SCL).
 
 Built on the driver with the corpus already tokenized; shipped (pickled) to the Ray Train workers.
-`evaluate` reports the MSLM (and SCL) loss on a held-out slice with masks fixed across epochs, so
-the numbers of different epochs are comparable.
+`evaluate` reports the MSLM (and SCL) loss on a sample of the stage's corpus (a copy -- the stage
+trains on every text; see `stages.heldout_sample`) with masks fixed across epochs, so the numbers of
+different epochs are comparable.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class PretrainTask:
         return out["loss"], {k: float(v.detach()) for k, v in out.items() if k != "loss"}
 
     def evaluate(self, model, epoch: int) -> dict[str, float]:
-        """Token-weighted held-out MSLM loss (+ mean SCL loss when SCL is on)."""
+        """Token-weighted MSLM loss on the evaluation sample (+ mean SCL loss when SCL is on)."""
         ds = MaskedSpanDataset(self.heldout_items, self.masking, epoch=HELDOUT_EPOCH)
         device = next(model.parameters()).device
         ce_sum, n_tok, scl_sum, n_ex = 0.0, 0, 0.0, 0
@@ -58,9 +59,9 @@ class PretrainTask:
             n = int((batch["labels"] != IGNORE_INDEX).sum())
             ce_sum += float(out["mslm_loss"]) * n
             n_tok += n
-            if "scl_loss" in out:
-                scl_sum += float(out["scl_loss"]) * batch["input_ids"].shape[0]
-                n_ex += batch["input_ids"].shape[0]
+            if "scl_loss" in out:  # mean over the examples that have an SCL term
+                scl_sum += float(out["scl_loss"]) * float(out["scl_examples"])
+                n_ex += int(out["scl_examples"])
         metrics = {"heldout_mslm_loss": ce_sum / max(1, n_tok), "heldout_masked_tokens": n_tok}
         if n_ex:
             metrics["heldout_scl_loss"] = scl_sum / n_ex
