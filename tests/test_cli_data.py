@@ -38,6 +38,36 @@ def test_validate_and_errors_are_one_line():
     assert r.returncode == 1 and "K must be a positive" in r.stderr and not Path("/tmp/never.jsonl").exists()
 
 
+
+def test_stats_on_tacred_format_data_with_its_own_16_labels():
+    r = tkre("data", "stats", "tacred", "--path", FIX / "tacred_own16")
+    assert "16 relations (no-relation class: no_relation)" in r.stdout
+    assert "per:identity" in r.stdout and "org:city_of_branch" in r.stdout
+    said = [line for line in (r.stdout + r.stderr).splitlines() if "own label set" in line]
+    assert len(said) == 1 and "16 relations" in said[0], r.stderr
+    # real TACRED labels: the 42-label set, and nothing said about it
+    r = tkre("data", "stats", "tacred", "--path", FIX / "tacred")
+    assert "42 relations" in r.stdout and "own label set" not in r.stdout + r.stderr
+
+
+def test_validate_refuses_a_token_string_and_an_integer_type(tmp_path):
+    import json
+    import shutil
+    for field, value in (("token", "Maria Lopez was born in Valencia in 1970 ."), ("subj_type", 3)):
+        d = tmp_path / field
+        shutil.copytree(FIX / "tacred", d)
+        data = json.loads((d / "train.json").read_text())
+        data[0][field] = value
+        (d / "train.json").write_text(json.dumps(data))
+        r = tkre("data", "validate", "tacred", "--path", d, check=False)
+        assert r.returncode == 1 and "ok:" not in r.stdout, r.stdout
+        assert "train.json" in r.stderr and "fx-tr-01" in r.stderr and f"'{field}'" in r.stderr
+        assert "Traceback" not in r.stderr and "Arrow" not in r.stderr
+        out = tmp_path / f"{field}.jsonl"
+        r = tkre("data", "kshot", "tacred", "--path", d, "--k", 1, "--out", out, check=False)
+        assert r.returncode == 1 and not out.exists()
+
+
 def _commands():
     from typer.main import get_command
 

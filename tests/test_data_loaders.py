@@ -192,3 +192,233 @@ def test_ray_dataset_keeps_schema(semeval, ray_local):
     assert rows[0]["id"] == semeval.splits["test"][0].id
     assert list(rows[0]["tokens"]) == list(semeval.splits["test"][0].tokens)
     assert set(ds.schema().names) == set(ARROW_SCHEMA.names)
+
+
+# ---------------------------------------------------------------- PTB tokens (issue 13, item 4)
+
+PTB_ESCAPES = {"-LRB-", "-RRB-", "-LSB-", "-RSB-", "-LCB-", "-RCB-", "``", "''", "`"}
+
+
+def _ptb_patches(tmp_path):
+    rev = tmp_path / "tacrev_patch"
+    rev.mkdir()
+    (rev / "dev_patch.json").write_text(json.dumps([{"id": "ptb-dv-02", "relation": "no_relation"}]))
+    (rev / "test_patch.json").write_text(json.dumps([{"id": "ptb-te-01", "relation": "per:origin"}]))
+    re_ = tmp_path / "retacred_patch"
+    re_.mkdir()
+    for split in ("train", "dev", "test"):
+        ids = [d["id"] for d in json.loads((FIX / "tacred_ptb" / f"{split}.json").read_text())]
+        (re_ / f"{split}_id2label.json").write_text(json.dumps({i: "per:identity" for i in ids}))
+    return rev, re_
+
+
+def test_tacred_family_converts_ptb_tokens_to_text_keeping_spans(tmp_path):
+    raw = {d["id"]: d for s in ("train", "dev", "test")
+           for d in json.loads((FIX / "tacred_ptb" / f"{s}.json").read_text())}
+    rev, re_ = _ptb_patches(tmp_path)
+    for ds in (load_dataset("tacred", FIX / "tacred_ptb"), load_dataset("tacrev", FIX / "tacred_ptb", rev),
+               load_dataset("retacred", FIX / "tacred_ptb", re_)):
+        examples = {ex.id: ex for split in ds.splits.values() for ex in split}
+        assert len(examples) == len(raw), ds.name
+        for ex in examples.values():
+            assert not {t.upper() for t in ex.tokens} & PTB_ESCAPES, (ds.name, ex.tokens)
+            d = raw[ex.id]  # one token per token: spans unchanged (inclusive ends -> exclusive)
+            assert len(ex.tokens) == len(d["token"])
+            assert (ex.subj_start, ex.subj_end, ex.obj_start, ex.obj_end) == (
+                d["subj_start"], d["subj_end"] + 1, d["obj_start"], d["obj_end"] + 1)
+        assert examples["ptb-tr-01"].text == "The Acme Corporation ( ACME ) said on Monday that sales rose ."
+        assert examples["ptb-tr-02"].text.startswith('" Peace is possible , " said John Smith')
+        assert examples["ptb-tr-05"].subject == "Robert ( Bob ) Brown"  # inside an entity too
+        assert "[ born 1950 ]" in examples["ptb-tr-03"].text and "{ Update }" in examples["ptb-tr-04"].text
+        assert "` a failure '" not in examples["ptb-tr-06"].text and "' a failure '" in examples["ptb-tr-06"].text
+        assert examples["ptb-dv-01"].text.startswith("Lena Ford ( 45 )")  # lower-case escapes as well
+    # the conversion is part of the data hash: artifacts made from raw PTB tokens are not reused
+    from tkre.data.dataset import hash_files
+    files = [FIX / "tacred_ptb" / f"{s}.json" for s in ("train", "dev", "test")]
+    assert load_dataset("tacred", FIX / "tacred_ptb").data_hash != hash_files(files)
+
+
+def test_ptb_to_text_leaves_other_tokens_alone():
+    from tkre.data.tacred import ptb_to_text
+    assert [ptb_to_text(t) for t in ["-LRB-", "-rrb-", "``", "''", "`", "'s", "--", "LRB", "(", "-"]] == \
+        ["(", ")", '"', '"', "'", "'s", "--", "LRB", "(", "-"]
+
+
+# ---------------------------------------------------------------- TACRED format, own labels (issue 13, item 14)
+
+def test_tacred_format_with_its_own_16_labels_loads_with_them_and_says_so(caplog):
+    import logging
+
+    from tkre.data import tacred
+    tacred._announced.clear()
+    with caplog.at_level(logging.INFO, logger="tkre.data"):
+        ds = load_dataset("tacred", FIX / "tacred_own16")
+        load_dataset("tacred", FIX / "tacred_own16")  # said once per process, not on every load
+    assert len(ds.relations) == 16 and ds.relations[0] == "no_relation" == ds.no_relation
+    assert {"per:identity", "org:city_of_branch", "per:spouse"} <= set(ds.relations)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tkre.data"]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "own label set" in lines[0] and "16 relations" in lines[0] and "tacred_own16" in lines[0]
+    assert len(ds.splits["train"]) == 17 and ds.splits["test"][0].relation == "org:city_of_branch"
+
+
+def test_real_tacred_labels_keep_the_42_label_check(tmp_path, caplog):
+    import logging
+    ds = load_dataset("tacred", FIX / "tacred")  # a subset of the 42 -> TACRED's label set
+    assert list(ds.relations) == list(TACRED_RELATIONS)
+    d = _copy_tacred(tmp_path)
+    data = json.loads((d / "dev.json").read_text())
+    data[0]["relation"] = "per:identity"  # a typo/foreign label in dev of TACRED data stays an error
+    (d / "dev.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="TACRED's 42") as e:
+        load_dataset("tacred", d)
+    assert (e.value.record, e.value.field) == ("fx-dv-01", "relation")
+
+
+def test_own_label_set_is_the_train_splits(tmp_path):
+    d = tmp_path / "own"
+    shutil.copytree(FIX / "tacred_own16", d)
+    data = json.loads((d / "test.json").read_text())
+    data[1]["relation"] = "per:favourite_colour"
+    (d / "test.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="train split") as e:
+        load_dataset("tacred", d)
+    assert e.value.file.endswith("test.json") and (e.value.record, e.value.field) == ("own-te-02", "relation")
+
+
+def test_tacrev_patch_over_own_labels_uses_them(tmp_path):
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "dev_patch.json").write_text(json.dumps([{"id": "own-dv-03", "relation": "per:identity"}]))
+    (patch / "test_patch.json").write_text(json.dumps([{"id": "own-te-03", "relation": "per:title"}]))
+    ds = load_dataset("tacrev", FIX / "tacred_own16", patch)
+    assert len(ds.relations) == 16 and ds.splits["dev"][2].relation == "per:identity"
+    (patch / "test_patch.json").write_text(json.dumps([{"id": "own-te-03", "relation": "per:city_of_death"}]))
+    with pytest.raises(DataError, match="unknown relation label"):
+        load_dataset("tacrev", FIX / "tacred_own16", patch)
+
+
+# ---------------------------------------------------------------- type checks on every field (issue 14, item 4)
+
+def _tacred_with(tmp_path, mutate):
+    d = _copy_tacred(tmp_path)
+    data = json.loads((d / "train.json").read_text())
+    mutate(data[2])
+    (d / "train.json").write_text(json.dumps(data))
+    return d
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("token", "Maria Lopez was born in Valencia", "got a string"),
+    ("token", ["Maria", 7, "was"], "item 1"),
+    ("token", ["Maria", "", "was"], "item 1"),
+    ("subj_type", 5, "expected a string"),
+    ("obj_type", ["CITY"], "expected a string"),
+    ("relation", 3, "expected a string"),
+    ("subj_start", True, "expected an integer"),
+    ("obj_end", 4.0, "expected an integer"),
+    ("id", ["x"], "expected a string"),
+])
+def test_tacred_field_types(tmp_path, field, value, match):
+    d = _tacred_with(tmp_path, lambda r: r.update({field: value}))
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset("tacred", d)
+    assert e.value.file.endswith("train.json") and e.value.field == field
+    assert e.value.record in ("fx-tr-03", "#2")
+
+
+def test_tacred_null_types_are_untyped(tmp_path):
+    d = _tacred_with(tmp_path, lambda r: r.update(subj_type=None))
+    ex = load_dataset("tacred", d).splits["train"][2]
+    assert ex.subj_type is None and ex.obj_type
+    to_arrow([ex])  # and the Arrow schema takes it
+
+
+@pytest.mark.parametrize("mutate, field, match", [
+    (lambda d: d.update(token="Maria Lopez was born"), "token", "got a string"),
+    (lambda d: d.update(relation=7), "relation", "expected a string"),
+    (lambda d: d.update(h={"name": "x", "pos": [0, True]}), "h.pos", "two integers"),
+    (lambda d: d.update(t="pistons"), "t", "JSON object"),
+])
+def test_semeval_field_types(tmp_path, mutate, field, match):
+    src = Path(__file__).parents[1] / "tkre" / "data" / "files" / "semeval"
+    d = tmp_path / "semeval"
+    d.mkdir()
+    for name in ("rel2id.json", "val.txt", "test.txt"):
+        shutil.copy(src / name, d / name)
+    rows = [json.loads(line) for line in (src / "train.txt").read_text().splitlines()[:3]]
+    mutate(rows[1])
+    (d / "train.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset("semeval", d)
+    assert e.value.file.endswith("train.txt") and e.value.record == "line 2" and e.value.field == field
+
+
+@pytest.mark.parametrize("mutate, field, match", [
+    (lambda d: d.update(tokens="Ann founded Zeta in Rome ."), "tokens", "got a string"),
+    (lambda d: d.update(relation=["org:founded_by"]), "relation", "expected a string"),
+    (lambda d: d.update(subj_type=3), "subj_type", "expected a string"),
+    (lambda d: d.update(obj_start=True), "obj_start", "expected an integer"),
+    (lambda d: d.update(subj=None), "subj", "missing field"),
+    (lambda d: d.update(source=1), "source", "expected a string"),
+    (lambda d: d.update(text=["Ann"]), "text", "expected a string"),
+])
+def test_generic_jsonl_field_types(tmp_path, mutate, field, match):
+    row = _generic("Ann founded Zeta in Rome .", "Ann", "Zeta", "org:founded_by")
+    mutate(row)
+    with pytest.raises(DataError, match=match) as e:
+        example_from_generic(row, file="k8.jsonl", record="line 1")
+    assert e.value.field == field and e.value.record == "line 1" and e.value.file == "k8.jsonl"
+
+
+def test_bad_relations_json_and_rel2id(tmp_path):
+    good = _generic("Ann founded Zeta in Rome .", "Ann", "Zeta", "org:founded_by")
+    _write_generic(tmp_path / "j", {"train": [good], "dev": [good], "test": [good]})
+    (tmp_path / "j" / "relations.json").write_text(json.dumps(["org:founded_by", 4]))
+    with pytest.raises(DataError, match="expected a string") as e:
+        load_dataset("jsonl", tmp_path / "j")
+    assert e.value.file.endswith("relations.json") and e.value.record == "#1"
+    src = Path(__file__).parents[1] / "tkre" / "data" / "files" / "semeval"
+    shutil.copytree(src, tmp_path / "s")
+    (tmp_path / "s" / "rel2id.json").write_text(json.dumps({"Other": 0, "Cause-Effect(e1,e2)": "1"}))
+    with pytest.raises(DataError, match="integer label id") as e:
+        load_dataset("semeval", tmp_path / "s")
+    assert e.value.record == "Cause-Effect(e1,e2)"
+
+
+# ---------------------------------------------------------------- non-UTF-8 bytes (issue 14, item 4)
+
+def test_non_utf8_byte_in_a_dataset_file_names_file_and_line(tmp_path):
+    d = _copy_tacred(tmp_path)
+    lines = (d / "dev.json").read_bytes().split(b"\n")
+    assert lines[4] == b'   "Sam",'
+    lines[4] = b'   "S\xe9m",'  # a Latin-1 e-acute
+    (d / "dev.json").write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match="not UTF-8") as e:
+        load_dataset("tacred", d)
+    assert e.value.file.endswith("dev.json") and e.value.record == "line 5" and "0xe9 at column 6" in str(e.value)
+
+    good = _generic("Ann founded Zeta in Rome .", "Ann", "Zeta", "org:founded_by")
+    _write_generic(tmp_path / "j", {"train": [good, good], "dev": [good], "test": [good]})
+    path = tmp_path / "j" / "train.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"Rome", b"R\xf6me", 2).replace(b"R\xf6me", b"Rome", 1))
+    with pytest.raises(DataError, match="not UTF-8") as e:
+        load_dataset("jsonl", tmp_path / "j")
+    assert e.value.file.endswith("train.jsonl") and e.value.record == "line 2"
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    d = _copy_tacred(tmp_path)
+    (d / "test.json").write_bytes(b"\xef\xbb\xbf" + (d / "test.json").read_bytes())
+    assert load_dataset("tacred", d).splits["test"]
+
+
+def test_non_utf8_byte_in_a_config_file_names_file_and_line(tmp_path):
+    from tkre.config import FinetuneConfig, load_config, read_yaml
+    from tkre.errors import ConfigError
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_bytes(b"finetune:\n  lr: 0.0001\n  # caf\xe9 notes\n")
+    for call in (lambda: read_yaml(cfg), lambda: load_config(cfg, FinetuneConfig, section="finetune")):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert f"{cfg}:3:" in str(e.value) and "not UTF-8" in str(e.value)

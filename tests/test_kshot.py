@@ -79,3 +79,21 @@ def test_type_schema_from_tacred_fixture():
     schema = relation_type_schema(ds.splits["train"])
     assert schema["per:employee_of"] == [["PERSON", "ORGANIZATION"]]
     assert schema["org:city_of_headquarters"] == [["ORGANIZATION", "CITY"]]
+
+
+def test_kshot_file_of_tacred_has_plain_text_for_ptb_tokens(tmp_path):
+    import json
+    from pathlib import Path
+
+    from tkre.data import load_dataset
+    from tkre.data.splits import write_kshot
+    ds = load_dataset("tacred", Path(__file__).parent / "fixtures" / "tacred_ptb")
+    split, _ = write_kshot(ds, k=1, seed=1, protocol="knowprompt", out=tmp_path / "k1.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "k1.jsonl").read_text().splitlines()]
+    assert len(rows) == len(split.train) == 6
+    by_id = {r["id"]: r for r in rows}
+    alt = by_id["ptb-tr-01"]
+    assert alt["text"] == "The Acme Corporation ( ACME ) said on Monday that sales rose ."
+    assert alt["text"][alt["obj_start"]:alt["obj_end"]] == alt["obj"] == "ACME"
+    assert by_id["ptb-tr-05"]["subj"] == "Robert ( Bob ) Brown"
+    assert not any(t in r["text"] for r in rows for t in ("-LRB-", "-RRB-", "``", "''", "-LSB-", "-LCB-"))

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tkre.errors import ConfigError
+from tkre.errors import ConfigError, decode_utf8
 
 DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
 Protocol = Literal["knowprompt", "genpt"]
@@ -255,7 +255,7 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+    text = decode_utf8(path.read_bytes(), str(path), config=True)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

@@ -29,3 +29,18 @@ class ConfigError(TkreError):
 
 class MissingDependencyError(TkreError):
     """An optional package is needed; the message names what to install."""
+
+
+def decode_utf8(data: bytes, file: str, *, config: bool = False) -> str:
+    """Decode a user file's bytes as UTF-8 (a leading byte-order mark is dropped). A non-UTF-8 byte
+    raises DataError (or ConfigError with `config=True`) naming the file, line and column, instead of
+    a bare UnicodeDecodeError."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        what = f"byte 0x{data[e.start]:02x} at column {column} is not UTF-8 (save the file as UTF-8)"
+        if config:
+            raise ConfigError(f"{file}:{line}: {what}") from None
+        raise DataError(what, file=file, record=f"line {line}") from None

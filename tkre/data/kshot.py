@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tkre.data.loaders import Dataset
+from tkre.data.dataset import Dataset
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from tkre.data.fields import want_id, want_int, want_str, want_str_list
 from tkre.errors import DataError
 
 #: Names the no-relation class goes by; all map to one class in metrics and sampling.
@@ -173,13 +174,13 @@ def example_from_generic(d: dict[str, Any], *, file: str, record: str | int) -> 
     for key in GENERIC_REQUIRED:
         if key not in d or d[key] is None:
             raise DataError("missing field", file=file, record=record, field=key)
-    text = d["text"]
-    if not isinstance(text, str) or not text.strip():
-        raise DataError("text must be a non-empty string", file=file, record=record, field="text")
+    text = want_str(d["text"], file=file, record=record, field="text")
     spans = {}
     for role in ("subj", "obj"):
-        s, e = d[f"{role}_start"], d[f"{role}_end"]
-        if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(text)):
+        want_str(d[role], file=file, record=record, field=role)
+        s = want_int(d[f"{role}_start"], file=file, record=record, field=f"{role}_start")
+        e = want_int(d[f"{role}_end"], file=file, record=record, field=f"{role}_end")
+        if not 0 <= s < e <= len(text):
             raise DataError(f"character span [{s}, {e}) outside the text of length {len(text)}",
                             file=file, record=record, field=f"{role}_start")
         if text[s:e] != d[role]:
@@ -191,7 +192,7 @@ def example_from_generic(d: dict[str, Any], *, file: str, record: str | int) -> 
         raise DataError("subject and object spans overlap", file=file, record=record, field="obj_start")
 
     if "tokens" in d and d["tokens"] is not None:
-        tokens = d["tokens"]
+        tokens = want_str_list(d["tokens"], file=file, record=record, field="tokens")
         if " ".join(tokens) != text:
             raise DataError("tokens joined by spaces must equal text", file=file, record=record, field="tokens")
         pieces, pos = [], 0
@@ -214,11 +215,13 @@ def example_from_generic(d: dict[str, Any], *, file: str, record: str | int) -> 
 
     subj = token_span(ss, se, "subj")
     obj = token_span(os_, oe, "obj")
+    optional = {k: want_str(d.get(k), file=file, record=record, field=k, optional=True, empty=True) or None
+                for k in ("subj_type", "obj_type", "source")}
     ex = RelationExample(
-        id=str(d.get("id") or record), tokens=tuple(t for t, _, _ in pieces),
+        id=want_id(d["id"], file=file, record=record) if d.get("id") not in (None, "") else str(record),
+        tokens=tuple(t for t, _, _ in pieces),
         subj_start=subj[0], subj_end=subj[1], obj_start=obj[0], obj_end=obj[1],
-        relation=canonical_relation(str(d["relation"])),
-        subj_type=d.get("subj_type") or None, obj_type=d.get("obj_type") or None,
-        source=d.get("source") or "golden",
+        relation=canonical_relation(want_str(d["relation"], file=file, record=record, field="relation")),
+        subj_type=optional["subj_type"], obj_type=optional["obj_type"], source=optional["source"] or "golden",
     )
     return checked(ex, file=file, record=record)

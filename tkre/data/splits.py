@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tkre import __version__
 from tkre.data.kshot import KShotSplit, relation_type_schema, sample_kshot
-from tkre.data.loaders import Dataset
+from tkre.data.dataset import Dataset
 from tkre.data.records import RelationExample, example_to_generic
 from tkre.io import atomic_write_json, atomic_write_text
 
