@@ -131,3 +131,44 @@ def test_driver_runtime_env_skips_keys_a_submitted_job_already_sets():
     assert _merge_runtime_env(job_env, out) is not None
     assert _merge_runtime_env(job_env, {"env_vars": {"WANDB_MODE": "online"}}) is None
     assert driver_runtime_env(environ={}) == {}
+
+
+def _profile_name(profile: dict | None) -> str | None:
+    """`{Name: n}` or `{Arn: arn:aws:iam::ACCOUNT:instance-profile/n}` -> n."""
+    if not profile:
+        return None
+    return profile.get("Name") or str(profile.get("Arn", "")).rsplit("instance-profile/", 1)[-1] or None
+
+
+def storage_writers_without_the_heads_profile(raw: dict) -> list[str]:
+    """Node types that write to the s3:// store but would run without the head's instance profile.
+    Every node type writes to it (the head runs the trial drivers, GPU workers upload checkpoints and
+    artifacts). A head without one gets Ray's default profile (ray.autoscaler's AWS _configure_iam_role)."""
+    from ray.autoscaler._private.aws.config import DEFAULT_RAY_INSTANCE_PROFILE
+
+    if not docker_env(raw).get("TKRE_STORAGE_PATH", "").startswith("s3://"):
+        return []
+    types = raw["available_node_types"]
+    head = _profile_name(types[raw["head_node_type"]]["node_config"].get("IamInstanceProfile"))
+    head = head or DEFAULT_RAY_INSTANCE_PROFILE
+    return [name for name, t in types.items()
+            if name != raw["head_node_type"] and _profile_name(t["node_config"].get("IamInstanceProfile")) != head]
+
+
+def test_every_node_type_that_writes_to_s3_has_the_heads_instance_profile(raw):
+    assert raw["provider"]["type"] == "aws" and docker_env(raw)["TKRE_STORAGE_PATH"].startswith("s3://")
+    gpu_types = [n for n, t in raw["available_node_types"].items() if t["resources"].get("GPU", 0) > 0]
+    assert gpu_types
+    assert storage_writers_without_the_heads_profile(raw) == []
+    for name in gpu_types:  # the check does catch a worker type without it, or with another profile
+        for profile in (None, {"Name": "some-other-profile"}):
+            bad = copy.deepcopy(raw)
+            bad["available_node_types"][name]["node_config"].pop("IamInstanceProfile", None)
+            if profile:
+                bad["available_node_types"][name]["node_config"]["IamInstanceProfile"] = profile
+            assert storage_writers_without_the_heads_profile(bad) == [name]
+    # a head that names its own profile: the workers must name the same one
+    own = copy.deepcopy(raw)
+    own["available_node_types"][own["head_node_type"]]["node_config"]["IamInstanceProfile"] = {
+        "Arn": "arn:aws:iam::123456789012:instance-profile/tkre-node"}
+    assert sorted(storage_writers_without_the_heads_profile(own)) == sorted(gpu_types)
