@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads, both sides (default: all cores)")
     args = ap.parse_args()
 
-    from tkre.config import GenerationConfig, SamplingConfig
+    from tkre.config import GeneratorConfig, SamplingConfig
     from tkre.data import load_dataset, sample_kshot
     from tkre.generate.backends import backend_spec
     from tkre.generate.cache import GenerationCache
@@ -62,8 +62,9 @@ def main() -> None:
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:args.prompts]
     prompts = [edkg_prompt(ex) for ex in golden]
     threads = args.threads or os.cpu_count() or 1
-    cfg = GenerationConfig(batch_size=args.batch_size, concurrency=1, threads_per_actor=threads,
-                           sampling=SamplingConfig(temperature=0.0, max_new_tokens=args.max_new_tokens))
+    cfg = GeneratorConfig(batch_size=args.batch_size, concurrency=1, threads_per_actor=threads,
+                          sampling=SamplingConfig(temperature=0.0))
+    decoding = cfg.sampling.decoding(args.max_new_tokens)
     spec = backend_spec(cfg)  # converts the embedded GGUF once (cached in ~/.cache/tkre/models)
     model_dir = spec.init_kwargs["model"]
 
@@ -73,14 +74,14 @@ def main() -> None:
     init_ray()
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = GenerationCache(cache_dir)
-        rows = [make_row(spec, cfg.sampling, p, 0) for p in prompts]
-        _, ray_stats = generate_rows(rows, spec, cfg, cfg.sampling, cache, desc="ray data")
+        rows = [make_row(spec, decoding, p, 0) for p in prompts]
+        _, ray_stats = generate_rows(rows, spec, cfg, decoding, cache, desc="ray data")
         ray_s = ray_stats.seconds
         print(f"Ray Data hf backend (batch {args.batch_size}, incl. actor start + model load): "
               f"{ray_stats.tokens} tokens in {ray_s:.1f} s = {ray_stats.tokens / ray_s:.1f} tok/s, "
               f"errors {ray_stats.errors}")
         t0 = time.perf_counter()
-        results, hit_stats = generate_rows(rows, spec, cfg, cfg.sampling, cache, desc="cached")
+        results, hit_stats = generate_rows(rows, spec, cfg, decoding, cache, desc="cached")
         cache_s = time.perf_counter() - t0
         assert hit_stats.cache_hits == len(rows) and hit_stats.generated == 0
         print(f"cache hits: {len(rows)} rows in {cache_s * 1000:.1f} ms")

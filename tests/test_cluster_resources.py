@@ -53,12 +53,15 @@ def test_train_workers_build_a_real_ray_train_scaling_config():
 
 def test_trial_requests_follow_the_stages_that_run():
     gpu = {"num_workers": 4, "use_gpu": True, "cpus_per_worker": 8}
-    full = exp(pretrain={"resources": gpu}, generation={"backend": "vllm",
-                                                        "vllm": {"tensor_parallel_size": 2, "num_replicas": 3}})
+    full = exp(pretrain={"resources": gpu}, edkg={"generator": {
+        "backend": "vllm", "vllm": {"tensor_parallel_size": 2, "num_replicas": 3}}})
     assert trial_requests(full) == [Request("pretrain", 4, {"CPU": 8.0, "GPU": 1.0}),
                                     Request("finetune", 1, {"CPU": 1.0}),
-                                    Request("generation", 3, {"CPU": 1.0, "GPU": 2.0})]
-    golden = exp(pretrain={"resources": gpu}, generation={"backend": "vllm"},
+                                    Request("generation", 3, {"CPU": 1.0, "GPU": 2.0})]  # SCDG inherits: one layout
+    own = exp(edkg={"generator": {"backend": "vllm"}},
+              scdg={"generator": {"backend": "vllm", "vllm": {"tensor_parallel_size": 4}}})
+    assert [r.bundle["GPU"] for r in trial_requests(own) if r.stage == "generation"] == [1.0, 4.0]
+    golden = exp(pretrain={"resources": gpu}, edkg={"generator": {"backend": "vllm"}},
                  stages={"edkg": False, "scdg": False, "pretrain_stage1": False, "pretrain_stage2": False})
     assert trial_requests(golden) == [Request("finetune", 1, {"CPU": 1.0})]  # no vLLM GPUs, no pre-training
     assert trial_requests(ExperimentConfig())[-1].stage == "finetune"  # hf generation runs on CPU actors
@@ -152,11 +155,12 @@ def test_cluster_check_command_checks_a_sweep_against_the_node_types(tmp_path):
         return str(p)
 
     ok = sweep("fits", {"finetune": {"resources": {"num_workers": 8, "use_gpu": True}},
-                        "generation": {"backend": "vllm", "vllm": {"tensor_parallel_size": 8, "num_replicas": 2}}})
+                        "edkg": {"generator": {"backend": "vllm",
+                                               "vllm": {"tensor_parallel_size": 8, "num_replicas": 2}}}})
     summary = check_cluster_file(str(CLUSTER_YAML), ok)
     assert {"stage": "generation", "count": 2, "bundle": {"CPU": 1.0, "GPU": 8.0}} in summary["sweep"]["requests"]
     assert summary["sweep"]["concurrent_trials"] == 4
-    too_big = sweep("too_big", {"generation": {"backend": "vllm", "vllm": {"tensor_parallel_size": 16}}})
+    too_big = sweep("too_big", {"edkg": {"generator": {"backend": "vllm", "vllm": {"tensor_parallel_size": 16}}}})
     with pytest.raises(ConfigError, match=r"too_big.yaml: resources: one vLLM replica"):
         check_cluster_file(str(CLUSTER_YAML), too_big)
     result = CliRunner().invoke(app, ["cluster", "check", str(CLUSTER_YAML), "--sweep", ok])

@@ -90,3 +90,66 @@ def test_shipped_sweeps_fine_tune_the_encoder_they_pre_train(path):
     for point in grid_points(sweep):
         cfg = experiment_for(sweep, point)  # validates the trial's ExperimentConfig
         assert cfg.pretrain.encoder == cfg.finetune.encoder and not cfg.finetune.allow_different_encoder
+
+# --------------------------------------------------------------------------- generation sections
+
+def test_generation_defaults_are_the_papers():
+    """EDKG: paper-length explanations (reference code: 1024 new tokens); SCDG: rounds until every
+    relation has its samples (reference code: 10 attempts), 8 samples per prompt with 128 new tokens
+    each (reference code: 1024 tokens for eight samples), K asked per relation."""
+    e = ExperimentConfig()
+    assert e.edkg.max_new_tokens >= 512 and e.edkg.prompt is None
+    s = e.scdg
+    assert s.generator is None and s.samples_per_relation is None
+    assert (s.max_rounds, s.samples_per_prompt, s.prompt_examples) == (10, 8, 8)
+    assert s.new_tokens == s.tokens_per_sample * s.samples_per_prompt == 1024
+    assert s.model_copy(update={"samples_per_prompt": 3}).new_tokens == 3 * s.tokens_per_sample  # sized for asks
+    assert s.model_copy(update={"max_new_tokens": 160}).new_tokens == 160
+    assert e.edkg.generator.sampling.temperature == 0.1  # reference code
+    assert e.synthetic_asked() == e.data.k == 8
+    assert e.model_copy(update={"stages": e.stages.model_copy(update={"scdg": False})}).synthetic_asked() == 0
+
+
+def test_scdg_inherits_edkg_generator_unless_set():
+    e = validate_config({"edkg": {"generator": {"backend": "openai", "model": "gpt-3.5-turbo",
+                                                "sampling": {"temperature": 0.3}}}}, ExperimentConfig)
+    assert e.resolved_scdg().generator == e.edkg.generator  # the whole section, not just the model
+    own = validate_config({"edkg": {"generator": {"model": "a"}}, "scdg": {"generator": {"model": "b"}}},
+                          ExperimentConfig)
+    assert own.resolved_scdg().generator.model == "b" and own.edkg.generator.model == "a"
+    assert [g.model for g in own.active_generators()] == ["a", "b"]
+    with pytest.raises(ConfigError, match="generation"):
+        validate_config({"generation": {"model": "x"}}, ExperimentConfig, "old.yaml")  # the old section is gone
+    with pytest.raises(ConfigError, match="synthetic_per_relation"):
+        validate_config({"synthetic_per_relation": 4}, FinetuneConfig)  # renamed synthetic_cap_per_relation
+
+
+def _keys(cfg: ExperimentConfig) -> tuple[str, str]:
+    from tkre.artifacts import artifact_key
+    from tkre.pipeline import edkg_key_config, scdg_key_config
+
+    scdg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked())
+    return artifact_key("edkg", edkg_key_config(cfg.edkg), {}), artifact_key("scdg", scdg, {})
+
+
+def test_edkg_generator_varies_alone_in_artifact_keys():
+    from tkre.sweep_config import apply_overrides
+
+    own = ExperimentConfig.model_validate({"scdg": {"generator": {"backend": "vllm", "model": "llama"}}}).model_dump()
+    e1, s1 = _keys(apply_overrides(own, {"edkg.generator.model": "qwen"}))
+    e2, s2 = _keys(apply_overrides(own, {"edkg.generator.model": "gpt"}))
+    assert e1 != e2 and s1 == s2  # SCDG has its own generator: its artifact is shared
+    # unset scdg.generator inherits EDKG's, so the same change moves both keys
+    inherit = ExperimentConfig().model_dump()
+    e3, s3 = _keys(apply_overrides(inherit, {"edkg.generator.model": "qwen"}))
+    e4, s4 = _keys(apply_overrides(inherit, {"edkg.generator.model": "gpt"}))
+    assert e3 != e4 and s3 != s4
+    # SCDG's own settings never move the EDKG key, and throughput settings move neither
+    e5, s5 = _keys(apply_overrides(inherit, {"scdg.samples_per_relation": 16, "scdg.max_rounds": 3}))
+    assert e5 == _keys(ExperimentConfig())[0] and s5 != _keys(ExperimentConfig())[1]
+    assert _keys(apply_overrides(inherit, {"edkg.generator.concurrency": 4, "edkg.generator.batch_size": 2,
+                                           "edkg.generator.price_per_m_input_tokens": 1.0})) == _keys(
+        ExperimentConfig())
+    # EDKG's budget moves only EDKG's key
+    e6, s6 = _keys(apply_overrides(own, {"edkg.max_new_tokens": 64}))
+    assert e6 != _keys(ExperimentConfig.model_validate(own))[0] and s6 == s1

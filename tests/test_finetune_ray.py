@@ -75,7 +75,7 @@ def test_genpt_one_worker_with_synthetic_cap(ray_local, tiny_encoder_dir, semeva
     train, dev, test = small_split
     synthetic = [ex.__class__(**{**ex.to_dict(), "id": f"syn-{i}", "tokens": ex.tokens, "source": "synthetic:t"})
                  for i, ex in enumerate(train * 2)]
-    m = run_finetune(_cfg(tiny_encoder_dir, backbone="genpt", epochs=1, synthetic_per_relation=1,
+    m = run_finetune(_cfg(tiny_encoder_dir, backbone="genpt", epochs=1, synthetic_cap_per_relation=1,
                           resources={"num_workers": 1}),
                      train=train, dev=dev, test=test[:30], relations=semeval.relations,
                      no_relation=semeval.no_relation, synthetic=synthetic, out_dir=tmp_path / "g")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tkre.config import GenerationConfig, OpenAIConfig, SamplingConfig
+from tkre.config import DecodingConfig, EDKGConfig, GeneratorConfig, OpenAIConfig, SCDGConfig
 from tkre.errors import ConfigError
 from tkre.generate import generate_explanations, generate_synthetic, read_explanations, read_rejects, read_synthetic
 from tkre.generate import parse
@@ -52,12 +52,11 @@ def stats(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _cfg(url: str, tmp_path, **openai) -> GenerationConfig:
-    return GenerationConfig(backend="openai", model="tiny", cache_dir=str(tmp_path / "cache"), batch_size=4,
-                            explanation_max_new_tokens=5,
-                            sampling=SamplingConfig(temperature=0.0, max_new_tokens=8),
-                            openai=OpenAIConfig(base_url=f"{url}/v1", api_key_env=KEY_ENV, retry_base_s=0.05,
-                                                **openai))
+def _cfg(url: str, tmp_path, **openai) -> GeneratorConfig:
+    return GeneratorConfig(backend="openai", model="tiny", cache_dir=str(tmp_path / "cache"), batch_size=4,
+                           sampling={"temperature": 0.0},
+                           openai=OpenAIConfig(base_url=f"{url}/v1", api_key_env=KEY_ENV, retry_base_s=0.05,
+                                               **openai))
 
 
 def test_openai_end_to_end_with_429_and_500_retried(ray_local, tiny_llama, semeval, tmp_path, monkeypatch, caplog):
@@ -68,7 +67,7 @@ def test_openai_end_to_end_with_429_and_500_retried(ray_local, tiny_llama, semev
     caplog.set_level(logging.DEBUG)
     with server(tiny_llama, "--fail", "429,500,500,503") as url:
         cfg = _cfg(url, tmp_path, max_retries=5, concurrency=2)
-        m = generate_explanations(golden, cfg, tmp_path / "out")
+        m = generate_explanations(golden, EDKGConfig(generator=cfg, max_new_tokens=5), tmp_path / "out")
         s = stats(url)
     assert m["counts"]["errors"] == 0 and m["counts"]["written"] == 6 and m["counts"]["generated"] == 6
     assert s["injected"] == 4 and s["completions"] == 6 and s["requests"] == 10  # every failure was retried
@@ -90,7 +89,8 @@ def test_server_errors_are_counted_never_a_crash(ray_local, tiny_llama, semeval,
     golden = sample_kshot(semeval, 8, 1).train
     rel = golden[0].relation
     with server(tiny_llama, "--always", "500") as url:
-        cfg = _cfg(url, tmp_path, max_retries=1).model_copy(update={"max_rounds": 1, "samples_per_prompt": 4})
+        cfg = SCDGConfig(generator=_cfg(url, tmp_path, max_retries=1), max_rounds=1, samples_per_prompt=4,
+                         max_new_tokens=8)
         m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=8,
                                relations=[rel])
         s = stats(url)
@@ -103,7 +103,7 @@ def test_server_errors_are_counted_never_a_crash(ray_local, tiny_llama, semeval,
 
 
 def test_timeouts_and_client_errors_become_row_errors(tiny_llama, tmp_path):
-    s = SamplingConfig(temperature=0.0, max_new_tokens=4)
+    s = DecodingConfig(temperature=0.0, max_new_tokens=4)
     with server(tiny_llama, "--hang", "2") as url:
         backend = create_backend(_cfg(url, tmp_path, timeout_s=0.3, max_retries=1))
         rows = backend.generate_rows(["a", "b"], s)
@@ -117,7 +117,7 @@ def test_timeouts_and_client_errors_become_row_errors(tiny_llama, tmp_path):
         backend = create_backend(_cfg(url, tmp_path))
         texts = backend.generate(["Say hi.", "Name a colour."], s)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    dead = create_backend(GenerationConfig(backend="openai", model="x", openai=OpenAIConfig(
+    dead = create_backend(GeneratorConfig(backend="openai", model="x", openai=OpenAIConfig(
         base_url="http://127.0.0.1:9/v1", max_retries=1, retry_base_s=0.01, timeout_s=2)))
     [row] = dead.generate_rows(["a"], s)
     assert "gave up after 1 retries" in row.error  # connection refused, retried, then a row error
@@ -126,5 +126,5 @@ def test_timeouts_and_client_errors_become_row_errors(tiny_llama, tmp_path):
 def test_hosted_openai_needs_the_key_env(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
-        backend_spec(GenerationConfig(backend="openai", model="gpt-4o-mini",
-                                      openai=OpenAIConfig(api_key_env="NO_SUCH_KEY_VAR")))
+        backend_spec(GeneratorConfig(backend="openai", model="gpt-4o-mini",
+                                     openai=OpenAIConfig(api_key_env="NO_SUCH_KEY_VAR")))

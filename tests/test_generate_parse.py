@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tkre.config import PromptTemplates
 from tkre.data.records import RelationExample
 from tkre.generate import parse
+from tkre.generate.explanations import strip_preamble
 from tkre.generate.prompts import as_chat_text, edkg_prompt, scdg_example_block, scdg_prompt
 
 REL = "Cause-Effect(e1,e2)"
@@ -144,6 +144,54 @@ def test_type_pair_must_be_in_the_relations_schema(ht, tt, reason):
         assert (o.example.subj_type, o.example.obj_type) == ("PERSON", "CITY")
 
 
+def _untyped(context: str, head: str, tail: str, rel: str = REL) -> str:
+    return f"Relation: {rel}.\nContext: {context}\nHead Entity: {head}.\nTail Entity: {tail}.\n"
+
+
+def test_type_lines_are_optional_for_untyped_datasets():
+    """SemEval has no types: samples without Head Type / Tail Type lines are read, not `missing_field`."""
+    text = (_untyped("the smoke came from a fire .", "smoke", "fire")
+            + "Relation: Cause-Effect(e1,e2). Context: his cough was triggered by dust . Head Entity: cough. "
+              "Tail Entity: dust.")
+    outs = _validator().validate_completion(text, REL)
+    assert [o.reason for o in outs] == [None, None]
+    assert [(o.example.subject, o.example.object) for o in outs] == [("smoke", "fire"), ("cough", "dust")]
+    # a typed dataset still needs the types: the sample is read, then rejected for its missing type
+    [typed] = _validator(TACRED_PAIRS, TACRED_GOLD).validate_completion(
+        _untyped("Ada was born in London .", "Ada", "London", rel="per:city_of_birth"), "per:city_of_birth")
+    assert typed.reason == parse.MISSING_TYPE
+
+
+def test_type_names_are_normalised_like_the_reference_code():
+    pairs = {"per:stateorprovince_of_birth": [["PERSON", "STATE_OR_PROVINCE"]],
+             "per:title": [["PERSON", "TITLE"], ["MISC", "TITLE"]]}
+    gold = [_ex("Bill was born in Ohio .", (0, 1), (4, 5), rel="per:stateorprovince_of_birth", st="PERSON",
+                ot="STATE_OR_PROVINCE")]
+    v = _validator(pairs, gold)
+    [o] = v.validate_completion(_sample("Ada was born in Texas .", "Ada", "Texas", rel="per:stateorprovince_of_birth",
+                                        ht="Person", tt="STATE OR PROVINCE"), "per:stateorprovince_of_birth")
+    assert o.reason is None and (o.example.subj_type, o.example.obj_type) == ("PERSON", "STATE_OR_PROVINCE")
+    [m] = v.validate_completion(_sample("the Oscar winner became a director .", "Oscar winner", "director",
+                                        rel="per:title", ht="MISCELLANEOUS", tt="title"), "per:title")
+    assert m.reason is None and m.example.subj_type == "MISC"  # alias -> the dataset's spelling
+    assert parse.normalise_type(" state-or_province. ") == "STATE_OR_PROVINCE"
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("Sure! Here is an explanation of why \"burst\" has the relation:\n\nThe text says the burst came from "
+     "pressure.", "The text says the burst came from pressure."),
+    ("Sure!\nThe burst came from pressure.", "The burst came from pressure."),
+    ("Certainly. Here's why the burst relates to pressure.\nThe burst came from pressure.",
+     "The burst came from pressure."),
+    ("Sure! The burst came from pressure.", "The burst came from pressure."),
+    ("The burst came from pressure.\nSure enough, it did.", "The burst came from pressure.\nSure enough, it did."),
+    ("Here is the explanation: the burst came from pressure.", "the burst came from pressure."),
+    ("Sure!", "Sure!"),  # nothing but a preamble: kept rather than emptied
+])
+def test_chat_preamble_is_stripped_from_explanations(raw, clean):
+    assert strip_preamble(raw) == clean
+
+
 def test_semeval_skips_type_check_even_with_type_text():
     [o] = _validator().validate_completion(_sample("the smoke came from a fire .", "smoke", "fire",
                                                    ht="GAS", tt="EVENT"), REL)
@@ -167,6 +215,8 @@ def test_edkg_prompt_names_text_entities_and_relation():
     p = edkg_prompt(GOLDEN[0])
     for part in ("the burst was caused by water hammer pressure .", '"burst"', '"pressure"', REL):
         assert part in p
+    # paper-length explanations: the prompt sets no length (the reference code's does not either)
+    assert "sentence" not in p.lower() and "brief" not in p.lower() and "short" not in p.lower()
 
 
 def test_scdg_prompt_shows_examples_in_schema_and_asks_for_n():
@@ -181,9 +231,10 @@ def test_scdg_prompt_shows_examples_in_schema_and_asks_for_n():
 
 
 def test_templates_are_overridable_from_config():
-    o = PromptTemplates(edkg="WHY {subject} {relation} {object}? {text}", scdg="{relation}|{n}|{examples}")
-    assert edkg_prompt(GOLDEN[0], o) == f"WHY burst {REL} pressure? {GOLDEN[0].text}"
-    assert scdg_prompt(REL, GOLDEN, 3, o).startswith(f"{REL}|3|Relation: {REL}.")
+    assert edkg_prompt(GOLDEN[0], "WHY {subject} {relation} {object}? {text}") == f"WHY burst {REL} pressure? " \
+                                                                                 f"{GOLDEN[0].text}"
+    assert scdg_prompt(REL, GOLDEN, 3, "{relation}|{n}|{examples}").startswith(f"{REL}|3|Relation: {REL}.")
+    assert scdg_prompt(REL, GOLDEN, 3, "{examples}", "<{subject}>") == "<burst>"
 
 
 class _Tok:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tkre.config import GenerationConfig, SamplingConfig
+from tkre.config import DecodingConfig, EDKGConfig, GeneratorConfig, SamplingConfig, SCDGConfig
 from tkre.data import ARROW_SCHEMA, relation_type_schema
 from tkre.errors import ConfigError
 from tkre.generate import generate_explanations, generate_synthetic, read_explanations, read_rejects, read_synthetic
@@ -44,10 +44,18 @@ def golden(semeval):
     return sample_kshot(semeval, 8, 1).train
 
 
-def _cfg(model, cache, **kw) -> GenerationConfig:
+def _gen(model, cache, **kw) -> GeneratorConfig:
     sampling = kw.pop("sampling", {})
-    return GenerationConfig(model=model, cache_dir=str(cache), batch_size=kw.pop("batch_size", 4),
-                            sampling=SamplingConfig(**{"temperature": 0.0, "max_new_tokens": 8, **sampling}), **kw)
+    return GeneratorConfig(model=model, cache_dir=str(cache), batch_size=kw.pop("batch_size", 4),
+                           sampling=SamplingConfig(**{"temperature": 0.0, **sampling}), **kw)
+
+
+def _edkg(model, cache, *, max_new_tokens=8, **kw) -> EDKGConfig:
+    return EDKGConfig(generator=_gen(model, cache), max_new_tokens=max_new_tokens, **kw)
+
+
+def _scdg(model, cache, *, max_new_tokens=8, **kw) -> SCDGConfig:
+    return SCDGConfig(generator=_gen(model, cache), max_new_tokens=max_new_tokens, **kw)
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -75,8 +83,8 @@ def test_cache_round_trip_and_no_partial_files(tmp_path):
 # ------------------------------------------------------------------------------------------ backend
 
 def test_hf_backend_left_padded_batch_matches_one_by_one(tiny_llama):
-    backend = create_backend(GenerationConfig(model=tiny_llama))
-    s = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    backend = create_backend(GeneratorConfig(model=tiny_llama))
+    s = DecodingConfig(temperature=0.0, max_new_tokens=6)
     prompts = ["Say hi.", "Explain why the sky is blue in a long and detailed way, please.", "ok"]
     batched = backend.generate(prompts, s)
     single = [backend.generate([p], s)[0] for p in prompts]
@@ -96,24 +104,24 @@ class _Flaky(Backend):
 
 
 def test_one_bad_row_does_not_fail_its_batch():
-    rows = _Flaky().generate_rows(["a", "BAD", "", "c"], SamplingConfig())
+    rows = _Flaky().generate_rows(["a", "BAD", "", "c"], DecodingConfig(max_new_tokens=4))
     assert [r.text for r in rows] == ["A", None, None, "C"]
     assert "malformed prompt" in rows[1].error and rows[2].error == "empty prompt"
     with pytest.raises(Exception, match="2 of 4 prompts failed"):
-        _Flaky().generate(["a", "BAD", "", "c"], SamplingConfig())
+        _Flaky().generate(["a", "BAD", "", "c"], DecodingConfig(max_new_tokens=4))
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no such model folder"):
-        backend_spec(GenerationConfig(model=str(tmp_path / "nope")))
+        backend_spec(GeneratorConfig(model=str(tmp_path / "nope")))
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE|cannot be loaded"):
-        backend_spec(GenerationConfig(model="no-such-org/no-such-model-xyz"))
+        backend_spec(GeneratorConfig(model="no-such-org/no-such-model-xyz"))
 
 
 # ------------------------------------------------------------------------------------------ pipeline
 
 def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, golden, tmp_path):
-    cfg = _cfg(tiny_llama, tmp_path / "cache", explanation_max_new_tokens=6)
+    cfg = _edkg(tiny_llama, tmp_path / "cache", max_new_tokens=6)
     examples = golden[:6]
     m1 = generate_explanations(examples, cfg, tmp_path / "a")
     assert m1["counts"]["generated"] == 6 and m1["counts"]["cache_hits"] == 0 and m1["counts"]["errors"] == 0
@@ -131,8 +139,8 @@ def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, g
 
 
 def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local, tiny_llama, golden, tmp_path):
-    cfg = _cfg(tiny_llama, tmp_path / "cache", samples_per_prompt=2, prompt_examples=2, max_rounds=2,
-               sampling={"max_new_tokens": 12})
+    cfg = _scdg(tiny_llama, tmp_path / "cache", samples_per_prompt=2, prompt_examples=2, max_rounds=2,
+                max_new_tokens=12)
     rels = sorted({ex.relation for ex in golden})[:2]
     m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=2, relations=rels)
     synthetic, rejects = read_synthetic(tmp_path / "s"), read_rejects(tmp_path / "s")
@@ -147,9 +155,7 @@ def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local,
 
 def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, golden, tmp_path):
     """A template that renders to nothing makes every row fail alone: counted, no crash, no record."""
-    from tkre.config import PromptTemplates
-
-    cfg = _cfg(tiny_llama, tmp_path / "cache", max_rounds=1, prompts=PromptTemplates(scdg=" "))
+    cfg = _scdg(tiny_llama, tmp_path / "cache", max_rounds=1, prompt=" ")
     rel = golden[0].relation
     m = generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
     assert m["counts"]["errors"] == 1 and m["reasons"] == {parse.GENERATION_ERROR: 1}
@@ -159,13 +165,14 @@ def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, g
 
 RESUME_SCRIPT = textwrap.dedent("""
     import json, sys
-    from tkre.config import GenerationConfig, SamplingConfig
+    from tkre.config import EDKGConfig, GeneratorConfig, SamplingConfig
     from tkre.data import load_dataset, sample_kshot
     from tkre.generate import generate_explanations
     model, cache, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:n]
-    cfg = GenerationConfig(model=model, cache_dir=cache, batch_size=1, explanation_max_new_tokens=64,
-                           threads_per_actor=1, sampling=SamplingConfig(temperature=0.7))
+    gen = GeneratorConfig(model=model, cache_dir=cache, batch_size=1, threads_per_actor=1,
+                          sampling=SamplingConfig(temperature=0.7))
+    cfg = EDKGConfig(generator=gen, max_new_tokens=64)
     m = generate_explanations(golden, cfg, out)
     print("MANIFEST " + json.dumps(m["counts"]), flush=True)
 """)
@@ -208,10 +215,10 @@ def test_cli_generate_synthetic_prints_acceptance(ray_local, tiny_llama, tmp_pat
 
     out = tmp_path / "cli"
     args = ["generate", "synthetic", "--dataset", "semeval", "--k", "8", "--seed", "1", "--backend", "hf",
-            "--model", tiny_llama, "--per-relation", "1", "--max-new-tokens", "6", "--batch-size", "9",
+            "--model", tiny_llama, "--samples-per-relation", "1", "--max-new-tokens", "6", "--batch-size", "9",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     cfg_file = tmp_path / "gen.yaml"
-    cfg_file.write_text("generation:\n  max_rounds: 1\n  prompt_examples: 1\n  samples_per_prompt: 1\n")
+    cfg_file.write_text("scdg:\n  max_rounds: 1\n  prompt_examples: 1\n  samples_per_prompt: 1\n")
     r = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
     assert r.exit_code == 0, r.output
     assert "acceptance" in r.output and "reject reason" in r.output and "Cause-Effect(e1,e2)" in r.output

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from tkre.config import GenerationConfig
+from pathlib import Path
+
+from tkre.config import ExperimentConfig, read_yaml
 from tkre.data import relation_type_schema, sample_kshot
 from tkre.generate import generate_explanations, generate_synthetic, read_explanations, read_synthetic
 
@@ -19,11 +21,14 @@ from tkre.generate import generate_explanations, generate_synthetic, read_explan
 @pytest.mark.slow
 def test_quickstart_generation_with_smollm2(ray_local, semeval, tmp_path):
     golden = sample_kshot(semeval, 8, 1).train
-    cfg = GenerationConfig(cache_dir=str(tmp_path / "cache"))  # the defaults the quickstart uses
+    base, _ = read_yaml(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml")
+    exp = ExperimentConfig.model_validate(base["base"])  # the settings the quickstart states
+    exp.edkg.generator.cache_dir = str(tmp_path / "cache")
+    edkg, scdg = exp.edkg, exp.resolved_scdg()
     t0 = time.perf_counter()
-    me = generate_explanations(golden, cfg, tmp_path / "edkg")
+    me = generate_explanations(golden, edkg, tmp_path / "edkg")
     t1 = time.perf_counter()
-    ms = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "scdg", per_relation=8)
+    ms = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg", per_relation=8)
     t2 = time.perf_counter()
     report = {"edkg_s": round(t1 - t0, 1), "scdg_s": round(t2 - t1, 1), "total_s": round(t2 - t0, 1),
               "explanations": me["counts"]["written"], "edkg_tokens_per_s": me["tokens_per_s"],
@@ -36,5 +41,5 @@ def test_quickstart_generation_with_smollm2(ray_local, semeval, tmp_path):
     assert len(synthetic) == ms["counts"]["kept"] and ms["counts"]["kept"] > 0
     assert all(ex.problems() == [] and ex.source.startswith("synthetic:hf:") for ex in synthetic)
     # a second run is served from the cache
-    again = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "scdg2", per_relation=8)
+    again = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg2", per_relation=8)
     assert again["counts"]["generated"] == 0 and again["counts"]["kept"] == ms["counts"]["kept"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tkre.config import GenerationConfig, PromptTemplates, SamplingConfig, VLLMConfig
+from tkre.config import DecodingConfig, GeneratorConfig, SamplingConfig, VLLMConfig
 from tkre.errors import MissingDependencyError
 from tkre.generate.backends import backend_spec
 from tkre.generate.backends import vllm as vb
@@ -19,11 +19,11 @@ from tiny_models import make_tiny_llama  # noqa: E402
 VLLM_INSTALLED = vb.importlib.util.find_spec("vllm") is not None
 
 
-def _cfg(model="org/some-model", **kw) -> GenerationConfig:
-    return GenerationConfig(backend="vllm", model=model, revision="abc123",
-                            vllm=VLLMConfig(tensor_parallel_size=2, num_replicas=3, batch_size=16, max_model_len=2048,
-                                            gpu_memory_utilization=0.8),
-                            sampling=SamplingConfig(temperature=0.6, top_p=0.9, max_new_tokens=77, seed=5), **kw)
+def _cfg(model="org/some-model", **kw) -> GeneratorConfig:
+    return GeneratorConfig(backend="vllm", model=model, revision="abc123",
+                           vllm=VLLMConfig(tensor_parallel_size=2, num_replicas=3, batch_size=16, max_model_len=2048,
+                                           gpu_memory_utilization=0.8),
+                           sampling=SamplingConfig(temperature=0.6, top_p=0.9, seed=5), **kw)
 
 
 def test_processor_config_mapping():
@@ -44,8 +44,8 @@ def test_processor_config_mapping():
 
 
 def test_per_row_pre_and_post_processing():
-    cfg = _cfg(prompts=PromptTemplates(system="be brief"))
-    pre = vb.make_preprocess(cfg.sampling, cfg.prompts.system)
+    cfg = _cfg(system_prompt="be brief")
+    pre = vb.make_preprocess(cfg.sampling.decoding(77), cfg.system_prompt)
     row = pre({"key": "k1", "prompt": "Explain.", "seed": 42, "other": 1})
     assert row["key"] == "k1"
     assert row["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Explain."}]
@@ -62,13 +62,13 @@ def test_missing_vllm_extra_is_a_clear_error():
     with pytest.raises(MissingDependencyError, match=r"pip install 'tkre\[vllm\]'"):
         backend_spec(_cfg())
     with pytest.raises(MissingDependencyError, match="vllm"):
-        vb.build_vllm_processor(_cfg())
+        vb.build_vllm_processor(_cfg(), DecodingConfig(max_new_tokens=8))
 
 
 def test_processor_builds_up_to_the_engine(ray_local, tmp_path):
     """Everything up to the engine call: Ray's real build_processor with our config, on a local model."""
     model = make_tiny_llama(tmp_path / "tiny")
-    processor = vb.build_vllm_processor(_cfg(model=model), check_installed=False)
+    processor = vb.build_vllm_processor(_cfg(model=model), DecodingConfig(max_new_tokens=8), check_installed=False)
     names = processor.list_stage_names()
     assert names == ["ChatTemplateStage", "TokenizeStage", "vLLMEngineStage", "DetokenizeStage"]
     engine = processor.get_stage_by_name("vLLMEngineStage")

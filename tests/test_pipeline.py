@@ -25,8 +25,10 @@ def _full_base(tmp_path, semeval, encoder):
     data = write_mini_dataset(semeval, tmp_path / "data")
     base = golden_only_base(data, encoder, tmp_path / "store", epochs=2)
     base["stages"] = {"edkg": True, "scdg": True, "pretrain_stage1": True, "pretrain_stage2": True}
-    base["generation"] = {"backend": "hf", "model": make_tiny_llama(tmp_path / "llama"), "batch_size": 4,
-                          "per_relation": 2, "sampling": {"temperature": 0.0, "max_new_tokens": 8}}
+    base["edkg"] = {"generator": {"backend": "hf", "model": make_tiny_llama(tmp_path / "llama"), "batch_size": 4,
+                                  "sampling": {"temperature": 0.0}}, "max_new_tokens": 8}
+    base["scdg"] = {"samples_per_relation": 2, "samples_per_prompt": 4, "prompt_examples": 4, "max_rounds": 1,
+                    "max_new_tokens": 8}
     base["pretrain"] = {"encoder": encoder, "max_length": 48, "resources": {"cpus_per_worker": 0.9},
                         "stage1": {"epochs": 1, "batch_size": 8}, "stage2": {"epochs": 1, "batch_size": 8}}
     return base

@@ -24,7 +24,7 @@ def _rows():
                 rows.append({"phase": "grid", "trial_id": f"{variant}{seed}{spr}", "status": "ok", "variant": variant,
                              "dataset": "semeval", "k": 8, "backbone": "typ_marker", "seed": seed,
                              "generator": "hf:embedded:smollm2" if spr == 8 else "openai:gpt-3.5",
-                             "synthetic_per_relation": spr, "test_micro_f1": f1 + spr / 1000,
+                             "synthetic_asked": spr, "test_micro_f1": f1 + spr / 1000,
                              "dev_micro_f1": f1 - 0.05, "experiment_config": cfg, "error": None})
     rows.append({"phase": "grid", "trial_id": "bad", "status": "error", "variant": "tkre", "dataset": "semeval",
                  "k": 8, "error": "RuntimeError: boom", "experiment_config": _cfg()})
@@ -50,7 +50,7 @@ def test_results_table_mean_std_over_seeds():
     df = _rows()
     df["variant_kind"] = df["experiment_config"].map(infer_variant)
     table = results_table(df)
-    tk = table[(table["variant"] == "tkre") & (table["synthetic_per_relation"] == 8)].iloc[0]
+    tk = table[(table["variant"] == "tkre") & (table["synthetic_asked"] == 8)].iloc[0]
     assert tk["seeds"] == 2 and tk["paper %"] == "77.6"
     # (70.8, 76.8) -> mean 73.8, sample std 4.2
     assert tk["test micro-F1 %"] == "73.8 ± 4.2"

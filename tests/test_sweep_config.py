@@ -107,3 +107,29 @@ def test_shipped_sweeps_load_from_the_one_folder_the_repository_links_to(name):
     assert (REPO / "sweeps").is_symlink() and top.samefile(shipped)
     sweep = load_sweep(shipped)
     assert grid_points(sweep)
+
+
+def test_quickstart_states_its_cpu_sizing_and_paper_sweeps_use_paper_generation():
+    """The quickstart writes its CPU sizing in the file (the defaults are the paper's); the paper's
+    sweeps resolve to paper-length explanations and SCDG rounds until every relation has K samples."""
+    from tkre.config import read_yaml
+
+    raw, _ = read_yaml(REPO / "sweeps" / "quickstart.yaml")
+    base = raw["base"]
+    assert base["edkg"]["max_new_tokens"] == 64 and base["edkg"]["generator"]["sampling"]["temperature"] == 0.7
+    assert {k: base["scdg"][k] for k in ("samples_per_prompt", "prompt_examples", "max_rounds", "max_new_tokens")} \
+        == {"samples_per_prompt": 4, "prompt_examples": 4, "max_rounds": 1, "max_new_tokens": 160}
+    assert base["finetune"]["epochs"] and base["finetune"]["lr"] and base["pretrain"]["stage1"]["lr"]
+    for name in ("paper_table2", "ablation_table3"):
+        sweep = load_sweep(resolve_sweep_file(name))
+        for point in grid_points(sweep):
+            cfg = experiment_for(sweep, point)
+            assert cfg.edkg.max_new_tokens >= 512 and cfg.resolved_scdg().max_rounds >= 5, name
+            assert cfg.resolved_scdg().generator.model == "meta-llama/Llama-2-13b-chat-hf"
+
+
+def test_fig5_varies_the_explanation_generator_alone():
+    sweep = load_sweep(resolve_sweep_file("generators_fig5"))
+    configs = [experiment_for(sweep, p) for p in grid_points(sweep)]
+    assert len({c.edkg.generator.model for c in configs}) == 3
+    assert len({c.resolved_scdg().generator.model_dump_json() for c in configs}) == 1

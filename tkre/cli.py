@@ -213,8 +213,8 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
              synthetic: Optional[str] = typer.Option(None, "--synthetic",
                                                      help="synthetic examples: folder with synthetic.parquet, "
                                                           ".parquet or generic .jsonl"),
-             synthetic_per_relation: Optional[int] = typer.Option(
-                 None, "--synthetic-per-relation", help="cap on synthetic examples per relation (default: all)"),
+             synthetic_cap_per_relation: Optional[int] = typer.Option(
+                 None, "--synthetic-cap-per-relation", help="cap on synthetic examples per relation (default: all)"),
              epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (paper: 10)"),
              lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (paper: 3e-5)"),
              batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch over all workers (paper: 32)"),
@@ -235,7 +235,7 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
     from tkre.pretrain.progress import EpochProgress
 
     cfg = _finetune_config(config, {"backbone": backbone, "encoder": init,
-                                    "synthetic_per_relation": synthetic_per_relation, "epochs": epochs, "lr": lr,
+                                    "synthetic_cap_per_relation": synthetic_cap_per_relation, "epochs": epochs, "lr": lr,
                                     "batch_size": batch_size, "max_length": max_length, "num_workers": workers})
     cfg, recipe_note = apply_encoder_recipe(cfg)
     if recipe_note:
@@ -285,21 +285,32 @@ generate_app = typer.Typer(help="LLM knowledge generation: EDKG explanations, SC
 app.add_typer(generate_app, name="generate")
 
 
-def _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir, batch_size,
-                       concurrency, max_new_tokens, temperature, base_url):
-    """(K-shot split, GenerationConfig) from the command's options (config file first, options override)."""
-    from tkre.config import GenerationConfig, load_config
+def _generation_inputs(stage, dataset, path, patch, k, seed, protocol, config, generator_opts, stage_opts):
+    """(K-shot split, EDKGConfig or SCDGConfig with its generator resolved) from the command's options:
+    the config file's `edkg:` / `scdg:` sections first (SCDG inherits EDKG's generator unless it has its
+    own), then the options given on top (generator options go to the stage's generator)."""
+    from tkre.config import EDKGConfig, SCDGConfig, load_config, validate_config
     from tkre.data import load_dataset, sample_kshot
 
-    cfg = load_config(config, GenerationConfig, section="generation") if config else GenerationConfig()
-    updates = {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
-               "concurrency": concurrency}
-    cfg = cfg.model_copy(update={k_: v for k_, v in updates.items() if v is not None})
-    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature}
-    cfg.sampling = cfg.sampling.model_copy(update={k_: v for k_, v in sampling.items() if v is not None})
-    if base_url:
-        cfg.openai = cfg.openai.model_copy(update={"base_url": base_url})
-    cfg = GenerationConfig.model_validate(cfg.model_dump())  # re-validate the overridden values
+    edkg = load_config(config, EDKGConfig, section="edkg") if config else EDKGConfig()
+    if stage == "edkg":
+        section = edkg
+    else:
+        scdg = load_config(config, SCDGConfig, section="scdg") if config else SCDGConfig()
+        section = scdg.with_generator(edkg.generator)
+    data = section.model_dump()
+    gen = data["generator"]
+    for key, value in generator_opts.items():
+        if value is None:
+            continue
+        if key == "temperature":
+            gen["sampling"]["temperature"] = value
+        elif key == "base_url":
+            gen["openai"]["base_url"] = value
+        else:
+            gen[key] = value
+    data.update({key: value for key, value in stage_opts.items() if value is not None})
+    cfg = validate_config(data, type(section), source=str(config) if config else "<options>")
     split = sample_kshot(load_dataset(dataset, path, patch), k, seed, protocol)
     return split, cfg
 
@@ -313,11 +324,10 @@ _GEN_OPTS = dict(
     protocol=typer.Option("knowprompt", "--protocol", help="K-shot protocol: knowprompt or genpt"),
     backend=typer.Option(None, "--backend", help="hf, vllm or openai (default from config: hf)"),
     model=typer.Option(None, "--model", help="HF id, local path, server model name or embedded:smollm2"),
-    config=typer.Option(None, "--config", help="YAML file with a `generation:` section"),
+    config=typer.Option(None, "--config", help="YAML file with `edkg:` / `scdg:` sections (an experiment file)"),
     cache_dir=typer.Option(None, "--cache-dir", help="generation cache (default ~/.cache/tkre/generation)"),
     batch_size=typer.Option(None, "--batch-size", help="prompts per batch"),
     concurrency=typer.Option(None, "--concurrency", help="actors in the generation pool"),
-    max_new_tokens=typer.Option(None, "--max-new-tokens", help="SCDG: new tokens per completion"),
     temperature=typer.Option(None, "--temperature", help="0 = greedy"),
     base_url=typer.Option(None, "--base-url", help="openai backend: server root, e.g. http://127.0.0.1:8000/v1"),
     out=typer.Option(..., "--out", help="output directory"),
@@ -332,16 +342,18 @@ def generate_explanations_cmd(
         model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
         cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
         concurrency: Optional[int] = _GEN_OPTS["concurrency"],
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="new tokens per explanation"),
+        max_new_tokens: Optional[int] = typer.Option(
+            None, "--max-new-tokens", help="new tokens per explanation (default edkg.max_new_tokens: 1024)"),
         temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
         out: Path = _GEN_OPTS["out"]) -> None:
     """EDKG: explain every golden K-shot example with the LLM -> OUT/explanations.parquet."""
     from tkre.generate import generate_explanations
 
-    split, cfg = _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir,
-                                    batch_size, concurrency, None, temperature, base_url)
-    if max_new_tokens is not None:
-        cfg.explanation_max_new_tokens = max_new_tokens
+    split, cfg = _generation_inputs(
+        "edkg", dataset, path, patch, k, seed, protocol, config,
+        {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
+         "concurrency": concurrency, "temperature": temperature, "base_url": base_url},
+        {"max_new_tokens": max_new_tokens})
     m = generate_explanations(split.train, cfg, out)
     c = m["counts"]
     console.print(f"{c['written']}/{c['golden']} explanations ({m['generator']}) -> {out / m['file']}")
@@ -356,21 +368,35 @@ def generate_synthetic_cmd(
         protocol: str = _GEN_OPTS["protocol"], backend: Optional[str] = _GEN_OPTS["backend"],
         model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
         cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
-        concurrency: Optional[int] = _GEN_OPTS["concurrency"], max_new_tokens: Optional[int] = _GEN_OPTS["max_new_tokens"],
+        concurrency: Optional[int] = _GEN_OPTS["concurrency"],
+        max_new_tokens: Optional[int] = typer.Option(
+            None, "--max-new-tokens", help="new tokens per completion (default: scdg.tokens_per_sample x "
+                                           "samples per prompt)"),
         temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
-        per_relation: Optional[int] = typer.Option(None, "--per-relation", help="synthetic samples per relation (default K)"),
+        samples_per_relation: Optional[int] = typer.Option(
+            None, "--samples-per-relation", help="synthetic samples asked per relation (default K)"),
+        samples_per_prompt: Optional[int] = typer.Option(None, "--samples-per-prompt",
+                                                         help="new samples asked in one prompt (default 8)"),
+        max_rounds: Optional[int] = typer.Option(None, "--max-rounds", help="rounds while relations lack samples "
+                                                                            "(default 10)"),
         out: Path = _GEN_OPTS["out"]) -> None:
     """SCDG: synthetic samples per relation, validated -> OUT/synthetic.parquet + rejects.parquet."""
     from tkre.data import relation_type_schema
     from tkre.generate import generate_synthetic
 
-    split, cfg = _generation_inputs(dataset, path, patch, k, seed, protocol, backend, model, config, cache_dir,
-                                    batch_size, concurrency, max_new_tokens, temperature, base_url)
-    n = per_relation or cfg.per_relation or k
+    split, cfg = _generation_inputs(
+        "scdg", dataset, path, patch, k, seed, protocol, config,
+        {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
+         "concurrency": concurrency, "temperature": temperature, "base_url": base_url},
+        {"max_new_tokens": max_new_tokens, "samples_per_relation": samples_per_relation,
+         "samples_per_prompt": samples_per_prompt, "max_rounds": max_rounds})
+    n = cfg.samples_per_relation or k
     m = generate_synthetic(split.train, relation_type_schema(split.train), cfg, out, per_relation=n)
     c = m["counts"]
     console.print(f"{c['kept']} synthetic samples for {c['relations']} relations ({m['generator']}, {m['rounds']} "
-                  f"round(s)) -> {out / m['file']}")
+                  f"of at most {m['max_rounds']} round(s)) -> {out / m['file']}")
+    if m["relations_short"]:
+        console.print(f"  {len(m['relations_short'])} relation(s) short of {n} samples after the last round")
     console.print(f"  acceptance {c['valid']}/{c['samples']} = {m['acceptance_rate']:.1%}; cache hits "
                   f"{c['cache_hits']}, generated {c['generated']}; {m['tokens']} tokens in {m['seconds']:.1f} s "
                   f"({m['tokens_per_s']:.1f} tok/s); type check {'on' if m['type_check'] else 'off (no types)'}")

@@ -67,23 +67,27 @@ class ResourcesConfig(StrictModel):
 
 
 class SamplingConfig(StrictModel):
-    temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(256, gt=0)
+    """How a generator samples (shared by the stages it serves; each stage sets its own token budget)."""
+
+    temperature: float = Field(0.1, ge=0.0, description="0 = greedy (reference code UESTC-GQJ/TKRE: 0.1)")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling (reference code: 0.95)")
     seed: int = Field(0, description="base sampling seed (each row's seed is derived from it and the row's cache key)")
     n: int = Field(1, ge=1, description="completions per prompt")
+
+    def decoding(self, max_new_tokens: int) -> "DecodingConfig":
+        """The per-call parameters a backend gets: these settings plus one stage's token budget."""
+        return DecodingConfig(**self.model_dump(), max_new_tokens=max_new_tokens)
+
+
+class DecodingConfig(SamplingConfig):
+    """What one generation call uses: a generator's sampling settings and the stage's new-token budget."""
+
+    max_new_tokens: int = Field(..., gt=0, description="new tokens per completion (set by the stage)")
 
     def key(self) -> dict:
         """The parameters that change a completion (part of every generation cache key)."""
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
                 "seed": self.seed}
-
-
-class PromptTemplates(StrictModel):
-    edkg: str | None = Field(None, description="override the EDKG template (see tkre/generate/prompts.py)")
-    scdg: str | None = Field(None, description="override the SCDG template")
-    scdg_example: str | None = Field(None, description="override the SCDG per-sample schema block")
-    system: str | None = Field(None, description="optional system message sent before every prompt")
 
 
 class VLLMConfig(StrictModel):
@@ -103,27 +107,69 @@ class OpenAIConfig(StrictModel):
     retry_base_s: float = Field(0.5, ge=0.0, description="first back-off wait; doubles on every retry")
 
 
-class GenerationConfig(StrictModel):
-    """LLM knowledge generation (EDKG explanations, SCDG synthetic samples)."""
+class GeneratorConfig(StrictModel):
+    """One LLM generator: which model, where it runs, how it samples (EDKG's, and SCDG's unless set)."""
 
     backend: Literal["hf", "vllm", "openai"] = Field("hf", description="generation backend")
-    model: str = Field(EMBEDDED_GENERATOR, description="HF id, local path, server model name or embedded:smollm2")
-    per_relation: int | None = Field(None, gt=0, description="synthetic samples asked per relation (default: K)")
-    batch_size: int = Field(16, ge=1, description="prompts per batch")
-    concurrency: int = Field(1, ge=1, description="actors in the generation pool")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    prompts: PromptTemplates = Field(default_factory=PromptTemplates)
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
-    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
-    cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
+    model: str = Field(EMBEDDED_GENERATOR, description="HF id, local path, server model name or embedded:smollm2 "
+                                                       "(paper: meta-llama/Llama-2-13b-chat-hf)")
     revision: str | None = Field(None, description="model revision (Hub models; part of the cache key)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs")
+    batch_size: int = Field(16, ge=1, description="prompts per batch")
+    concurrency: int = Field(1, ge=1, description="actors in the generation pool")
     threads_per_actor: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cores / actors)")
-    explanation_max_new_tokens: int = Field(64, gt=0, description="EDKG: new tokens per explanation")
-    samples_per_prompt: int = Field(4, ge=1, description="SCDG: new samples asked for in one prompt")
-    prompt_examples: int = Field(4, ge=1, description="SCDG: golden samples shown in one prompt")
-    max_rounds: int = Field(1, ge=1, description="SCDG: generation rounds while relations lack samples "
-                                                 "(1 keeps the CPU quickstart in budget)")
+    cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    system_prompt: str | None = Field(None, description="optional system message sent before every prompt")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    price_per_m_input_tokens: float | None = Field(
+        None, ge=0.0, description="USD per million input tokens, for cost reports (None = unknown; 0 for local models)")
+    price_per_m_output_tokens: float | None = Field(
+        None, ge=0.0, description="USD per million output tokens, for cost reports (None = unknown; 0 for local models)")
+
+    @property
+    def name(self) -> str:
+        """`backend:model`, the generator's name in results rows."""
+        return f"{self.backend}:{self.model}"
+
+
+class EDKGConfig(StrictModel):
+    """Explanation-driven knowledge generation: one explanation per golden example (method section 1)."""
+
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="the explanation generator")
+    max_new_tokens: int = Field(1024, gt=0, description="new tokens per explanation (reference code: 1024; the "
+                                                        "paper's explanations run 150-250 words)")
+    prompt: str | None = Field(None, description="override the EDKG template (see tkre/generate/prompts.py)")
+
+
+class SCDGConfig(StrictModel):
+    """Schema-constrained data generation: synthetic samples per relation, in rounds (method section 2)."""
+
+    generator: GeneratorConfig | None = Field(
+        None, description="the sample generator (None = EDKG's whole generator section)")
+    samples_per_relation: int | None = Field(
+        None, gt=0, description="synthetic samples asked per relation (None = K: the paper doubles the K-shot set)")
+    samples_per_prompt: int = Field(8, ge=1, description="new samples asked for in one prompt (reference code: "
+                                                         "\"Generate eight more samples\")")
+    prompt_examples: int = Field(8, ge=1, description="golden samples shown in one prompt (reference code: up to 8)")
+    max_rounds: int = Field(10, ge=1, description="rounds while relations lack samples; each round tops up only "
+                                                  "the relations short of their target (reference code: 10 attempts)")
+    tokens_per_sample: int = Field(128, gt=0, description="new-token allowance per sample asked (reference code: "
+                                                          "1024 new tokens for 8 samples)")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="new tokens per completion (None = tokens_per_sample x samples_per_prompt)")
+    prompt: str | None = Field(None, description="override the SCDG template (see tkre/generate/prompts.py)")
+    example_prompt: str | None = Field(None, description="override the SCDG per-sample schema block")
+
+    @property
+    def new_tokens(self) -> int:
+        """The new-token budget of one completion, sized for the samples one prompt asks for."""
+        return self.max_new_tokens or self.tokens_per_sample * self.samples_per_prompt
+
+    def with_generator(self, edkg_generator: GeneratorConfig) -> "SCDGConfig":
+        """This section with its generator resolved (its own, else EDKG's whole generator)."""
+        return self if self.generator is not None else self.model_copy(update={"generator": edkg_generator})
 
 
 class StageConfig(StrictModel):
@@ -188,8 +234,9 @@ class FinetuneConfig(StrictModel):
         "share of the optimizer steps with a linear learning-rate warm-up (TYP Marker's and the reference "
         "code's 0.1; the paper does not say)"))
     weight_decay: float = Field(0.01, ge=0.0)
-    synthetic_per_relation: int | None = Field(
-        None, ge=0, description="cap on synthetic examples per relation (None = all; 0 = golden only)")
+    synthetic_cap_per_relation: int | None = Field(
+        None, ge=0, description="cap on synthetic examples per relation used in fine-tuning (None = all; 0 = golden "
+                                "only); how many are asked is scdg.samples_per_relation")
     seed: int = 42
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     use_types: bool | None = Field(
@@ -217,7 +264,8 @@ class ExperimentConfig(StrictModel):
     name: str = "experiment"
     data: DataConfig = Field(default_factory=DataConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    edkg: EDKGConfig = Field(default_factory=EDKGConfig)
+    scdg: SCDGConfig = Field(default_factory=SCDGConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     storage_path: str = Field("~/tkre_runs", description="artifacts + results: local dir or pyarrow.fs URI")
@@ -230,6 +278,19 @@ class ExperimentConfig(StrictModel):
                 f"differ, so golden-only and TKRE runs would fine-tune different encoders; set both to the same "
                 f"model, or finetune.allow_different_encoder: true to do this on purpose")
         return self
+
+    def resolved_scdg(self) -> SCDGConfig:
+        """The SCDG section with its generator resolved (None inherits EDKG's whole generator)."""
+        return self.scdg.with_generator(self.edkg.generator)
+
+    def synthetic_asked(self) -> int:
+        """Synthetic samples asked per relation: scdg.samples_per_relation, else K (0 when SCDG is off)."""
+        return (self.scdg.samples_per_relation or self.data.k) if self.stages.scdg else 0
+
+    def active_generators(self) -> list[GeneratorConfig]:
+        """The generators the enabled stages use (EDKG's, then SCDG's resolved one)."""
+        out = [self.edkg.generator] if self.stages.edkg else []
+        return out + ([self.resolved_scdg().generator] if self.stages.scdg else [])
 
 
 M = TypeVar("M", bound=BaseModel)

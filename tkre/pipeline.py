@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tkre import __version__
 from tkre.artifacts import Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path
-from tkre.config import ExperimentConfig, GenerationConfig, PretrainConfig
+from tkre.config import EDKGConfig, ExperimentConfig, GeneratorConfig, PretrainConfig, SCDGConfig
 from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
@@ -38,15 +38,30 @@ log = logging.getLogger(__name__)
 
 STAGES = ("split", "edkg", "scdg", "stage1", "stage2", "finetune")
 
-# Config fields that do not change a stage's output (throughput, places, retries): left out of keys.
-_GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True, "per_relation": True,
+# Config fields that do not change a stage's output (throughput, places, retries, prices): left out of keys.
+_GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True,
+                   "price_per_m_input_tokens": True, "price_per_m_output_tokens": True,
                    "vllm": {"num_replicas", "batch_size", "gpu_memory_utilization"},
                    "openai": {"timeout_s", "max_retries", "concurrency", "api_key_env"}}
 _STAGE2_ONLY = {"stage2", "tau", "lambda1", "lambda2", "negative_span", "negative_span_min", "negative_span_max"}
 
 
-def generation_key_config(gen: GenerationConfig) -> dict:
+def generator_key_config(gen: GeneratorConfig) -> dict:
     return gen.model_dump(exclude=_GEN_NOT_IN_KEY)
+
+
+def edkg_key_config(edkg: EDKGConfig) -> dict:
+    """What changes the explanation corpus: EDKG's generator and its own settings (nothing of SCDG's)."""
+    return {**edkg.model_dump(exclude={"generator"}), "generator": generator_key_config(edkg.generator)}
+
+
+def scdg_key_config(scdg: SCDGConfig, samples_per_relation: int) -> dict:
+    """What changes the synthetic set: SCDG's resolved generator, its settings and the samples asked."""
+    if scdg.generator is None:
+        raise ValueError("scdg_key_config needs the resolved SCDG section (ExperimentConfig.resolved_scdg())")
+    return {**scdg.model_dump(exclude={"generator", "samples_per_relation", "max_new_tokens", "tokens_per_sample"}),
+            "new_tokens": scdg.new_tokens, "samples_per_relation": samples_per_relation,
+            "generator": generator_key_config(scdg.generator)}
 
 
 def stage1_key_config(p: PretrainConfig) -> dict:
@@ -122,25 +137,31 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     relations_in_split = sorted({ex.relation for ex in golden})
 
     # ---------------------------------------------------------------- generation
-    gen_cfg = generation_key_config(cfg.generation)
-    gen_cache = cfg.generation.cache_dir or str(store.local_root.parent / "generation_cache")
-    generation = cfg.generation.model_copy(update={"cache_dir": gen_cache})
+    gen_cache = str(store.local_root.parent / "generation_cache")
+
+    def with_cache(gen: GeneratorConfig) -> GeneratorConfig:
+        return gen if gen.cache_dir else gen.model_copy(update={"cache_dir": gen_cache})
+
     if cfg.stages.edkg:
         from tkre.generate import generate_explanations
 
-        key = artifact_key("edkg", gen_cfg, {"split": split_key})
+        edkg = cfg.edkg.model_copy(update={"generator": with_cache(cfg.edkg.generator)})
+        edkg_cfg = edkg_key_config(cfg.edkg)
+        key = artifact_key("edkg", edkg_cfg, {"split": split_key})
         arts["edkg"] = store.get_or_create(
-            "edkg", key, lambda out: _in_slot(store, generate_explanations, golden, generation, out),
-            config=gen_cfg, inputs={"split": split_key})
+            "edkg", key, lambda out: _in_slot(store, generate_explanations, golden, edkg, out),
+            config=edkg_cfg, inputs={"split": split_key})
     if cfg.stages.scdg:
         from tkre.generate import generate_synthetic
 
-        per_relation = cfg.generation.per_relation or cfg.data.k
-        scdg_cfg = {**gen_cfg, "per_relation": per_relation}
+        per_relation = cfg.synthetic_asked()
+        resolved = cfg.resolved_scdg()
+        scdg = resolved.model_copy(update={"generator": with_cache(resolved.generator)})
+        scdg_cfg = scdg_key_config(resolved, per_relation)
         key = artifact_key("scdg", scdg_cfg, {"split": split_key})
         arts["scdg"] = store.get_or_create(
             "scdg", key, lambda out: _in_slot(store, generate_synthetic, golden, relation_type_schema(golden),
-                                              generation, out, per_relation=per_relation,
+                                              scdg, out, per_relation=per_relation,
                                               relations=relations_in_split),
             config=scdg_cfg, inputs={"split": split_key})
     synthetic = None
@@ -196,7 +217,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     inputs = {"split": split_key, "data": dataset.data_hash, **({"init": init_key} if init_key else {}),
               **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
     key = artifact_key("finetune", ft_cfg, inputs)
-    ft_synthetic = synthetic if cfg.finetune.synthetic_per_relation != 0 else None
+    ft_synthetic = synthetic if cfg.finetune.synthetic_cap_per_relation != 0 else None
     arts["finetune"] = store.get_or_create(
         "finetune", key, lambda out: run_finetune(
             ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
@@ -213,15 +234,16 @@ def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, art
                 seconds: dict[str, float]) -> dict[str, Any]:
     """The flat, traceable results row of one experiment."""
     metrics = artifacts["finetune"].summary
-    generator = (f"{cfg.generation.backend}:{cfg.generation.model}"
-                 if (cfg.stages.edkg or cfg.stages.scdg) else "none")
+    generator = cfg.edkg.generator.name if cfg.stages.edkg else "none"
+    scdg_generator = cfg.resolved_scdg().generator.name if cfg.stages.scdg else "none"
     row: dict[str, Any] = {
         "experiment": cfg.name, "dataset": dataset_name, "data_hash": data_hash, "k": cfg.data.k,
         "seed": cfg.data.seed, "protocol": cfg.data.protocol, "generator": generator,
+        "scdg_generator": scdg_generator,
         "encoder": cfg.pretrain.encoder if (cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2)
         else cfg.finetune.encoder,
         "backbone": cfg.finetune.backbone, "masking": cfg.pretrain.masking,
-        "synthetic_per_relation": (cfg.generation.per_relation or cfg.data.k) if cfg.stages.scdg else 0,
+        "synthetic_asked": cfg.synthetic_asked(),
         "tkre_version": __version__,
         "dev_micro_f1": metrics.get("dev_micro_f1"), "test_micro_f1": metrics.get("test_micro_f1", metrics.get("micro_f1")),
         "test_macro_f1": metrics.get("test_macro_f1", metrics.get("macro_f1")),

@@ -97,7 +97,7 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["variant"] = ok["variant"].where(ok["variant"].notna(), ok.get("variant_kind"))
-    keys = ["dataset", "k", "backbone", "variant", "generator", "synthetic_per_relation"]
+    keys = ["dataset", "k", "backbone", "variant", "generator", "synthetic_asked"]
     keys = [k for k in keys if k in ok]
     rows = []
     for cell, g in ok.groupby(keys, dropna=False, sort=True):
@@ -242,8 +242,8 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     parts += ["## Results", "", text_table, ""]
     plots: list[Path] = []
     ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
-    if "synthetic_per_relation" in ok and ok["synthetic_per_relation"].nunique() > 1:
-        plots.append(_plot_line(ok, "synthetic_per_relation", out_dir / "f1_vs_synthetic.png",
+    if "synthetic_asked" in ok and ok["synthetic_asked"].nunique() > 1:
+        plots.append(_plot_line(ok, "synthetic_asked", out_dir / "f1_vs_synthetic.png",
                                 "F1 vs synthetic samples per relation", "synthetic samples per relation"))
     if "generator" in ok and ok["generator"].nunique() > 1:
         plots.append(_plot_bars(ok, "generator", out_dir / "f1_per_generator.png", "F1 per generator"))

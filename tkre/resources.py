@@ -57,10 +57,12 @@ def trial_requests(cfg: ExperimentConfig) -> list[Request]:
     if cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2:
         out.append(Request("pretrain", cfg.pretrain.resources.num_workers, cfg.pretrain.resources.per_worker()))
     out.append(Request("finetune", cfg.finetune.resources.num_workers, cfg.finetune.resources.per_worker()))
-    gen = cfg.generation
-    if gen.backend == "vllm" and (cfg.stages.edkg or cfg.stages.scdg):
-        out.append(Request("generation", gen.vllm.num_replicas,
-                           {"CPU": VLLM_CPUS_PER_REPLICA, "GPU": float(gen.vllm.tensor_parallel_size)}))
+    layouts = []  # EDKG's and SCDG's generators run one after the other: one request per distinct layout
+    for gen in cfg.active_generators():
+        layout = (gen.vllm.num_replicas, float(gen.vllm.tensor_parallel_size))
+        if gen.backend == "vllm" and layout not in layouts:
+            layouts.append(layout)
+            out.append(Request("generation", layout[0], {"CPU": VLLM_CPUS_PER_REPLICA, "GPU": layout[1]}))
     return out
 
 

@@ -258,8 +258,9 @@ def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
     return rows
 
 
-_ROW_KEYS = {"experiment", "dataset", "data_hash", "k", "seed", "protocol", "generator", "encoder", "backbone",
-             "masking", "synthetic_per_relation", "synthetic_kept", "dev_micro_f1", "test_micro_f1",
+_ROW_KEYS = {"experiment", "dataset", "data_hash", "k", "seed", "protocol", "generator", "scdg_generator", "encoder",
+             "backbone",
+             "masking", "synthetic_asked", "synthetic_kept", "dev_micro_f1", "test_micro_f1",
              "test_macro_f1", "best_epoch", "epoch_history", "experiment_config", "epoch"}
 _ROW_PREFIXES = {"artifact", "reused", "seconds"}
 

@@ -48,7 +48,7 @@ def select_training_set(golden: Sequence[RelationExample], synthetic: Sequence[R
         pool = sorted(by_rel.get(rel, []), key=lambda ex: stable_hash([seed, ex.id, ex.text]))
         chosen.extend(pool if per_relation is None else pool[:per_relation])
     counts = {"golden": len(golden), "synthetic_available": sum(len(v) for v in by_rel.values()),
-              "synthetic_used": len(chosen), "synthetic_per_relation_cap": per_relation,
+              "synthetic_used": len(chosen), "synthetic_cap_per_relation": per_relation,
               "synthetic_unknown_relation_skipped": dict(skipped)}
     return list(golden) + chosen, counts
 
@@ -83,7 +83,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
         raise ConfigError("empty label set")
     if no_relation not in relations:
         raise ConfigError(f"no-relation class {no_relation!r} is not in the label set")
-    examples, counts = select_training_set(train, synthetic, relations, cfg.synthetic_per_relation, cfg.seed)
+    examples, counts = select_training_set(train, synthetic, relations, cfg.synthetic_cap_per_relation, cfg.seed)
     if not examples:
         raise DataError("no training examples")
     coverage = _coverage_warnings(examples, dev, relations, no_relation)

@@ -4,14 +4,18 @@ Pure functions, no model and no Ray. One completion holds zero or more samples i
 `tkre.generate.prompts.SCDG_EXAMPLE_TEMPLATE`; each sample is cut out with regular expressions at
 its field labels, then validated:
 
-1. it parses (every field label present; `truncated` when the completion stops mid-sample);
+1. it parses (every field label present; `truncated` when the completion stops mid-sample). The
+   `Head Type` / `Tail Type` lines are optional: datasets without entity types (SemEval) have none;
+   for typed datasets a missing type is rejected in step 4 as `missing_type`;
 2. the relation is the one asked for;
 3. context, head and tail are non-empty and both entities occur in the context as whole tokens
    (tokenised like the data layer's generic format, matched case-insensitively); when an entity
    occurs more than once, the (head, tail) occurrence pair that does not overlap and lies closest
    together is taken, ties broken by the earliest head, then the earliest tail (deterministic);
 4. the (head type, tail type) pair is in the relation's schema -- skipped when the dataset has no
-   entity types (SemEval: the type lines stay empty);
+   entity types (SemEval). Type names are compared normalised, as the reference code
+   (UESTC-GQJ/TKRE) does: case, spaces, hyphens and underscores do not matter (`STATE OR PROVINCE`
+   = `STATE_OR_PROVINCE`), and aliases map to the dataset's name (MISCELLANEOUS -> MISC);
 5. the context is not a copy of a golden context or of an earlier accepted synthetic one.
 """
 
@@ -51,6 +55,9 @@ _LABEL = {
     "tail_type": r"tail\s+type",
 }
 _FIELD_ORDER = ("context", "head", "head_type", "tail", "tail_type")
+_OPTIONAL_FIELDS = {"head_type", "tail_type"}
+#: Type names an LLM writes for a dataset's (normalised) type name (reference code: MISCELLANEOUS -> MISC).
+TYPE_ALIASES = {"MISCELLANEOUS": "MISC", "ORGANISATION": "ORGANIZATION"}
 _SAMPLE_START = re.compile(r"(?im)(?:^|(?<=\s)|(?<=[*#]))relation\s*:")
 _DECORATION = " \t\r\n.\"'`*_[]"
 
@@ -116,6 +123,8 @@ def _parse_one(chunk: str, *, last: bool) -> ParsedSample:
     cursor = pos
     for name in _FIELD_ORDER:
         m = re.compile(rf"(?i)\b{_LABEL[name]}\s*:").search(chunk, cursor)
+        if m is None and name in _OPTIONAL_FIELDS:
+            continue  # no type line (datasets without entity types)
         if m is None:
             # a completion that stops part-way through its last sample is truncated
             reason = TRUNCATED if last and not any(
@@ -132,10 +141,16 @@ def _parse_one(chunk: str, *, last: bool) -> ParsedSample:
         relation=_clean_value(values["relation"], single_line=True),
         context=_clean_context(values["context"]),
         head=_clean_value(values["head"], single_line=True),
-        head_type=_clean_value(values["head_type"], single_line=True),
+        head_type=_clean_value(values.get("head_type", ""), single_line=True),
         tail=_clean_value(values["tail"], single_line=True),
-        tail_type=_clean_value(values["tail_type"], single_line=True),
+        tail_type=_clean_value(values.get("tail_type", ""), single_line=True),
     )
+
+
+def normalise_type(name: str) -> str:
+    """An entity type's comparison form: upper case, words joined by `_`, aliases resolved."""
+    norm = re.sub(r"[\s_\-]+", "_", name.strip(_DECORATION)).strip("_").upper()
+    return TYPE_ALIASES.get(norm, norm)
 
 
 def normalise_relation(name: str) -> str:
@@ -179,6 +194,8 @@ class SampleValidator:
         self.golden_contexts = {context_key(ex.tokens) for ex in golden}
         self.type_pairs = {rel: {tuple(p) for p in pairs} for rel, pairs in (type_pairs or {}).items()}
         self.known_types = {t for pairs in self.type_pairs.values() for p in pairs for t in p}
+        #: normalised type name -> the dataset's spelling
+        self.canonical_types = {normalise_type(t): t for t in sorted(self.known_types)}
         self.synthetic_contexts: set[str] = set()
 
     @property
@@ -213,11 +230,11 @@ class SampleValidator:
         if self.uses_types and allowed:
             if not sample.head_type or not sample.tail_type:
                 return reject(MISSING_TYPE, f"{sample.head_type!r} / {sample.tail_type!r}")
-            canon = {t.lower(): t for t in self.known_types}
             for value in (sample.head_type, sample.tail_type):
-                if value.lower() not in canon:
+                if normalise_type(value) not in self.canonical_types:
                     return reject(UNKNOWN_TYPE, value)
-            subj_type, obj_type = canon[sample.head_type.lower()], canon[sample.tail_type.lower()]
+            subj_type = self.canonical_types[normalise_type(sample.head_type)]
+            obj_type = self.canonical_types[normalise_type(sample.tail_type)]
             if (subj_type, obj_type) not in allowed:
                 return reject(TYPE_PAIR_NOT_IN_SCHEMA, f"({subj_type}, {obj_type})")
         key = context_key(tokens)

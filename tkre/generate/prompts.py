@@ -1,9 +1,12 @@
 """Prompt templates for knowledge generation, in one place (see shared/method.md sections 1-2).
 
 - EDKG: ask the LLM to explain, from the text, why the subject holds the relation with the object.
+  As in the reference code (UESTC-GQJ/TKRE) the prompt sets no length: the paper's explanations run
+  150-250 words, bounded only by `edkg.max_new_tokens`.
 - SCDG: show golden samples of one relation in a fixed schema and ask for N more in the same schema.
 
-Templates are `str.format` strings; every one can be overridden from `GenerationConfig.prompts`.
+Templates are `str.format` strings; every one can be overridden (`edkg.prompt`, `scdg.prompt`,
+`scdg.example_prompt`; the system message is the generator's `system_prompt`).
 Prompts are plain user messages: the backends wrap them in the model's chat template when it has one
 (`as_chat_text`), or send them as chat messages (OpenAI-compatible servers, vLLM's chat stage).
 """
@@ -12,12 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tkre.config import PromptTemplates
 from tkre.data.records import RelationExample
 
 EDKG_TEMPLATE = (
-    "Read the text below and explain in two or three sentences why \"{subject}\" has the relation "
-    "\"{relation}\" with \"{object}\".\n\n"
+    "Take the text below and give an explanation of why the subject \"{subject}\" has the relation "
+    "\"{relation}\" with the object \"{object}\".\n\n"
     "Text: {text}\n"
     "Subject: {subject}\n"
     "Object: {object}\n"
@@ -48,29 +50,23 @@ SCDG_TEMPLATE = (
 SCDG_FIELDS = ("Relation", "Context", "Head Entity", "Head Type", "Tail Entity", "Tail Type")
 
 
-def _templates(overrides: PromptTemplates | None) -> dict[str, str]:
-    o = overrides or PromptTemplates()
-    return {"edkg": o.edkg or EDKG_TEMPLATE, "scdg": o.scdg or SCDG_TEMPLATE,
-            "scdg_example": o.scdg_example or SCDG_EXAMPLE_TEMPLATE}
+def edkg_prompt(ex: RelationExample, template: str | None = None) -> str:
+    """The EDKG prompt for one golden example (`template` overrides EDKG_TEMPLATE)."""
+    return (template or EDKG_TEMPLATE).format(text=ex.text, subject=ex.subject, object=ex.object,
+                                              relation=ex.relation)
 
 
-def edkg_prompt(ex: RelationExample, overrides: PromptTemplates | None = None) -> str:
-    """The EDKG prompt for one golden example."""
-    return _templates(overrides)["edkg"].format(text=ex.text, subject=ex.subject, object=ex.object,
-                                                relation=ex.relation)
-
-
-def scdg_example_block(ex: RelationExample, overrides: PromptTemplates | None = None) -> str:
-    return _templates(overrides)["scdg_example"].format(
+def scdg_example_block(ex: RelationExample, template: str | None = None) -> str:
+    return (template or SCDG_EXAMPLE_TEMPLATE).format(
         relation=ex.relation, text=ex.text, subject=ex.subject, object=ex.object,
         subj_type=ex.subj_type or "", obj_type=ex.obj_type or "")
 
 
-def scdg_prompt(relation: str, examples: Sequence[RelationExample], n: int,
-                overrides: PromptTemplates | None = None) -> str:
+def scdg_prompt(relation: str, examples: Sequence[RelationExample], n: int, template: str | None = None,
+                example_template: str | None = None) -> str:
     """The SCDG prompt for one relation: `examples` in the schema, then the request for `n` more."""
-    blocks = "\n".join(scdg_example_block(ex, overrides) for ex in examples)
-    return _templates(overrides)["scdg"].format(relation=relation, examples=blocks, n=n)
+    blocks = "\n".join(scdg_example_block(ex, example_template) for ex in examples)
+    return (template or SCDG_TEMPLATE).format(relation=relation, examples=blocks, n=n)
 
 
 def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:

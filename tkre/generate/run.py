@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tkre.config import GenerationConfig, SamplingConfig
+from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
 from tkre.runtime import init_ray
@@ -54,7 +54,7 @@ class RunStats:
                 "tokens_per_s": round(self.tokens_per_s, 2), "error_samples": self.error_samples}
 
 
-def make_row(spec: BackendSpec, sampling: SamplingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:
+def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:
     """One generation row: its cache key, prompt and a seed derived from the key."""
     key = row_key(backend=spec.name, model=spec.model_id, revision=spec.revision, prompt=prompt,
                   sampling=sampling.key(), sample_index=sample_index)
@@ -64,7 +64,7 @@ def make_row(spec: BackendSpec, sampling: SamplingConfig, prompt: str, sample_in
 class GenerateUDF:
     """Ray Data callable class: builds the backend once per actor, then completes batches."""
 
-    def __init__(self, spec: BackendSpec, sampling: SamplingConfig):
+    def __init__(self, spec: BackendSpec, sampling: DecodingConfig):
         self.backend = spec.build()
         self.sampling = sampling
 
@@ -77,7 +77,7 @@ class GenerateUDF:
                 "error": [r.error or "" for r in results]}
 
 
-def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GenerationConfig, sampling: SamplingConfig,
+def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig,
                   cache: GenerationCache, *, desc: str = "generating") -> tuple[dict[str, dict], RunStats]:
     """Complete every row (dicts with key, prompt, seed). Returns key -> {text, tokens, error, cached}."""
     stats = RunStats()
@@ -103,7 +103,7 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GenerationConfig, sa
     return results, stats
 
 
-def _dataset(todo: list[dict], spec: BackendSpec, cfg: GenerationConfig, sampling: SamplingConfig):
+def _dataset(todo: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig):
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -114,7 +114,7 @@ def _dataset(todo: list[dict], spec: BackendSpec, cfg: GenerationConfig, samplin
     if spec.ray_native:
         from tkre.generate.backends.vllm import build_vllm_processor
 
-        return build_vllm_processor(cfg.model_copy(update={"sampling": sampling}))(ds)
+        return build_vllm_processor(cfg, sampling)(ds)
     return ds.map_batches(GenerateUDF, fn_constructor_kwargs={"spec": spec, "sampling": sampling},
                           batch_size=batch_size, compute=ActorPoolStrategy(size=cfg.concurrency),
                           num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)

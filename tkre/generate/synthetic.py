@@ -1,10 +1,14 @@
 """SCDG: synthetic samples per relation, generated in rounds until each relation has `per_relation`.
 
-Round t asks, for every relation still short of samples, ceil(missing / samples_per_prompt) prompts
-of `samples_per_prompt` new samples each; each prompt shows `prompt_examples` golden samples, rotated
-so that successive prompts show different ones. Completions are validated in a fixed order
-(relation, prompt), so the output does not depend on which actor finished first; valid samples
-beyond `per_relation` are kept in the rejects table as `surplus`.
+As in the paper (and the reference code UESTC-GQJ/TKRE, which asks again until every relation has
+its samples), generation goes on in rounds until every relation has its target or `max_rounds` is
+reached. Round t asks, only for the relations still short of samples, ceil(missing /
+samples_per_prompt) prompts of `samples_per_prompt` new samples each, with a new-token budget sized
+for that many samples (`SCDGConfig.new_tokens`); each prompt shows `prompt_examples` golden samples,
+rotated so that successive prompts show different ones, and every prompt has its own sample index
+(its own cache key and seed). Completions are validated in a fixed order (relation, prompt), so the
+output does not depend on which actor finished first; valid samples beyond `per_relation` are kept
+in the rejects table as `surplus`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tkre import __version__
-from tkre.config import GenerationConfig
+from tkre.config import SCDGConfig
 from tkre.data.records import RelationExample
 from tkre.generate import parse
 from tkre.generate.backends import backend_spec
@@ -34,14 +38,22 @@ def _rotated(examples: list[RelationExample], offset: int, count: int) -> list[R
     return [examples[(offset + i) % n] for i in range(min(count, n))]
 
 
-def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list[list[str]]], cfg: GenerationConfig,
+def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list[list[str]]], cfg: SCDGConfig,
                        out_dir: str | Path, *, per_relation: int, relations: list[str] | None = None) -> dict[str, Any]:
-    """Write out_dir/synthetic.parquet, rejects.parquet and manifest.json; return the manifest."""
+    """Write out_dir/synthetic.parquet, rejects.parquet and manifest.json; return the manifest.
+
+    `cfg.generator` must be resolved (`ExperimentConfig.resolved_scdg()` / `SCDGConfig.with_generator`)."""
+    from tkre.errors import ConfigError
+
+    if cfg.generator is None:
+        raise ConfigError("scdg.generator is not resolved: pass ExperimentConfig.resolved_scdg() (None inherits "
+                          "edkg.generator)")
     start = time.perf_counter()
     out = Path(out_dir)
-    spec = backend_spec(cfg)
-    sampling = cfg.sampling
-    cache = GenerationCache(cfg.cache_dir)
+    gen = cfg.generator
+    spec = backend_spec(gen)
+    sampling = gen.sampling.decoding(cfg.new_tokens)
+    cache = GenerationCache(gen.cache_dir)
     by_rel: dict[str, list[RelationExample]] = defaultdict(list)
     for ex in golden:
         by_rel[ex.relation].append(ex)
@@ -68,9 +80,9 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
                 g = prompts_used[r]
                 prompts_used[r] += 1
                 shown = _rotated(by_rel[r], g * cfg.prompt_examples, cfg.prompt_examples)
-                prompt = scdg_prompt(r, shown, spp, cfg.prompts)
+                prompt = scdg_prompt(r, shown, spp, cfg.prompt, cfg.example_prompt)
                 rows += [make_row(spec, sampling, prompt, g * sampling.n + j, relation=r) for j in range(sampling.n)]
-        results, round_stats = generate_rows(rows, spec, cfg, sampling, cache, desc=f"SCDG round {rnd + 1}")
+        results, round_stats = generate_rows(rows, spec, gen, sampling, cache, desc=f"SCDG round {rnd + 1}")
         stats.merge(round_stats)
         for row in rows:
             r, res = row["relation"], results[row["key"]]
@@ -89,6 +101,10 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
                 per_rel[r][reason] += 1
                 rejects.append({"relation": r, "reason": reason, "detail": o.detail, "raw": o.raw, "round": rnd + 1})
 
+    short = {r: len(kept[r]) for r in relations if len(kept[r]) < per_relation}
+    if short:
+        log.warning("SCDG: %d relation(s) still short of %d samples after %d round(s): %s", len(short), per_relation,
+                    rounds, ", ".join(f"{r} ({n})" for r, n in short.items()))
     examples = [ex for r in relations for ex in kept[r]]
     write_synthetic(examples, rejects, out)
     reasons = Counter(rej["reason"] for rej in rejects)
@@ -104,8 +120,8 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     manifest = {
         "kind": "synthetic", "tkre_version": __version__, "generator": spec.generator, "backend": spec.name,
         "model": spec.model_id, "revision": spec.revision, "file": SYNTHETIC_FILE, "rejects_file": REJECTS_FILE,
-        "per_relation": per_relation, "rounds": rounds, "type_check": validator.uses_types,
-        "relations_without_examples": no_examples,
+        "per_relation": per_relation, "rounds": rounds, "max_rounds": cfg.max_rounds,
+        "type_check": validator.uses_types, "relations_without_examples": no_examples, "relations_short": short,
         "counts": {"relations": len(relations), "prompts": stats.rows, "samples": total_samples,
                    "valid": total_valid, "kept": len(examples), "rejected": len(rejects),
                    "errors": reasons.get(parse.GENERATION_ERROR, 0), "cache_hits": stats.cache_hits,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tkre.generate.backends.base import Backend, BackendSpec, GenerationFailed, RowResult
 
 if TYPE_CHECKING:
-    from tkre.config import GenerationConfig
+    from tkre.config import GeneratorConfig
 
 #: backend name -> module with `spec(cfg)`
 BACKENDS = {
@@ -27,7 +27,7 @@ BACKENDS = {
 }
 
 
-def backend_spec(cfg: "GenerationConfig") -> BackendSpec:
+def backend_spec(cfg: "GeneratorConfig") -> BackendSpec:
     """Check the backend's requirements in the driver and describe how to build it."""
     from tkre.errors import ConfigError
 
@@ -36,8 +36,8 @@ def backend_spec(cfg: "GenerationConfig") -> BackendSpec:
     return importlib.import_module(BACKENDS[cfg.backend]).spec(cfg)
 
 
-def create_backend(cfg: "GenerationConfig") -> Backend:
-    """Build a backend in this process (no Ray): `create_backend(cfg).generate(prompts, cfg.sampling)`."""
+def create_backend(cfg: "GeneratorConfig") -> Backend:
+    """Build a backend in this process (no Ray): `create_backend(cfg).generate(prompts, cfg.sampling.decoding(n))`."""
     return backend_spec(cfg).build()
 
 

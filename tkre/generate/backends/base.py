@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tkre.config import SamplingConfig
+from tkre.config import DecodingConfig
 from tkre.errors import TkreError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class BackendSpec:
 class Backend:
     """prompts (plain user messages) -> completions. Subclasses implement `_generate_batch`."""
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig,
+    def generate(self, prompts: Sequence[str], sampling: DecodingConfig,
                  seeds: Sequence[int] | None = None) -> list[str]:
         """Texts for `prompts`, in order; raises GenerationFailed if any prompt failed."""
         results = self.generate_rows(prompts, sampling, seeds)
@@ -57,7 +57,7 @@ class Backend:
             raise GenerationFailed(f"{len(errors)} of {len(results)} prompts failed: " + "; ".join(errors[:3]))
         return [r.text or "" for r in results]
 
-    def generate_rows(self, prompts: Sequence[str], sampling: SamplingConfig,
+    def generate_rows(self, prompts: Sequence[str], sampling: DecodingConfig,
                       seeds: Sequence[int] | None = None) -> list[RowResult]:
         """One RowResult per prompt; never raises for a bad row (ray#59194: one bad row must not
         fail its batch). Empty prompts fail alone; if the batch fails, each row is retried alone."""
@@ -83,5 +83,5 @@ class Backend:
                         results[i] = RowResult(None, 0, f"{type(row_error).__name__}: {row_error}")
         return [r if r is not None else RowResult(None, 0, "no result") for r in results]
 
-    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
         raise NotImplementedError

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from tkre.config import EMBEDDED_GENERATOR, GenerationConfig, SamplingConfig
+from tkre.config import EMBEDDED_GENERATOR, DecodingConfig, GeneratorConfig
 from tkre.errors import ConfigError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
 from tkre.generate.prompts import as_chat_text
@@ -96,7 +96,7 @@ def _check_hub_model(name: str, revision: str | None) -> None:
                           + f"use a local model folder or {EMBEDDED_GENERATOR}") from None
 
 
-def spec(cfg: GenerationConfig) -> BackendSpec:
+def spec(cfg: GeneratorConfig) -> BackendSpec:
     import torch
 
     path, revision = resolve_generator(cfg.model)
@@ -108,7 +108,7 @@ def spec(cfg: GenerationConfig) -> BackendSpec:
     return BackendSpec(
         name="hf", cls="tkre.generate.backends.hf:HFBackend",
         init_kwargs={"model": path, "revision": cfg.revision, "device": "cuda" if use_cuda else "cpu",
-                     "threads": threads, "system": cfg.prompts.system},
+                     "threads": threads, "system": cfg.system_prompt},
         model_id=cfg.model, revision=revision, generator=f"hf:{_short(cfg.model)}",
         num_cpus=1.0, num_gpus=1.0 if use_cuda else 0.0)
 
@@ -136,7 +136,7 @@ class HFBackend(Backend):
         self.model = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=dtype).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
 
-    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
         import torch
 
         inputs = [as_chat_text(self.tokenizer, p, self.system) for p in prompts]

@@ -18,7 +18,7 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from tkre.config import GenerationConfig, SamplingConfig
+from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.errors import ConfigError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
 from tkre.generate.prompts import chat_messages
@@ -43,18 +43,18 @@ class Secret:
     __str__ = __repr__
 
 
-def spec(cfg: GenerationConfig) -> BackendSpec:
+def spec(cfg: GeneratorConfig) -> BackendSpec:
     o = cfg.openai
     key = os.environ.get(o.api_key_env) or None
     host = urlparse(o.base_url).hostname or ""
     if key is None and host.endswith("openai.com"):
         raise ConfigError(f"the openai backend needs an API key: set the environment variable {o.api_key_env} "
-                          f"(generation.openai.api_key_env names it)")
+                          f"(the generator's openai.api_key_env names it)")
     return BackendSpec(
         name="openai", cls="tkre.generate.backends.openai:OpenAIBackend",
         init_kwargs={"base_url": o.base_url, "model": cfg.model, "api_key": Secret(key), "timeout_s": o.timeout_s,
                      "max_retries": o.max_retries, "retry_base_s": o.retry_base_s, "concurrency": o.concurrency,
-                     "system": cfg.prompts.system},
+                     "system": cfg.system_prompt},
         model_id=cfg.model, revision=f"{o.base_url}|{cfg.revision or ''}", generator=f"openai:{cfg.model}",
         num_cpus=0.5)
 
@@ -68,7 +68,7 @@ class OpenAIBackend(Backend):
         self.concurrency = concurrency
         self.retries = 0  # retries done so far (for tests and logs)
 
-    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
         return asyncio.run(self._all(prompts, sampling, seeds))
 
     async def _all(self, prompts, sampling, seeds) -> list[RowResult]:
@@ -85,7 +85,7 @@ class OpenAIBackend(Backend):
                     return await self._request(session, prompt, sampling, seed)
             return list(await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds))))
 
-    async def _request(self, session, prompt: str, sampling: SamplingConfig, seed: int) -> RowResult:
+    async def _request(self, session, prompt: str, sampling: DecodingConfig, seed: int) -> RowResult:
         import aiohttp
 
         payload = {"model": self.model, "messages": chat_messages(prompt, self.system),

@@ -1,13 +1,13 @@
 """vLLM backend: Ray Data's LLM processor (`ray.data.llm.build_processor` + `vLLMEngineProcessorConfig`).
 
-Config mapping (GenerationConfig -> processor config, Ray 2.60 field names):
+Config mapping (GeneratorConfig -> processor config, Ray 2.60 field names):
   model                        -> model_source
   vllm.tensor_parallel_size    -> engine_kwargs["tensor_parallel_size"]
   vllm.max_model_len           -> engine_kwargs["max_model_len"]
   vllm.gpu_memory_utilization  -> engine_kwargs["gpu_memory_utilization"]
   vllm.num_replicas            -> concurrency=(n, n): a fixed pool of n engine replicas (= GPUs / TP)
   vllm.batch_size              -> batch_size
-  sampling                     -> per-row sampling_params (temperature, top_p, max_tokens, seed)
+  sampling + the stage's budget -> per-row sampling_params (temperature, top_p, max_tokens, seed)
   per-row error capture        -> should_continue_on_error=True (failed rows carry __inference_error__)
 
 The engine needs `vllm` (`pip install 'tkre[vllm]'`, GPU machines only); without it `spec()` fails
@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from tkre.config import GenerationConfig, SamplingConfig
+from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.errors import MissingDependencyError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
 from tkre.generate.prompts import chat_messages
@@ -34,13 +34,13 @@ def require_vllm() -> None:
                                      "(on a machine with a CUDA GPU), or use --backend hf / openai")
 
 
-def sampling_params(sampling: SamplingConfig, seed: int) -> dict[str, Any]:
+def sampling_params(sampling: DecodingConfig, seed: int) -> dict[str, Any]:
     """vLLM SamplingParams fields for one row."""
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
             "seed": int(seed), "n": 1}
 
 
-def processor_config(cfg: GenerationConfig):
+def processor_config(cfg: GeneratorConfig):
     """The real `vLLMEngineProcessorConfig` for `cfg` (builds without vLLM installed)."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
@@ -58,7 +58,7 @@ def processor_config(cfg: GenerationConfig):
     )
 
 
-def make_preprocess(sampling: SamplingConfig, system: str | None):
+def make_preprocess(sampling: DecodingConfig, system: str | None):
     """Row {key, prompt, seed, ...} -> the processor's input columns (messages + sampling_params)."""
     def preprocess(row: dict) -> dict:
         return {"key": row["key"], "messages": chat_messages(row["prompt"], system),
@@ -72,17 +72,17 @@ def postprocess(row: dict) -> dict:
             "tokens": int(row.get("num_generated_tokens") or 0), "error": None}
 
 
-def build_vllm_processor(cfg: GenerationConfig, *, check_installed: bool = True):
+def build_vllm_processor(cfg: GeneratorConfig, sampling: DecodingConfig, *, check_installed: bool = True):
     """`build_processor(processor_config(cfg), preprocess, postprocess)`; needs vLLM unless told not to check."""
     if check_installed:
         require_vllm()
     from ray.data.llm import build_processor
 
-    return build_processor(processor_config(cfg), preprocess=make_preprocess(cfg.sampling, cfg.prompts.system),
+    return build_processor(processor_config(cfg), preprocess=make_preprocess(sampling, cfg.system_prompt),
                            postprocess=postprocess)
 
 
-def spec(cfg: GenerationConfig) -> BackendSpec:
+def spec(cfg: GeneratorConfig) -> BackendSpec:
     require_vllm()
     return BackendSpec(name="vllm", cls="tkre.generate.backends.vllm:VLLMBackend",
                        init_kwargs={"cfg": cfg}, model_id=cfg.model, revision=cfg.revision or "main",
@@ -92,15 +92,14 @@ def spec(cfg: GenerationConfig) -> BackendSpec:
 class VLLMBackend(Backend):
     """The one interface on top of the processor: builds a Ray Dataset of the prompts and runs it."""
 
-    def __init__(self, cfg: GenerationConfig):
+    def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
 
-    def _generate_batch(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
         import ray
 
-        cfg = self.cfg.model_copy(update={"sampling": sampling})
         ds = ray.data.from_items([{"key": str(i), "prompt": p, "seed": s} for i, (p, s) in enumerate(zip(prompts, seeds))])
-        rows = {r["key"]: r for r in build_vllm_processor(cfg)(ds).take_all()}
+        rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
         return [row_result(rows.get(str(i))) for i in range(len(prompts))]
 
 
