@@ -207,6 +207,13 @@ class PretrainConfig(StrictModel):
         "own; the paper tracks no pre-training loss"))
     max_heldout: int = Field(128, ge=1, description="cap on the texts of that evaluation sample per stage")
     mixed_precision: bool | None = Field(None, description="bf16/fp16 autocast; default: on with GPUs, off on CPU")
+    mlm_head_init: Literal["random", "embeddings"] = Field("random", description=(
+        "MLM-head weights missing from the encoder's checkpoint (MiniLM ships without a head): random = "
+        "transformers' init (the paper's method as is); embeddings = transform as identity, decoder tied to the "
+        "input embeddings, output bias 0 (tkre option, tkre/pretrain/head.py)"))
+    mlm_head_warmup_epochs: int = Field(0, ge=0, description=(
+        "epochs of head-only MSLM (encoder frozen) on the stage-1 corpus before stage 1, with stage 1's lr and "
+        "batch size; 0 = off, the paper's method (tkre option for encoders without a trained head)"))
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @model_validator(mode="after")

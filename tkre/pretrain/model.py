@@ -48,17 +48,29 @@ class MSLMSCLModel(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, init: str, *, relations: list[str] | None = None, lambda1: float = 1.0,
-                        lambda2: float = 1.0, tau: float = 0.1, seed: int = 0) -> "MSLMSCLModel":
+                        lambda2: float = 1.0, tau: float = 0.1, seed: int = 0,
+                        head_init: str = "random") -> "MSLMSCLModel":
         """Load the masked LM from `init`; build (or reload, when saved beside it with the same
-        relations) the anchor table when `relations` is given. Deterministic for a given seed."""
+        relations) the anchor table when `relations` is given. Deterministic for a given seed.
+        head_init "embeddings": head weights missing from the checkpoint start as in
+        tkre.pretrain.head.init_missing_head instead of at random."""
         from transformers import AutoModelForMaskedLM
 
         path = check_init_dir(init)
         torch.manual_seed(seed)  # weights missing from the file (e.g. MiniLM's MLM head) start the same
         try:
-            mlm = AutoModelForMaskedLM.from_pretrained(path)
+            mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
         except (ValueError, OSError, KeyError) as e:
             raise TkreError(f"{path}: cannot load as a masked-LM encoder: {e}") from None
+        if head_init == "embeddings":
+            from tkre.pretrain.head import init_missing_head
+
+            done = init_missing_head(mlm, info["missing_keys"])
+            if done:
+                logger.info("%s: MLM head missing from the checkpoint initialised from the embeddings: %s",
+                            path, ", ".join(done))
+        elif head_init != "random":
+            raise TkreError(f"unknown mlm_head_init {head_init!r} (known: random, embeddings)")
         anchors = None
         if relations is not None:
             hidden = mlm.config.hidden_size

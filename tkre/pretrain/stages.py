@@ -36,13 +36,27 @@ logger = logging.getLogger(__name__)
 def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
                     explanations: list[dict] | None, out_dir, run_name: str | None = None,
                     storage_path: str | None = None, callbacks: list | None = None) -> dict:
-    """MSLM on explanations (mentions located in the explanation text) + golden texts."""
+    """MSLM on explanations (mentions located in the explanation text) + golden texts. With
+    `mlm_head_warmup_epochs`, a head-only MSLM run on the same corpus comes first (out_dir/head_warmup)
+    and stage 1 starts from it; its summary is kept under "head_warmup"."""
     counts: Counter = Counter()
     texts = from_explanations(explanations or [], counts) + from_examples(golden)
     counts["explanations"] = len(explanations or [])
     counts["golden"] = len(golden)
-    return _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
-                      out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
+    warm = None
+    if cfg.stage1.enabled and cfg.mlm_head_warmup_epochs > 0:
+        warm = _run_stage(cfg, cfg.stage1.model_copy(update={"epochs": cfg.mlm_head_warmup_epochs}), "head_warmup",
+                          init=init, texts=texts, relations=None, counts=counts, out_dir=Path(out_dir) / "head_warmup",
+                          run_name=f"{run_name or 'pretrain_stage1'}_head_warmup", storage_path=storage_path,
+                          callbacks=callbacks, head_only=True)
+        init = warm["checkpoint"]
+    summary = _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
+                         out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
+    if warm is not None:
+        summary["head_warmup"] = {k: warm[k] for k in ("init", "checkpoint", "heldout_mslm_loss_before",
+                                                       "heldout_mslm_loss_after", "history")}
+        atomic_write_json(Path(out_dir) / "summary.json", summary)
+    return summary
 
 
 def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
@@ -68,7 +82,8 @@ def heldout_sample(items: list, fraction: float, cap: int, seed: int) -> list:
 
 
 def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str, texts: list[SpanText],
-               relations: list[str] | None, counts: Counter, out_dir, run_name, storage_path, callbacks) -> dict:
+               relations: list[str] | None, counts: Counter, out_dir, run_name, storage_path, callbacks,
+               head_only: bool = False) -> dict:
     from transformers import AutoTokenizer
 
     out_dir = Path(out_dir)
@@ -101,7 +116,7 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
         negative_strategy=cfg.negative_span)
     task = PretrainTask(init_path=init_path, train_items=items, heldout_items=heldout, masking=masking,
                         relations=relations, lambda1=cfg.lambda1 if name == "stage2" else 1.0,
-                        lambda2=cfg.lambda2, tau=cfg.tau)
+                        lambda2=cfg.lambda2, tau=cfg.tau, head_init=cfg.mlm_head_init, head_only=head_only)
     before = _heldout_before(task)
     settings = LoopSettings(epochs=stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
                             grad_accum=cfg.grad_accum, warmup_ratio=cfg.warmup_ratio,
@@ -116,7 +131,8 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
     last = result.metrics_history[-1] if result.metrics_history else {}
     summary.update(
         checkpoint=str(checkpoint), texts=len(texts), train_texts=len(items), heldout_texts=len(heldout),
-        heldout_is_copy=True, counts=dict(counts), skipped=dict(skips),
+        heldout_is_copy=True, head_only=head_only, mlm_head_init=cfg.mlm_head_init, counts=dict(counts),
+        skipped=dict(skips),
         skipped_total=skips.get("entity_truncated", 0), masking=cfg.masking, scl=relations is not None,
         relations=relations, scl_skipped_examples=skips.get(SCL_SKIPPED, 0) if relations is not None else 0,
         heldout_mslm_loss_before=before.get("heldout_mslm_loss"),
@@ -175,7 +191,8 @@ def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path:
         synth = read_synthetic(synthetic) if synthetic else None
     out_dir = Path(out_dir)
     init_ray()
-    total = (cfg.stage1.epochs if cfg.stage1.enabled else 0) + (cfg.stage2.epochs if cfg.stage2.enabled else 0)
+    total = ((cfg.stage1.epochs + cfg.mlm_head_warmup_epochs if cfg.stage1.enabled else 0)
+             + (cfg.stage2.epochs if cfg.stage2.enabled else 0))
     progress = None
     if show_progress:
         from tkre.pretrain.progress import EpochProgress

@@ -31,10 +31,18 @@ class PretrainTask:
     lambda2: float = 1.0
     tau: float = 0.1
     eval_batch_size: int = 32
+    head_init: str = "random"  # PretrainConfig.mlm_head_init
+    head_only: bool = False    # train the MLM head alone (the head warm-up before stage 1)
 
     def build_model(self) -> MSLMSCLModel:
-        return MSLMSCLModel.from_pretrained(self.init_path, relations=self.relations, lambda1=self.lambda1,
-                                            lambda2=self.lambda2, tau=self.tau, seed=self.masking.seed)
+        model = MSLMSCLModel.from_pretrained(self.init_path, relations=self.relations, lambda1=self.lambda1,
+                                             lambda2=self.lambda2, tau=self.tau, seed=self.masking.seed,
+                                             head_init=self.head_init)
+        if self.head_only:
+            from tkre.pretrain.head import freeze_all_but_head
+
+            freeze_all_but_head(model.mlm)
+        return model
 
     def train_dataset(self) -> MaskedSpanDataset:
         return MaskedSpanDataset(self.train_items, self.masking)
