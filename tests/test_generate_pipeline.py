@@ -131,8 +131,20 @@ def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, g
     assert rows[0]["subject"] == examples[0].subject and rows[0]["text"] == examples[0].text
     assert all(r["explanation"] for r in rows)
     assert {r["generator"] for r in rows} == {f"hf:{Path(tiny_llama).name}"}
+    # input tokens = the chat-templated prompts' token counts; output tokens = the generated ones
+    from transformers import AutoTokenizer
+
+    from tkre.generate.prompts import as_chat_text, edkg_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    expected_in = sum(len(tok(as_chat_text(tok, edkg_prompt(ex, cfg.prompt), None), add_special_tokens=False)
+                          ["input_ids"]) for ex in examples)
+    assert m1["run"]["input_tokens"] == expected_in and m1["run"]["output_tokens"] == m1["tokens"]
+    assert m1["quality"]["explanations"] == 6 and m1["quality"]["explanation_words_mean"] > 0
     m2 = generate_explanations(examples, cfg, tmp_path / "b")
     assert m2["counts"]["cache_hits"] == 6 and m2["counts"]["generated"] == 0 and m2["tokens"] == 0
+    # the data set's tokens include cached rows: a run served from the cache reports what it cost
+    assert (m2["run"]["input_tokens"], m2["run"]["output_tokens"]) == (expected_in, m1["tokens"])
     assert [r["explanation"] for r in read_explanations(tmp_path / "b")] == [r["explanation"] for r in rows]
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["counts"]["written"] == 6 and manifest["generator"].startswith("hf:")
@@ -151,6 +163,20 @@ def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local,
     assert sum(m["reasons"].values()) == len(rejects)
     assert m["type_check"] is False  # SemEval: no types
     assert pq.read_table(tmp_path / "s" / "synthetic.parquet").schema.equals(ARROW_SCHEMA)
+    # the row statistics the generator comparison reads (tkre/generate/stats.py)
+    from tkre.generate.stats import role_stats
+
+    st = role_stats("scdg", m, backend="hf", base_url=None, price_in=None, price_out=None)
+    assert st["asked"] == 4 and st["kept"] == m["counts"]["kept"] and st["cost_usd"] == 0.0
+    assert st["input_tokens"] > st["prompts"] * 20 and 0 < st["output_tokens"] <= 4 * 12
+    assert st["parsed"] == m["counts"]["samples"] - sum(v for k, v in m["reasons"].items()
+                                                        if k in ("empty_output", "unparseable", "truncated",
+                                                                 "missing_field", "generation_error"))
+    assert json.loads(st["reasons_json"]) == m["reasons"]
+    assert json.loads(st["acceptance_json"]) == {r: {"asked": 2, "kept": m["acceptance"][r]["kept"]} for r in rels}
+    assert m["quality"]["samples"] == len(synthetic)
+    paid = role_stats("scdg", m, backend="openai", base_url="https://api.openai.com/v1", price_in=None, price_out=None)
+    assert paid["cost_usd"] is None and paid["price_known"] is False
 
 
 def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, golden, tmp_path):

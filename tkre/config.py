@@ -263,6 +263,8 @@ class StagesConfig(StrictModel):
     scdg: bool = True
     pretrain_stage1: bool = True
     pretrain_stage2: bool = True
+    finetune: bool = Field(True, description="fine-tune and test; false with both pre-training stages off is the "
+                                             "generation-only mode (generator comparisons: no F1 in the row)")
 
 
 class ExperimentConfig(StrictModel):

@@ -203,6 +203,8 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
         init, init_key = str(arts["stage2"].path / "checkpoint"), key
 
     # ---------------------------------------------------------------- fine-tuning + test
+    if not cfg.stages.finetune:  # generation-only mode (and pre-training without fine-tuning): no F1
+        return _finish(cfg, dataset, arts, timer, t_start)
     from tkre.finetune import run_finetune
     from tkre.finetune.encoder_recipes import apply_encoder_recipe
 
@@ -223,6 +225,10 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
             synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
             callbacks=callbacks), config=ft_cfg, inputs=inputs)
+    return _finish(cfg, dataset, arts, timer, t_start)
+
+
+def _finish(cfg: ExperimentConfig, dataset, arts: dict[str, Artifact], timer: _Timer, t_start: float) -> dict:
     for name, art in arts.items():
         timer.add(name, art.seconds)
     timer.add("total", time.perf_counter() - t_start)
@@ -230,10 +236,24 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
                        seconds=timer.seconds)
 
 
+def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact]) -> dict[str, Any]:
+    """`edkg.<stat>` / `scdg.<stat>` columns from the generation artifacts' summaries (tkre.generate.stats)."""
+    from tkre.generate.stats import role_stats
+
+    out: dict[str, Any] = {}
+    for role in ("edkg", "scdg"):
+        if role in artifacts:
+            gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
+            stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
+                               price_in=gen.price_per_m_input_tokens, price_out=gen.price_per_m_output_tokens)
+            out.update({f"{role}.{k}": v for k, v in stats.items()})
+    return out
+
+
 def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, artifacts: dict[str, Artifact],
                 seconds: dict[str, float]) -> dict[str, Any]:
     """The flat, traceable results row of one experiment."""
-    metrics = artifacts["finetune"].summary
+    metrics = artifacts["finetune"].summary if "finetune" in artifacts else {}
     generator = cfg.edkg.generator.name if cfg.stages.edkg else "none"
     scdg_generator = cfg.resolved_scdg().generator.name if cfg.stages.scdg else "none"
     row: dict[str, Any] = {
@@ -257,6 +277,7 @@ def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, art
         row[f"reused.{stage}"] = art.reused if art else None
     for stage, s in seconds.items():
         row[f"seconds.{stage}"] = s
+    row.update(generation_stats(cfg, artifacts))
     if "scdg" in artifacts:
         summ = artifacts["scdg"].summary
         row["synthetic_kept"] = summ.get("kept", summ.get("accepted"))

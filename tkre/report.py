@@ -94,6 +94,8 @@ def _fmt(mean: float, std: float, n: int) -> str:
 def results_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over seeds) of test micro-F1 in %, per cell, with the paper's number beside it."""
     ok = df[(df.get("status") == "ok") & (~df["phase"].astype(str).str.startswith("search"))].copy()
+    if "test_micro_f1" in ok:
+        ok = ok[ok["test_micro_f1"].notna()]  # generation-only trials have no F1
     if ok.empty:
         return pd.DataFrame()
     ok["variant"] = ok["variant"].where(ok["variant"].notna(), ok.get("variant_kind"))
@@ -238,15 +240,16 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
              f"{len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in df["status"].value_counts().items()) + ".",
              "Test micro-F1 in %, mean ± std over seeds (no-relation class excluded); the best epoch is "
              "chosen on dev. `paper %` is the IJCAI 2025 paper's RoBERTa-large number for the same cell.", ""]
-    text_table = _markdown(table) if not table.empty else "(no finished grid/evaluate trials)"
+    text_table = _markdown(table) if not table.empty else "(no finished grid/evaluate trials with test scores)"
     parts += ["## Results", "", text_table, ""]
     plots: list[Path] = []
     ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
-    if "synthetic_asked" in ok and ok["synthetic_asked"].nunique() > 1:
-        plots.append(_plot_line(ok, "synthetic_asked", out_dir / "f1_vs_synthetic.png",
+    scored = ok[ok["test_micro_f1"].notna()] if "test_micro_f1" in ok else ok.iloc[0:0]
+    if "synthetic_asked" in scored and scored["synthetic_asked"].nunique() > 1:
+        plots.append(_plot_line(scored, "synthetic_asked", out_dir / "f1_vs_synthetic.png",
                                 "F1 vs synthetic samples per relation", "synthetic samples per relation"))
-    if "generator" in ok and ok["generator"].nunique() > 1:
-        plots.append(_plot_bars(ok, "generator", out_dir / "f1_per_generator.png", "F1 per generator"))
+    if "generator" in scored and scored["generator"].nunique() > 1:
+        plots.append(_plot_bars(scored, "generator", out_dir / "f1_per_generator.png", "F1 per generator"))
     search = df[df["phase"].astype(str).str.startswith("search")]
     space = (plan.get("sweep", {}).get("search") or {}).get("space")
     if not search.empty and space:
@@ -263,6 +266,12 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
                       f"{s.get('metric', 'dev_micro_f1')} = {100 * best.value:.1f}% with "
                       + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
                                   for k, v in best.params.items()), ""]
+    from tkre.report_generators import generator_report
+
+    generators = generator_report(ok, out_dir)
+    if generators is not None:
+        parts += [generators.markdown]
+        plots += generators.plots
     failed = df[df["status"] == "error"]
     if not failed.empty:
         parts += ["## Failed trials", ""] + [f"- `{r['trial_id']}`: {str(r['error']).splitlines()[0][:300]}"

@@ -262,7 +262,7 @@ _ROW_KEYS = {"experiment", "dataset", "data_hash", "k", "seed", "protocol", "gen
              "backbone",
              "masking", "synthetic_asked", "synthetic_kept", "dev_micro_f1", "test_micro_f1",
              "test_macro_f1", "best_epoch", "epoch_history", "experiment_config", "epoch"}
-_ROW_PREFIXES = {"artifact", "reused", "seconds"}
+_ROW_PREFIXES = {"artifact", "reused", "seconds", "edkg", "scdg"}  # edkg./scdg.: generation statistics
 
 
 def _best_points(rows: list[dict], sweep: SweepConfig, phases: list[Phase]) -> list[dict]:

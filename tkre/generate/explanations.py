@@ -21,6 +21,7 @@ from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import EXPLANATIONS_FILE, write_explanations, write_manifest
 from tkre.generate.prompts import edkg_prompt
+from tkre.generate.quality import explanation_quality
 from tkre.generate.run import generate_rows, make_row
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def generate_explanations(golden: list[RelationExample], cfg: EDKGConfig, out_di
         "tokens": stats.tokens, "seconds": round(time.perf_counter() - start, 3),
         "tokens_per_s": round(stats.tokens_per_s, 2), "run": stats.as_dict(),
         "sampling": sampling.model_dump(), "cache_dir": str(cache.root),
+        "quality": explanation_quality([w["explanation"] for w in written]),
     }
     write_manifest(manifest, out)
     return manifest

@@ -37,6 +37,8 @@ class RunStats:
     errors: int = 0
     tokens: int = 0  # generated in this run (cache hits excluded)
     seconds: float = 0.0
+    input_tokens: int = 0  # prompt tokens of every row, cache hits included (what the data set cost)
+    output_tokens: int = 0  # generated tokens of every row, cache hits included
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -44,14 +46,16 @@ class RunStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     def merge(self, other: "RunStats") -> None:
-        for name in ("rows", "cache_hits", "generated", "errors", "tokens", "seconds"):
+        for name in ("rows", "cache_hits", "generated", "errors", "tokens", "seconds", "input_tokens",
+                     "output_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.error_samples = (self.error_samples + other.error_samples)[:5]
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "cache_hits": self.cache_hits, "generated": self.generated,
                 "errors": self.errors, "tokens": self.tokens, "seconds": round(self.seconds, 3),
-                "tokens_per_s": round(self.tokens_per_s, 2), "error_samples": self.error_samples}
+                "tokens_per_s": round(self.tokens_per_s, 2), "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "error_samples": self.error_samples}
 
 
 def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:
@@ -74,6 +78,7 @@ class GenerateUDF:
         return {"key": [str(k) for k in batch["key"]],
                 "text": [r.text or "" for r in results],
                 "tokens": [int(r.tokens) for r in results],
+                "input_tokens": [int(r.input_tokens) for r in results],
                 "error": [r.error or "" for r in results]}
 
 
@@ -90,7 +95,10 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
             continue
         hit = cache.get(key)
         if hit is not None:
-            results[key] = {"text": hit["text"], "tokens": int(hit.get("tokens", 0)), "error": None, "cached": True}
+            results[key] = {"text": hit["text"], "tokens": int(hit.get("tokens", 0)), "error": None, "cached": True,
+                            "input_tokens": int(hit.get("input_tokens", 0))}
+            stats.input_tokens += results[key]["input_tokens"]
+            stats.output_tokens += results[key]["tokens"]
         else:
             todo[key] = {"key": key, "prompt": row["prompt"], "seed": int(row["seed"])}
     stats.rows = len(results) + len(todo)
@@ -140,10 +148,14 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
                 results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False}
             else:
                 text, tokens = str(row.get("text") or ""), int(row.get("tokens") or 0)
-                cache.put(key, {"text": text, "tokens": tokens, "backend": spec.name, "model": spec.model_id})
+                read = int(row.get("input_tokens") or 0)
+                cache.put(key, {"text": text, "tokens": tokens, "input_tokens": read, "backend": spec.name,
+                                "model": spec.model_id})
                 stats.generated += 1
                 stats.tokens += tokens
-                results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False}
+                stats.input_tokens += read
+                stats.output_tokens += tokens
+                results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False, "input_tokens": read}
             elapsed = time.perf_counter() - t0
             bar.update(task, advance=1, tps=stats.tokens / elapsed if elapsed > 0 else 0.0)
     missing = [r["key"] for r in todo if r["key"] not in results]

@@ -28,6 +28,7 @@ from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_manifest, write_synthetic
 from tkre.generate.prompts import scdg_prompt
+from tkre.generate.quality import scdg_quality
 from tkre.generate.run import RunStats, generate_rows, make_row
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "tokens": stats.tokens, "seconds": round(time.perf_counter() - start, 3),
         "tokens_per_s": round(stats.tokens_per_s, 2), "run": stats.as_dict(),
         "sampling": sampling.model_dump(), "samples_per_prompt": spp, "cache_dir": str(cache.root),
+        "quality": scdg_quality([ex.text for ex in examples], [ex.text for ex in golden]),
     }
     write_manifest(manifest, out)
     return manifest

@@ -24,6 +24,7 @@ class RowResult:
     text: str | None
     tokens: int = 0
     error: str | None = None
+    input_tokens: int = 0  # prompt tokens the model read (cost reports); 0 when the backend cannot tell
 
 
 @dataclass

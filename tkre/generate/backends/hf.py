@@ -155,14 +155,16 @@ class HFBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
+        read = enc["attention_mask"].sum(dim=1).tolist()  # prompt tokens per row (left padding excluded)
         results = []
-        for ids in new:
+        for ids, n_in in zip(new, read):
             n = len(ids)
             for j, t in enumerate(ids):
                 if t in self.eos_ids:
                     n = j + 1
                     break
-            results.append(RowResult(self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), n))
+            results.append(RowResult(self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), n,
+                                     input_tokens=int(n_in)))
         return results
 
 

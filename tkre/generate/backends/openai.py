@@ -129,4 +129,6 @@ def _parse_response(data) -> RowResult:
         return RowResult(None, 0, "malformed response: content is not a string")
     usage = data.get("usage") or {}
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return RowResult(text.strip(), int(tokens) if isinstance(tokens, int) else len(text.split()))
+    read = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return RowResult(text.strip(), int(tokens) if isinstance(tokens, int) else len(text.split()),
+                     input_tokens=int(read) if isinstance(read, int) else 0)

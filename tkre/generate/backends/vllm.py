@@ -69,7 +69,8 @@ def make_preprocess(sampling: DecodingConfig, system: str | None):
 def postprocess(row: dict) -> dict:
     """Engine output row -> tkre's generation columns (error rows bypass this in Ray)."""
     return {"key": row["key"], "text": (row.get("generated_text") or "").strip(),
-            "tokens": int(row.get("num_generated_tokens") or 0), "error": None}
+            "tokens": int(row.get("num_generated_tokens") or 0),
+            "input_tokens": int(row.get("num_input_tokens") or 0), "error": None}
 
 
 def build_vllm_processor(cfg: GeneratorConfig, sampling: DecodingConfig, *, check_installed: bool = True):
@@ -108,4 +109,4 @@ def row_result(row: dict | None) -> RowResult:
         return RowResult(None, 0, "row missing from the processor output")
     if row.get(ERROR_COLUMN):
         return RowResult(None, 0, str(row[ERROR_COLUMN])[:300])
-    return RowResult(row.get("text") or "", int(row.get("tokens") or 0))
+    return RowResult(row.get("text") or "", int(row.get("tokens") or 0), input_tokens=int(row.get("input_tokens") or 0))
