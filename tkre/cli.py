@@ -170,9 +170,11 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML 
     for name in ("stage1", "stage2"):
         st = summary[name]
         if st.get("enabled"):
-            console.print(f"{name}: held-out MSLM loss {st['heldout_mslm_loss_before']:.3f} -> "
-                          f"{st['heldout_mslm_loss_after']:.3f}, {st['train_texts']} texts, "
-                          f"{st['skipped_total']} skipped (entity cut at max_length)")
+            scl = (f", SCL term skipped for {st['scl_skipped_examples']} (no negative span)"
+                   if st.get("scl") else "")
+            console.print(f"{name}: MSLM loss on a {st['heldout_texts']}-text sample "
+                          f"{st['heldout_mslm_loss_before']:.3f} -> {st['heldout_mslm_loss_after']:.3f}, trained on "
+                          f"{st['train_texts']} texts, {st['skipped_total']} skipped (entity cut at max_length){scl}")
         else:
             console.print(f"{name}: switched off")
     console.print(f"checkpoint: {summary['checkpoint']}")
