@@ -11,7 +11,9 @@ from tkre.errors import ConfigError
 
 def test_paper_defaults():
     p = PretrainConfig()
-    assert (p.p_relation, p.p_entity, p.p_other, p.tau, p.lambda1, p.lambda2) == (0.8, 0.5, 0.2, 0.1, 1.0, 1.0)
+    assert (p.p_relation, p.p_entity, p.p_other) == (0.8, 0.5, 0.2)
+    assert (p.scl.tau, p.scl.lambda1, p.scl.lambda2, p.scl.negative_span_min, p.scl.negative_span_max) == \
+        (0.1, 1.0, 1.0, 1, 3)
     f = FinetuneConfig()
     assert (f.lr, f.batch_size, f.epochs) == (3e-5, 32, 10)
     assert DataConfig().k == 8 and DataConfig().protocol == "knowprompt"
@@ -19,7 +21,8 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("model, data, field", [
     (PretrainConfig, {"p_relation": 1.5}, "p_relation"),
-    (PretrainConfig, {"tau": 0}, "tau"),
+    (PretrainConfig, {"scl": {"tau": 0}}, "scl.tau"),
+    (PretrainConfig, {"scl": {"negative_span_min": 4}}, "scl"),
     (DataConfig, {"dataset": "fewrel"}, "dataset"),
     (DataConfig, {"k": 0}, "k"),
     (FinetuneConfig, {"backbone": "cnn"}, "backbone"),
@@ -37,10 +40,10 @@ def test_dataset_needs_path():
 
 def test_yaml_errors_name_file_line_field(tmp_path):
     f = tmp_path / "exp.yaml"
-    f.write_text("name: x\ndata:\n  dataset: semeval\n  k: 8\npretrain:\n  tau: -1\n  p_entity: 0.5\n")
+    f.write_text("name: x\ndata:\n  dataset: semeval\n  k: 8\npretrain:\n  scl:\n    tau: -1\n  p_entity: 0.5\n")
     with pytest.raises(ConfigError) as e:
         load_config(f, ExperimentConfig)
-    assert f"{f}:6: pretrain.tau:" in str(e.value)
+    assert f"{f}:7: pretrain.scl.tau:" in str(e.value)
     f.write_text("data:\n  dataset: semeval\n  kk: 8\n")
     with pytest.raises(ConfigError) as e:
         load_config(f, ExperimentConfig)
@@ -52,9 +55,9 @@ def test_yaml_errors_name_file_line_field(tmp_path):
 
 def test_yaml_section_loading(tmp_path):
     f = tmp_path / "p.yaml"
-    f.write_text("pretrain:\n  tau: 0.05\n  stage1:\n    epochs: 2\n")
+    f.write_text("pretrain:\n  scl: {tau: 0.05}\n  stage1:\n    epochs: 2\n")
     cfg = load_config(f, PretrainConfig, section="pretrain")
-    assert cfg.tau == 0.05 and cfg.stage1.epochs == 2 and cfg.stage2.epochs == 3
+    assert cfg.scl.tau == 0.05 and cfg.stage1.epochs == 2 and cfg.stage2.epochs == 3
 
 
 def test_finetune_warmup_is_typ_markers_and_names_its_source():

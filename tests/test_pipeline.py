@@ -46,7 +46,8 @@ def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, 
         assert (tmp_path / "store" / "artifacts" / stage / row[f"artifact.{stage}"] / "manifest.json").is_file()
     assert 0 <= row["test_micro_f1"] <= 1 and row["generator"].startswith("hf:")
     # w/o SCL: same generation and stage 1, new stage 2 and fine-tuning
-    no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"lambda2": 0.0})}))
+    no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+        update={"scl": cfg.pretrain.scl.model_copy(update={"lambda2": 0.0})})}))
     assert all(no_scl[f"reused.{s}"] for s in ("split", "edkg", "scdg", "stage1"))
     assert no_scl["artifact.stage2"] != row["artifact.stage2"] and no_scl["reused.stage2"] is False
 
@@ -58,8 +59,8 @@ def test_search_sweep_shares_generation_artifact(tmp_path, ray_local, semeval, t
     from tkre.sweep import run_sweep
 
     sweep = {"name": "search6", "base": _full_base(tmp_path, semeval, tiny_encoder_dir),
-             "search": {"space": {"pretrain.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
-                                  "pretrain.lambda2": {"type": "uniform", "low": 0.0, "high": 2.0}},
+             "search": {"space": {"pretrain.scl.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
+                                  "pretrain.scl.lambda2": {"type": "uniform", "low": 0.0, "high": 2.0}},
                         "num_samples": 6, "asha": {"grace_period": 1}},
              "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0}
     out = run_sweep(write_sweep(tmp_path / "s.yaml", sweep))

@@ -126,9 +126,10 @@ def test_anchor_table_missing_relation_and_foreign_checkpoint(tmp_path):
 def test_model_losses_and_plain_hf_checkpoint(tiny_encoder_dir, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    from tkre.config import SCLConfig
     from tkre.pretrain.model import MSLMSCLModel
 
-    model = MSLMSCLModel.from_pretrained(tiny_encoder_dir, relations=["a", "b"], lambda1=1.0, lambda2=0.5, tau=0.1)
+    model = MSLMSCLModel.from_pretrained(tiny_encoder_dir, relations=["a", "b"], scl=SCLConfig(lambda2=0.5))
     ids = torch.tensor([[101, 2000, 2001, 2002, 2003, 102], [101, 2004, 2005, 102, 0, 0]])
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 2] = 2001

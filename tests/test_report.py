@@ -12,7 +12,7 @@ from tkre.report import infer_variant, paper_number, results_table, write_report
 
 def _cfg(**stages):
     s = {"edkg": True, "scdg": True, "pretrain_stage1": True, "pretrain_stage2": True, **stages}
-    return json.dumps({"stages": s, "pretrain": {"masking": "mslm", "lambda2": 1.0}})
+    return json.dumps({"stages": s, "pretrain": {"masking": "mslm", "scl": {"lambda2": 1.0}}})
 
 
 def _rows():
@@ -30,7 +30,7 @@ def _rows():
                  "k": 8, "error": "RuntimeError: boom", "experiment_config": _cfg()})
     for i, (tau, v) in enumerate([(0.05, 0.5), (0.1, 0.6), (0.3, 0.55), (0.2, 0.58)]):
         rows.append({"phase": "search-000", "trial_id": f"s{i}", "status": "ok", "dataset": "semeval", "k": 8,
-                     "param.pretrain.tau": tau, "param.finetune.lr": 1e-5 * (i + 1), "dev_micro_f1": v,
+                     "param.pretrain.scl.tau": tau, "param.finetune.lr": 1e-5 * (i + 1), "dev_micro_f1": v,
                      "test_micro_f1": 0.1, "experiment_config": _cfg()})
     return pd.DataFrame(rows)
 
@@ -61,7 +61,7 @@ def test_write_report_markdown_and_plots(tmp_path):
     df = _rows()
     df.to_parquet(tmp_path / "results.parquet", index=False)
     plan = {"sweep": {"name": "demo", "search": {"metric": "dev_micro_f1", "mode": "max", "space": {
-        "pretrain.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
+        "pretrain.scl.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
         "finetune.lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3}}}}}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     rep = write_report(tmp_path)

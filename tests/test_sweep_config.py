@@ -25,7 +25,7 @@ grid:
   data.seed: [1, 2]
 search:
   space:
-    pretrain.tau: {type: loguniform, low: 0.03, high: 0.5}
+    pretrain.scl.tau: {type: loguniform, low: 0.03, high: 0.5}
     finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}
   num_samples: 3
 evaluate: {seeds: [1, 2, 3]}
@@ -47,7 +47,7 @@ def test_good_sweep_grid_and_phases(tmp_path):
     assert golden.name == "demo-golden_only"
     phases = plan_phases(sweep)
     assert [p.name for p in phases] == ["search-000", "search-001", "search-002", "search-003", "evaluate"]
-    assert sweep.search.space["pretrain.tau"].to_optuna().log is True
+    assert sweep.search.space["pretrain.scl.tau"].to_optuna().log is True
 
 
 @pytest.mark.parametrize("bad, line, needle", [
@@ -62,6 +62,18 @@ def test_good_sweep_grid_and_phases(tmp_path):
     (GOOD.replace("[tkre, golden_only]", "[tkre, no_such]"), 9, "unknown variant 'no_such'"),
     (GOOD.replace("stages.edkg: false,", "stages.edgk: false,"), 7, "unknown field 'edgk'"),
     (GOOD.replace("data.seed: [1, 2]", "data.k: [8, abc]"), 10, "data.k"),
+    # search-space bounds are checked against the field before Ray starts (issue 14)
+    (GOOD.replace("pretrain.scl.tau: {type: loguniform, low: 0.03, high: 0.5}",
+                  "pretrain.p_other: {type: uniform, low: 1.2, high: 1.5}"), 13,
+     "search.space.pretrain.p_other: 1.2 is not a valid value (pretrain.p_other: Input should be less than or equal to 1"),
+    (GOOD.replace("low: 1.0e-5, high: 5.0e-5", "low: -1.0e-5, high: 5.0e-5"), 14,
+     "search.space.finetune.lr: -1e-05 is not a valid value (finetune.lr: Input should be greater than 0"),
+    (GOOD.replace("finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}",
+                  "finetune.backbone: {type: choice, values: [typ_marker, cnn]}"), 14,
+     "search.space.finetune.backbone: 'cnn' is not a valid value"),
+    (GOOD.replace("finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}",
+                  "pretrain.scl.negative_span_min: {type: int, low: 1, high: 5}"), 14,
+     "negative_span_min must be <= negative_span_max"),
 ])
 def test_bad_sweep_names_file_line_field(tmp_path, bad, line, needle):
     path = _write(tmp_path, bad)
@@ -73,7 +85,7 @@ def test_bad_sweep_names_file_line_field(tmp_path, bad, line, needle):
 
 def test_empty_search_space_and_test_metric_refused(tmp_path):
     text = GOOD.replace(
-        "  space:\n    pretrain.tau: {type: loguniform, low: 0.03, high: 0.5}\n"
+        "  space:\n    pretrain.scl.tau: {type: loguniform, low: 0.03, high: 0.5}\n"
         "    finetune.lr: {type: uniform, low: 1.0e-5, high: 5.0e-5}\n", "  space: {}\n")
     with pytest.raises(ConfigError, match="search space is empty"):
         load_sweep(_write(tmp_path, text))

@@ -36,6 +36,7 @@ _state = {"debug": False}
 DATASET_HELP = "semeval (shipped), tacred, tacrev, retacred or jsonl"
 PATH_HELP = "dataset directory (all but the shipped semeval)"
 PATCH_HELP = "retacred: directory with {train,dev,test}_id2label.json; tacrev: override the shipped patch"
+SET_HELP = "dotted config override KEY=VALUE (repeatable; applied after the other options), e.g. --set lr=1e-4"
 
 
 def _version(value: bool) -> None:
@@ -160,11 +161,15 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML 
              protocol: str = typer.Option("knowprompt", "--protocol", help="knowprompt or genpt"),
              explanations: Optional[str] = typer.Option(None, "--explanations", help="explanation corpus (folder or parquet)"),
              synthetic: Optional[str] = typer.Option(None, "--synthetic", help="synthetic set (folder or parquet)"),
+             set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
              out: Path = typer.Option(Path("runs/pretrain"), "--out", help="output folder")) -> None:
     """Two-stage pre-training (MSLM, then MSLM + SCL) on Ray Train; prints the checkpoint path."""
-    from tkre.pretrain import load_pretrain_config, run_pretraining
+    from tkre.config import PretrainConfig
+    from tkre.overrides import load_with_overrides, parse_assignments
+    from tkre.pretrain import run_pretraining
 
-    cfg = load_pretrain_config(str(config) if config else None, workers=workers)
+    cfg = load_with_overrides(config, PretrainConfig, section="pretrain",
+                              overrides={"resources.num_workers": workers, **parse_assignments(set_)})
     summary = run_pretraining(cfg, dataset=dataset, data_path=path, k=k, seed=seed, protocol=protocol,
                               explanations=explanations, synthetic=synthetic, out_dir=out, show_progress=True)
     for name in ("stage1", "stage2"):
@@ -181,25 +186,6 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML 
 
 
 # -------------------------------------------------------------------------------------- finetune
-
-def _finetune_config(config: Optional[Path], overrides: dict):
-    """FinetuneConfig from an optional YAML (a FinetuneConfig, or an experiment file's `finetune:`
-    section) with the CLI options that were given on top."""
-    from tkre.config import FinetuneConfig, load_config, read_yaml, validate_config
-
-    base = {}
-    if config is not None:
-        data, _ = read_yaml(config)
-        section = "finetune" if isinstance(data, dict) and "finetune" in data else None
-        base = load_config(config, FinetuneConfig, section=section).model_dump(exclude_unset=True)
-    for key, value in overrides.items():
-        if value is not None:
-            if key in ("num_workers",):
-                base.setdefault("resources", {})[key] = value
-            else:
-                base[key] = value
-    return validate_config(base, FinetuneConfig, source=str(config) if config else "<options>")
-
 
 @app.command("finetune")
 def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="typ_marker (default) or genpt"),
@@ -223,6 +209,7 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
              max_length: Optional[int] = typer.Option(None, "--max-length", help="subword limit (longer: windowed)"),
              workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers"),
              config: Optional[Path] = typer.Option(None, "--config", help="YAML FinetuneConfig (or experiment file)"),
+             set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
              run_name: Optional[str] = typer.Option(None, "--run-name", help="Ray run name (same name = resume)"),
              storage_path: Optional[str] = typer.Option(None, "--storage-path",
                                                         help="Ray run storage (default: OUT/ray_runs)"),
@@ -231,14 +218,16 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
 
     Writes OUT/metrics.json (test_micro_f1 etc. as fractions 0-1, "f1_scale": "fraction";
     best_epoch; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
-    from tkre.config import DataConfig, validate_config
+    from tkre.config import DataConfig, FinetuneConfig, validate_config
     from tkre.finetune.command import finetune_dataset
     from tkre.finetune.encoder_recipes import apply_encoder_recipe
+    from tkre.overrides import load_with_overrides, parse_assignments
     from tkre.pretrain.progress import EpochProgress
 
-    cfg = _finetune_config(config, {"backbone": backbone, "encoder": init,
-                                    "synthetic_cap_per_relation": synthetic_cap_per_relation, "epochs": epochs, "lr": lr,
-                                    "batch_size": batch_size, "max_length": max_length, "num_workers": workers})
+    cfg = load_with_overrides(config, FinetuneConfig, section="finetune", overrides={
+        "backbone": backbone, "encoder": init, "synthetic_cap_per_relation": synthetic_cap_per_relation, "epochs": epochs,
+        "lr": lr, "batch_size": batch_size, "max_length": max_length, "resources.num_workers": workers,
+        **parse_assignments(set_)})
     cfg, recipe_note = apply_encoder_recipe(cfg)
     if recipe_note:
         console.print(recipe_note, soft_wrap=True, highlight=False)
@@ -290,29 +279,17 @@ app.add_typer(generate_app, name="generate")
 def _generation_inputs(stage, dataset, path, patch, k, seed, protocol, config, generator_opts, stage_opts):
     """(K-shot split, EDKGConfig or SCDGConfig with its generator resolved) from the command's options:
     the config file's `edkg:` / `scdg:` sections first (SCDG inherits EDKG's generator unless it has its
-    own), then the options given on top (generator options go to the stage's generator)."""
-    from tkre.config import EDKGConfig, SCDGConfig, load_config, validate_config
+    own), then the options given on top, as dotted overrides (generator options go to the stage's
+    generator, `--set` keys are the section's own, e.g. generator.sampling.top_p=0.9)."""
+    from tkre.config import ExperimentConfig
     from tkre.data import load_dataset, sample_kshot
+    from tkre.overrides import apply_overrides, load_with_overrides
 
-    edkg = load_config(config, EDKGConfig, section="edkg") if config else EDKGConfig()
-    if stage == "edkg":
-        section = edkg
-    else:
-        scdg = load_config(config, SCDGConfig, section="scdg") if config else SCDGConfig()
-        section = scdg.with_generator(edkg.generator)
-    data = section.model_dump()
-    gen = data["generator"]
-    for key, value in generator_opts.items():
-        if value is None:
-            continue
-        if key == "temperature":
-            gen["sampling"]["temperature"] = value
-        elif key == "base_url":
-            gen["openai"]["base_url"] = value
-        else:
-            gen[key] = value
-    data.update({key: value for key, value in stage_opts.items() if value is not None})
-    cfg = validate_config(data, type(section), source=str(config) if config else "<options>")
+    exp = load_with_overrides(config, ExperimentConfig)
+    section = exp.edkg if stage == "edkg" else exp.resolved_scdg()
+    overrides = {**{f"generator.{key}": value for key, value in generator_opts.items()}, **stage_opts}
+    cfg = apply_overrides(section.model_dump(), {key: v for key, v in overrides.items() if v is not None},
+                          type(section), source=f"{config} + options" if config else "<options>")
     split = sample_kshot(load_dataset(dataset, path, patch), k, seed, protocol)
     return split, cfg
 
@@ -332,6 +309,7 @@ _GEN_OPTS = dict(
     concurrency=typer.Option(None, "--concurrency", help="actors in the generation pool"),
     temperature=typer.Option(None, "--temperature", help="0 = greedy"),
     base_url=typer.Option(None, "--base-url", help="openai backend: server root, e.g. http://127.0.0.1:8000/v1"),
+    set_=typer.Option(None, "--set", help=SET_HELP + " (keys of the stage's section, e.g. generator.sampling.top_p=0.9)"),
     out=typer.Option(..., "--out", help="output directory"),
 )
 
@@ -347,15 +325,16 @@ def generate_explanations_cmd(
         max_new_tokens: Optional[int] = typer.Option(
             None, "--max-new-tokens", help="new tokens per explanation (default edkg.max_new_tokens: 1024)"),
         temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
-        out: Path = _GEN_OPTS["out"]) -> None:
+        set_: Optional[list[str]] = _GEN_OPTS["set_"], out: Path = _GEN_OPTS["out"]) -> None:
     """EDKG: explain every golden K-shot example with the LLM -> OUT/explanations.parquet."""
     from tkre.generate import generate_explanations
+    from tkre.overrides import parse_assignments
 
     split, cfg = _generation_inputs(
         "edkg", dataset, path, patch, k, seed, protocol, config,
         {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
-         "concurrency": concurrency, "temperature": temperature, "base_url": base_url},
-        {"max_new_tokens": max_new_tokens})
+         "concurrency": concurrency, "sampling.temperature": temperature, "openai.base_url": base_url},
+        {"max_new_tokens": max_new_tokens, **parse_assignments(set_)})
     m = generate_explanations(split.train, cfg, out)
     c = m["counts"]
     console.print(f"{c['written']}/{c['golden']} explanations ({m['generator']}) -> {out / m['file']}")
@@ -381,17 +360,18 @@ def generate_synthetic_cmd(
                                                          help="new samples asked in one prompt (default 8)"),
         max_rounds: Optional[int] = typer.Option(None, "--max-rounds", help="rounds while relations lack samples "
                                                                             "(default 10)"),
-        out: Path = _GEN_OPTS["out"]) -> None:
+        set_: Optional[list[str]] = _GEN_OPTS["set_"], out: Path = _GEN_OPTS["out"]) -> None:
     """SCDG: synthetic samples per relation, validated -> OUT/synthetic.parquet + rejects.parquet."""
     from tkre.data import relation_type_schema
     from tkre.generate import generate_synthetic
+    from tkre.overrides import parse_assignments
 
     split, cfg = _generation_inputs(
         "scdg", dataset, path, patch, k, seed, protocol, config,
         {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
-         "concurrency": concurrency, "temperature": temperature, "base_url": base_url},
+         "concurrency": concurrency, "sampling.temperature": temperature, "openai.base_url": base_url},
         {"max_new_tokens": max_new_tokens, "samples_per_relation": samples_per_relation,
-         "samples_per_prompt": samples_per_prompt, "max_rounds": max_rounds})
+         "samples_per_prompt": samples_per_prompt, "max_rounds": max_rounds, **parse_assignments(set_)})
     n = cfg.samples_per_relation or k
     m = generate_synthetic(split.train, relation_type_schema(split.train), cfg, out, per_relation=n)
     c = m["counts"]
@@ -415,11 +395,14 @@ def generate_synthetic_cmd(
 # ------------------------------------------------------------------------- experiments & sweeps
 
 @app.command("run")
-def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an ExperimentConfig)")) -> None:
+def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an ExperimentConfig)"),
+            set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + ", e.g. pretrain.scl.tau=0.05")
+            ) -> None:
     """Run one experiment (split -> EDKG -> SCDG -> stage 1 -> stage 2 -> fine-tune -> test)."""
+    from tkre.overrides import parse_assignments
     from tkre.pipeline import run_experiment_file
 
-    row = run_experiment_file(str(config))
+    row = run_experiment_file(str(config), overrides=parse_assignments(set_))
     table = Table("field", "value")
     for key in ("dataset", "k", "seed", "generator", "encoder", "backbone", "dev_micro_f1", "test_micro_f1"):
         value = row.get(key)

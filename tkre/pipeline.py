@@ -9,7 +9,7 @@ one generation run; a tau sweep reuses stage 1). Stages are switched by `cfg.sta
 
     TKRE            all on                  w/o EDKG   stages.edkg=false (no corpus -> no stage 1)
     w/o SCDG        stages.scdg=false       w/o MSLM   pretrain.masking=bert
-    w/o SCL         pretrain.lambda2=0      golden only: every stage off (fine-tune on golden data)
+    w/o SCL         pretrain.scl.lambda2=0     golden only: every stage off (fine-tune on golden data)
 
 The row is traceable: the full config (JSON), dataset name + data hash, generator, encoder,
 backbone, seed, tkre version, dev/test micro-F1 (fractions 0-1), each stage's artifact key, whether
@@ -43,7 +43,7 @@ _GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True,
                    "price_per_m_input_tokens": True, "price_per_m_output_tokens": True,
                    "vllm": {"num_replicas", "batch_size", "gpu_memory_utilization"},
                    "openai": {"timeout_s", "max_retries", "concurrency", "api_key_env"}}
-_STAGE2_ONLY = {"stage2", "tau", "lambda1", "lambda2", "negative_span", "negative_span_min", "negative_span_max"}
+_STAGE2_ONLY = {"stage2", "scl"}
 
 
 def generator_key_config(gen: GeneratorConfig) -> dict:
@@ -287,14 +287,10 @@ def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, art
 def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """`tkre run <config.yaml>`: load an ExperimentConfig (file:line errors), run it, write the row."""
-    from tkre.config import load_config
     from tkre.io import atomic_write_json
+    from tkre.overrides import load_with_overrides
 
-    cfg = load_config(path, ExperimentConfig)
-    if overrides:
-        from tkre.sweep_config import apply_overrides
-
-        cfg = apply_overrides(cfg.model_dump(), overrides, source=path)
+    cfg = load_with_overrides(path, ExperimentConfig, overrides=overrides)
     from tkre.artifacts import check_storage_writable
 
     check_storage_writable(cfg.storage_path, min_free_gb=0.1)

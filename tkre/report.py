@@ -71,7 +71,7 @@ def infer_variant(config_json: str | None) -> str:
         return "no_scdg"
     if pre.get("masking") == "bert":
         return "bert_masking"
-    if pre.get("lambda2", 1.0) == 0:
+    if (pre.get("scl") or {}).get("lambda2", 1.0) == 0:
         return "no_scl"
     return "tkre"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tkre.config import SCLConfig
 from tkre.data import RelationExample
 from tkre.data.records import example_text_and_spans
 from tkre.errors import DataError, TkreError
@@ -126,10 +127,7 @@ class MaskingSettings:
     vocab_size: int
     pad_token_id: int
     seed: int
-    scl: bool = False
-    negative_min: int = 1
-    negative_max: int = 3
-    negative_strategy: str = "random_non_entity"
+    scl: SCLConfig | None = None  # when set, items carry SCL's positive/negative span masks
 
 
 class MaskedSpanDataset(torch.utils.data.Dataset):
@@ -156,11 +154,12 @@ class MaskedSpanDataset(torch.utils.data.Dataset):
         else:
             inputs, labels = mslm_mask(ids, role_probabilities(roles, s.probs), s.mask_token_id, g)
         out = {"input_ids": inputs, "labels": labels}
-        if s.scl:
+        if s.scl is not None:
             pos = roles == RELATION
             if not pos.any():
                 pos = roles == ENTITY
-            neg, _ = sample_negative_span(roles, s.negative_min, s.negative_max, g, s.negative_strategy)
+            neg, _ = sample_negative_span(roles, s.scl.negative_span_min, s.scl.negative_span_max, g,
+                                          s.scl.negative_span)
             out.update(pos_mask=pos, neg_mask=neg, relation=item.relation)
         return out
 

@@ -13,6 +13,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from tkre.config import SCLConfig
 from tkre.errors import TkreError
 from tkre.models import resolve_encoder
 from tkre.pretrain.masking import IGNORE_INDEX
@@ -38,18 +39,17 @@ def check_init_dir(init: str) -> str:
 
 
 class MSLMSCLModel(torch.nn.Module):
-    """Masked LM + (optional) anchor table. forward(**batch) -> {"loss", "mslm_loss", "scl_loss"}."""
+    """Masked LM + (optional) anchor table. forward(**batch) -> {"loss", "mslm_loss", "scl_loss"}.
 
-    def __init__(self, mlm: torch.nn.Module, anchors: AnchorTable | None, *, lambda1: float = 1.0,
-                 lambda2: float = 1.0, tau: float = 0.1):
+    `scl`: stage 2's loss settings (weights, temperature); None = MSLM alone (stage 1)."""
+
+    def __init__(self, mlm: torch.nn.Module, anchors: AnchorTable | None, *, scl: SCLConfig | None = None):
         super().__init__()
-        self.mlm, self.anchors = mlm, anchors
-        self.lambda1, self.lambda2, self.tau = lambda1, lambda2, tau
+        self.mlm, self.anchors, self.scl = mlm, anchors, scl
 
     @classmethod
-    def from_pretrained(cls, init: str, *, relations: list[str] | None = None, lambda1: float = 1.0,
-                        lambda2: float = 1.0, tau: float = 0.1, seed: int = 0,
-                        head_init: str = "random") -> "MSLMSCLModel":
+    def from_pretrained(cls, init: str, *, relations: list[str] | None = None, scl: SCLConfig | None = None,
+                        seed: int = 0, head_init: str = "random") -> "MSLMSCLModel":
         """Load the masked LM from `init`; build (or reload, when saved beside it with the same
         relations) the anchor table when `relations` is given. Deterministic for a given seed.
         head_init "embeddings": head weights missing from the checkpoint start as in
@@ -76,7 +76,7 @@ class MSLMSCLModel(torch.nn.Module):
             hidden = mlm.config.hidden_size
             saved = AnchorTable.load(path, hidden) if os.path.isdir(path) else None
             anchors = saved if saved is not None and saved.relations == list(relations) else AnchorTable(relations, hidden)
-        return cls(mlm, anchors, lambda1=lambda1, lambda2=lambda2, tau=tau)
+        return cls(mlm, anchors, scl=scl)
 
     def _encoder_and_head(self):
         """(encoder, MLM head) when the masked LM exposes them (BERT: `bert` + `cls`, RoBERTa:
@@ -88,7 +88,8 @@ class MSLMSCLModel(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, labels, pos_mask=None, neg_mask=None, relation=None,
                 token_type_ids=None, full_logits: bool = False):
-        want_scl = self.anchors is not None and relation is not None and self.lambda2 > 0
+        want_scl = (self.anchors is not None and relation is not None and self.scl is not None
+                    and self.scl.lambda2 > 0)
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         n_masked = (labels != IGNORE_INDEX).sum()
         base, head = (None, None) if full_logits else self._encoder_and_head()
@@ -105,12 +106,12 @@ class MSLMSCLModel(torch.nn.Module):
         mslm = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
                                reduction="sum") / n_masked.clamp(min=1)
         result = {"mslm_loss": mslm}
-        loss = self.lambda1 * mslm
+        loss = (self.scl.lambda1 if self.scl is not None else 1.0) * mslm
         if want_scl:
-            scl, n_scl = masked_scl_loss(self.anchors(relation), pos_mask, neg_mask, hidden, self.tau)
+            scl, n_scl = masked_scl_loss(self.anchors(relation), pos_mask, neg_mask, hidden, self.scl.tau)
             result["scl_loss"] = scl
             result["scl_examples"] = torch.tensor(float(n_scl))
-            loss = loss + self.lambda2 * scl
+            loss = loss + self.scl.lambda2 * scl
         result["loss"] = loss
         return result
 

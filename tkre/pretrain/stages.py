@@ -67,7 +67,7 @@ def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
     counts: Counter = Counter(golden=len(golden), synthetic=len(synthetic or []))
     texts = from_examples(list(golden) + list(synthetic or []))
     return _run_stage(cfg, cfg.stage2, "stage2", init=init, texts=texts,
-                      relations=list(relations) if cfg.lambda2 > 0 else None, counts=counts,
+                      relations=list(relations) if cfg.scl.lambda2 > 0 else None, counts=counts,
                       out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
 
 
@@ -112,11 +112,10 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
         masking=cfg.masking, probs=MaskingProbabilities(cfg.p_relation, cfg.p_entity, cfg.p_other),
         bert_rate=cfg.bert_mask_prob, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, seed=cfg.seed,
-        scl=relations is not None, negative_min=cfg.negative_span_min, negative_max=cfg.negative_span_max,
-        negative_strategy=cfg.negative_span)
+        scl=cfg.scl if relations is not None else None)
     task = PretrainTask(init_path=init_path, train_items=items, heldout_items=heldout, masking=masking,
-                        relations=relations, lambda1=cfg.lambda1 if name == "stage2" else 1.0,
-                        lambda2=cfg.lambda2, tau=cfg.tau, head_init=cfg.mlm_head_init, head_only=head_only)
+                        relations=relations, scl=cfg.scl if name == "stage2" else None,
+                        head_init=cfg.mlm_head_init, head_only=head_only)
     before = _heldout_before(task)
     settings = LoopSettings(epochs=stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
                             grad_accum=cfg.grad_accum, warmup_ratio=cfg.warmup_ratio,
@@ -157,21 +156,6 @@ def _heldout_before(task: PretrainTask) -> dict:
     model = task.build_model().eval()
     with torch.no_grad():
         return task.evaluate(model, HELDOUT_EPOCH)
-
-
-
-def load_pretrain_config(path: str | None, *, workers: int | None = None) -> PretrainConfig:
-    """PretrainConfig from a YAML file (its `pretrain:` section, or the whole file), CLI overrides applied."""
-    from tkre.config import load_config, read_yaml
-
-    cfg = PretrainConfig()
-    if path is not None:
-        data, _ = read_yaml(path)
-        cfg = load_config(path, PretrainConfig, section="pretrain" if isinstance(data, dict) and "pretrain" in data
-                          else None)
-    if workers is not None:
-        cfg.resources = cfg.resources.model_copy(update={"num_workers": workers})
-    return cfg
 
 
 def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path: str | None = None, k: int = 8,

@@ -13,6 +13,7 @@ from functools import partial
 
 import torch
 
+from tkre.config import SCLConfig
 from tkre.pretrain.data import EncodedText, MaskedSpanDataset, MaskingSettings, collate_masked
 from tkre.pretrain.masking import IGNORE_INDEX
 from tkre.pretrain.model import MSLMSCLModel
@@ -27,17 +28,14 @@ class PretrainTask:
     heldout_items: list[EncodedText]
     masking: MaskingSettings
     relations: list[str] | None = None  # SCL on when given
-    lambda1: float = 1.0
-    lambda2: float = 1.0
-    tau: float = 0.1
+    scl: SCLConfig | None = None  # stage 2's loss settings; None = MSLM alone (stage 1)
     eval_batch_size: int = 32
     head_init: str = "random"  # PretrainConfig.mlm_head_init
     head_only: bool = False    # train the MLM head alone (the head warm-up before stage 1)
 
     def build_model(self) -> MSLMSCLModel:
-        model = MSLMSCLModel.from_pretrained(self.init_path, relations=self.relations, lambda1=self.lambda1,
-                                             lambda2=self.lambda2, tau=self.tau, seed=self.masking.seed,
-                                             head_init=self.head_init)
+        model = MSLMSCLModel.from_pretrained(self.init_path, relations=self.relations, scl=self.scl,
+                                             seed=self.masking.seed, head_init=self.head_init)
         if self.head_only:
             from tkre.pretrain.head import freeze_all_but_head
 
