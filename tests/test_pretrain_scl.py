@@ -92,6 +92,7 @@ def test_examples_without_a_negative_span_have_no_scl_term():
 def test_dataset_and_corpus_count_examples_without_negative(tiny_encoder_dir):
     from transformers import AutoTokenizer
 
+    from tkre.config import SCLConfig
     from tkre.pretrain.data import SCL_SKIPPED, MaskedSpanDataset, MaskingSettings, SpanText, encode_corpus
     from tkre.pretrain.masking import MaskingProbabilities
 
@@ -102,7 +103,7 @@ def test_dataset_and_corpus_count_examples_without_negative(tiny_encoder_dir):
     assert counts[SCL_SKIPPED] == 1 and len(items) == 2
     settings = MaskingSettings(masking="mslm", probs=MaskingProbabilities(0.8, 0.5, 0.2), bert_rate=0.15,
                                mask_token_id=wordpiece_tokenizer.mask_token_id, vocab_size=len(wordpiece_tokenizer),
-                               pad_token_id=0, seed=0, scl=True)
+                               pad_token_id=0, seed=0, scl=SCLConfig())
     ds = MaskedSpanDataset(items, settings)
     for epoch in range(5):
         ds.set_epoch(epoch)
