@@ -145,3 +145,55 @@ def test_fig5_varies_the_explanation_generator_alone():
     configs = [experiment_for(sweep, p) for p in grid_points(sweep)]
     assert len({c.edkg.generator.model for c in configs}) == 3
     assert len({c.resolved_scdg().generator.model_dump_json() for c in configs}) == 1
+
+
+def _trials(name):
+    sweep = load_sweep(resolve_sweep_file(name))
+    return [(p, experiment_for(sweep, p)) for p in grid_points(sweep)]
+
+
+def _golden_only(cfg) -> bool:
+    s = cfg.stages
+    return not (s.edkg or s.scdg or s.pretrain_stage1 or s.pretrain_stage2) and s.finetune
+
+
+def test_table2_measures_golden_only_for_both_backbones_on_all_four_datasets():
+    """Table 2's baselines are trials of the sweep, beside TKRE, for every dataset x K x backbone cell,
+    and every trial resolves to paper-length explanations and SCDG rounds."""
+    trials = _trials("paper_table2")
+    cells = {(c.data.dataset, c.data.k, c.finetune.backbone) for _, c in trials}
+    assert cells == {(d, k, b) for d in ("semeval", "tacred", "tacrev", "retacred") for k in (8, 16, 32)
+                     for b in ("typ_marker", "genpt")}
+    for variant, want_golden in (("golden_only", True), ("tkre", False)):
+        got = [(c.data.dataset, c.data.k, c.finetune.backbone, c.data.seed) for p, c in trials
+               if p["variant"] == variant]
+        assert len(got) == len(set(got)) == 4 * 3 * 2 * 5, variant
+        assert all(_golden_only(c) is want_golden for p, c in trials if p["variant"] == variant)
+    for _, c in trials:
+        assert c.edkg.max_new_tokens >= 512 and c.resolved_scdg().max_rounds >= 5
+        assert c.pretrain.encoder == c.finetune.encoder == "FacebookAI/roberta-large"
+
+
+def test_fig6_grid_reaches_the_zero_point_and_every_amount_once_per_seed():
+    trials = _trials("synthetic_scale_fig6")
+    asked = sorted((c.synthetic_asked(), c.data.seed) for _, c in trials)
+    assert asked == sorted((n, s) for n in (0, 1, 4, 8, 16, 32, 64) for s in (1, 2, 3))
+    zero = [c for _, c in trials if c.synthetic_asked() == 0]
+    assert zero and all(not c.stages.scdg and c.stages.edkg and c.stages.pretrain_stage2 for c in zero)
+
+
+def test_fig5_is_the_papers_figure_tacred_genpt_three_explanation_generators():
+    trials = _trials("generators_fig5")
+    configs = [c for _, c in trials]
+    assert {(c.data.dataset, c.finetune.backbone) for c in configs} == {("tacred", "genpt")}
+    assert all(c.stages.edkg and c.stages.scdg and c.stages.pretrain_stage1 and c.stages.pretrain_stage2
+               for c in configs)
+    assert {(c.edkg.generator.backend, c.edkg.generator.model) for c in configs} == {
+        ("vllm", "meta-llama/Llama-2-13b-chat-hf"), ("openai", "gpt-3.5-turbo"), ("vllm", "Qwen/Qwen2.5-7B-Instruct")}
+    scdg = {c.resolved_scdg().generator.model_dump_json() for c in configs}
+    assert len(scdg) == 1 and '"meta-llama/Llama-2-13b-chat-hf"' in scdg.pop()
+    # one explanation generator per variant, each over the same K x seed cells
+    per_gen = {}
+    for p, c in trials:
+        per_gen.setdefault(c.edkg.generator.model, set()).add((c.data.k, c.data.seed))
+    assert len({frozenset(v) for v in per_gen.values()}) == 1
