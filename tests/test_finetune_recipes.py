@@ -91,3 +91,17 @@ def test_cli_config_file_setting_lr_keeps_the_papers_values(ray_local, recorded,
     r = _invoke(["--config", str(f), "--out", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     assert (recorded["cfg"].lr, recorded["cfg"].epochs) == (5e-5, 10) and "recipe" not in r.output
+
+
+def test_sweep_trials_keep_which_fields_were_set():
+    """A sweep point's experiment (and its JSON as shipped to the trial) still says whether the user
+    set lr/epochs/batch_size, so the pipeline applies the recipe exactly when `tkre finetune` would."""
+    from tkre.config import ExperimentConfig
+    from tkre.sweep_config import SweepConfig, experiment_for
+
+    sweep = SweepConfig.model_validate({"name": "s", "base": {"finetune": {"max_length": 96}}})
+    cfg = experiment_for(sweep, {})
+    assert recipe_for(cfg.finetune) is RECIPES[EMBEDDED_ENCODER]
+    shipped = ExperimentConfig.model_validate_json(cfg.model_dump_json(exclude_unset=True))
+    assert recipe_for(shipped.finetune) is RECIPES[EMBEDDED_ENCODER]
+    assert recipe_for(experiment_for(sweep, {"finetune.lr": 5e-5}).finetune) is None

@@ -129,7 +129,10 @@ def run_trial(config: dict, *, spec: dict) -> None:
         # placement_group=None: do NOT inherit the trial's placement group (Tune captures child
         # tasks into it); Ray Train and Ray Data inside reserve their own resources.
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    ref = task.remote(cfg.model_dump_json(), [TuneReportCallback()], sweep.resources.generation_slots)
+    # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
+    # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
+    ref = task.remote(cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
+                      sweep.resources.generation_slots)
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.cancel(ref, force=True, recursive=True)
