@@ -1,0 +1,84 @@
+"""Issue 16's CPU study sweep (cpu_semeval) and its dev search (cpu_semeval_search): the grid is
+5 seeds x the 6 Table-3 variants, a seed's variants share generation and stage 1, and the search's
+base is the study's outside the searched fields."""
+
+from __future__ import annotations
+
+from tkre.io import stable_hash
+from tkre.pipeline import edkg_key_config, scdg_key_config, stage1_key_config
+from tkre.sweep import plan_phases
+from tkre.sweep_config import experiment_for, grid_points, load_sweep, resolve_sweep_file
+
+VARIANTS = ["golden_only", "tkre", "no_edkg", "no_scdg", "bert_masking", "no_scl"]
+
+
+def _study():
+    sweep = load_sweep(resolve_sweep_file("cpu_semeval"))
+    return sweep, [(p, experiment_for(sweep, p)) for p in grid_points(sweep)]
+
+
+def test_study_grid_is_five_seeds_by_six_variants_on_embedded_models():
+    sweep, trials = _study()
+    assert sorted((p["variant"], c.data.seed) for p, c in trials) == sorted(
+        (v, s) for v in VARIANTS for s in (1, 2, 3, 4, 5))
+    assert set(sweep.variants) == set(VARIANTS)
+    for p, c in trials:
+        assert (c.data.dataset, c.data.k, c.data.protocol, c.finetune.backbone) == ("semeval", 8, "knowprompt",
+                                                                                   "typ_marker")
+        assert c.pretrain.encoder == c.finetune.encoder == "embedded:minilm"
+        assert c.edkg.generator.model == c.resolved_scdg().generator.model == "embedded:smollm2"
+        assert c.edkg.generator.backend == "hf"
+    by = {p["variant"]: c for p, c in trials if c.data.seed == 1}
+    s = {v: c.stages for v, c in by.items()}
+    assert not any((s["golden_only"].edkg, s["golden_only"].scdg, s["golden_only"].pretrain_stage1,
+                    s["golden_only"].pretrain_stage2))
+    assert all((s["tkre"].edkg, s["tkre"].scdg, s["tkre"].pretrain_stage1, s["tkre"].pretrain_stage2))
+    assert not s["no_edkg"].edkg and s["no_edkg"].scdg and not s["no_scdg"].scdg and s["no_scdg"].edkg
+    assert by["bert_masking"].pretrain.masking == "bert" and by["tkre"].pretrain.masking == "mslm"
+    assert by["no_scl"].pretrain.scl.lambda2 == 0 and by["tkre"].pretrain.scl.lambda2 > 0
+    # every variant fine-tunes the same way: the comparison is about what comes before fine-tuning
+    assert len({c.finetune.model_dump_json() for c in by.values()}) == 1
+
+
+def test_a_seeds_variants_share_generation_and_stage1():
+    """Within a seed every variant that runs EDKG (SCDG) asks for the same EDKG (SCDG) artifact, and stage 1
+    is computed twice (MSLM, BERT masking), not once per variant: the artifact keys make the reuse real."""
+    _, trials = _study()
+    for seed in (1, 2, 3, 4, 5):
+        cfgs = {p["variant"]: c for p, c in trials if c.data.seed == seed}
+        edkg = {stable_hash(edkg_key_config(c.edkg)) for c in cfgs.values() if c.stages.edkg}
+        scdg = {stable_hash(scdg_key_config(c.resolved_scdg(), c.synthetic_asked()))
+                for c in cfgs.values() if c.stages.scdg}
+        stage1 = {v: stable_hash(stage1_key_config(c.pretrain)) for v, c in cfgs.items()
+                  if c.stages.pretrain_stage1 and c.stages.edkg}
+        assert len(edkg) == 1 and len(scdg) == 1
+        assert set(stage1) == {"tkre", "no_scdg", "bert_masking", "no_scl"}
+        assert stage1["tkre"] == stage1["no_scdg"] == stage1["no_scl"] != stage1["bert_masking"]
+    order = [(p["data.seed"], p["variant"]) for p, _ in trials]
+    assert order == sorted(order, key=lambda t: t[0]), "a seed's variants run together (seed outermost)"
+
+
+def _without(cfg, paths) -> dict:
+    data = cfg.model_dump(exclude={"name"})
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        node.pop(leaf)
+    return data
+
+
+def test_search_plans_on_dev_then_five_seeds_on_test_from_the_studys_base():
+    search = load_sweep(resolve_sweep_file("cpu_semeval_search"))
+    assert search.search.metric.startswith("dev_") and search.evaluate.seeds == [1, 2, 3, 4, 5]
+    assert [p.name for p in plan_phases(search)] == ["search-000", "evaluate"]
+    space = set(search.search.space)
+    assert {"pretrain.p_relation", "pretrain.p_entity", "pretrain.p_other", "pretrain.scl.tau",
+            "pretrain.scl.lambda2", "pretrain.stage1.epochs", "pretrain.stage1.lr", "pretrain.stage2.epochs",
+            "pretrain.stage2.lr", "edkg.max_new_tokens", "scdg.samples_per_relation"} <= space
+    assert not any(k.startswith("finetune.") for k in space), "fine-tuning stays golden-only's"
+    study, _ = _study()
+    tkre = experiment_for(study, {"variant": "tkre", "data.seed": 1})
+    searched = experiment_for(search, {})
+    assert _without(searched, space) == _without(tkre, space)
