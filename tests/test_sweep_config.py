@@ -197,3 +197,18 @@ def test_fig5_is_the_papers_figure_tacred_genpt_three_explanation_generators():
     for p, c in trials:
         per_gen.setdefault(c.edkg.generator.model, set()).add((c.data.k, c.data.seed))
     assert len({frozenset(v) for v in per_gen.values()}) == 1
+
+
+def test_explicit_points_follow_the_grid_and_are_checked(tmp_path):
+    text = GOOD.split("search:")[0] + "points:\n  - {variant: golden_only, data.seed: 7}\n"
+    sweep = load_sweep(_write(tmp_path, text))
+    points = grid_points(sweep)
+    assert len(points) == 5 and points[-1] == {"variant": "golden_only", "data.seed": 7}
+    assert experiment_for(sweep, points[-1]).stages.edkg is False
+    for bad, needle in (("{variant: nope}", "points[0].variant: unknown variant 'nope'"),
+                        ("{data.sed: 1}", "points[0].data.sed: unknown field 'sed' in data"),
+                        ("{data.k: 0}", "points[0]")):
+        path = _write(tmp_path, GOOD.split("search:")[0] + f"points:\n  - {bad}\n")
+        with pytest.raises(ConfigError) as e:
+            load_sweep(path)
+        assert f"{path}:12: " in str(e.value) and needle in str(e.value), str(e.value)

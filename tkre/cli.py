@@ -419,8 +419,14 @@ def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an Experim
 def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or a shipped sweep's name"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep"),
               address: Optional[str] = typer.Option(None, "--address", help="Ray address, e.g. auto (cluster)"),
-              storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path")) -> None:
+              storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path"),
+              plan: bool = typer.Option(False, "--plan", help="print every trial, shared artifacts and resources; "
+                                                              "run nothing (no Ray)"),
+              as_json: bool = typer.Option(False, "--json", help="with --plan: one JSON object per trial and line "
+                                                                 "(name, variant, resolved experiment config)")) -> None:
     """Run a sweep with Ray Tune (grid, Optuna + ASHA search, evaluate-best), resumable."""
+    if plan or as_json:
+        return _print_plan(sweep_file, storage, as_json)
     from tkre.sweep import run_sweep
 
     out = run_sweep(sweep_file, resume=resume, address=address, storage_path=storage)
@@ -429,6 +435,41 @@ def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or 
                   f"{out.seconds:.0f}s; results: {out.results_path}")
     for _, r in out.rows[out.rows["status"] == "error"].iterrows():
         console.print(f"  failed {r['trial_id']}: {str(r['error']).splitlines()[0][:200]}")
+
+
+def _print_plan(sweep_file: str, storage: Optional[str], as_json: bool) -> None:
+    from tkre.sweep_config import load_sweep, resolve_sweep_file
+    from tkre.sweep_plan import (plan_json_lines, plan_trials, resource_lines, search_lines, shared_artifacts,
+                                 trial_summary)
+
+    sweep = load_sweep(resolve_sweep_file(sweep_file))
+    if storage:
+        sweep = sweep.model_copy(update={"storage_path": storage})
+    if as_json:
+        for obj in plan_json_lines(sweep):
+            print(json.dumps(obj, sort_keys=True, default=str))
+        return
+    trials = plan_trials(sweep)
+    rows = [trial_summary(t) for t in trials]
+    table = Table(title=f"sweep {sweep.name}: {len(trials)} trial(s) (stages: edkg, scdg, pre-training s1/s2; "
+                        "synth/rel: synthetic samples asked per relation; cap: fine-tuning's cap per relation)")
+    for name in rows[0]:
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(*("-" if v is None else str(v) for v in r.values()))
+    out = console if console.is_terminal else Console(width=200)  # a plan piped to a file keeps its table whole
+    out.print(table)
+    for line in search_lines(sweep):
+        out.print(f"  {line}")
+    out.print("[bold]artifacts[/bold] (stage: distinct artifacts; those that trials share)")
+    for stage, groups in shared_artifacts(trials).items():
+        shared = [(key, names) for key, names in groups if len(names) > 1]
+        out.print(f"  {stage}: {len(groups)} for {sum(len(n) for _, n in groups)} trial(s)"
+                  + "".join(f"\n    {key} shared by {len(names)}: {', '.join(names[:8])}"
+                            f"{' ...' if len(names) > 8 else ''}" for key, names in shared))
+    out.print("[bold]resources[/bold] (per trial)")
+    for line in resource_lines(sweep, trials):
+        out.print(f"  {line}")
 
 
 @app.command("report")

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from tkre import __version__
 from tkre.artifacts import Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path
-from tkre.config import EDKGConfig, ExperimentConfig, GeneratorConfig, PretrainConfig, SCDGConfig
+from tkre.config import (DataConfig, EDKGConfig, ExperimentConfig, FinetuneConfig, GeneratorConfig, PretrainConfig,
+                         SCDGConfig)
 from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
@@ -62,6 +63,19 @@ def scdg_key_config(scdg: SCDGConfig, samples_per_relation: int) -> dict:
     return {**scdg.model_dump(exclude={"generator", "samples_per_relation", "max_new_tokens", "tokens_per_sample"}),
             "new_tokens": scdg.new_tokens, "samples_per_relation": samples_per_relation,
             "generator": generator_key_config(scdg.generator)}
+
+
+def split_key_config(data: DataConfig) -> dict:
+    """What changes the K-shot split besides the files (their hash is the split's input): dataset, K, seed, protocol."""
+    return data.model_dump(exclude={"path", "patch_path"})
+
+
+def finetune_key_config(ft: FinetuneConfig, *, from_pretraining: bool) -> dict:
+    """What changes a fine-tuning run (its encoder is the pre-training input when there is one)."""
+    out = ft.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors", "eval_batch_size"})
+    if from_pretraining:
+        out.pop("encoder")
+    return out
 
 
 def stage1_key_config(p: PretrainConfig) -> dict:
@@ -115,7 +129,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     timer.add("load", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------- K-shot split
-    split_cfg = cfg.data.model_dump(exclude={"path", "patch_path"})
+    split_cfg = split_key_config(cfg.data)
     split_key = artifact_key("split", split_cfg, {"data": dataset.data_hash})
 
     def build_split(out: Path) -> dict:
@@ -212,10 +226,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if recipe_note:
         log.info("%s", recipe_note)
     ft = finetune_cfg if init_key is None else finetune_cfg.model_copy(update={"encoder": init})
-    ft_cfg = finetune_cfg.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors",
-                                              "eval_batch_size"})
-    if init_key is not None:
-        ft_cfg.pop("encoder")
+    ft_cfg = finetune_key_config(finetune_cfg, from_pretraining=init_key is not None)
     inputs = {"split": split_key, "data": dataset.data_hash, **({"init": init_key} if init_key else {}),
               **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
     key = artifact_key("finetune", ft_cfg, inputs)

@@ -130,6 +130,9 @@ class SweepConfig(StrictModel):
     base: dict[str, Any] = Field(default_factory=dict, description="the base ExperimentConfig")
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="named override sets")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path (or 'variant') -> values")
+    points: list[dict[str, Any]] = Field(
+        default_factory=list, description="trials added after the grid's product (dotted overrides, may name a "
+                                          "variant), e.g. an axis's zero point that the grid cannot express")
     search: SearchConfig | None = None
     evaluate: EvaluateConfig | None = None
     resources: SweepResources = Field(default_factory=SweepResources)
@@ -184,6 +187,14 @@ def load_sweep(path: str | Path) -> SweepConfig:
                     problems.append(f"{where}: unknown variant {v!r} (declared: {', '.join(sweep.variants) or 'none'})")
         elif (p := check_path(key)) is not None:
             problems.append(f"{where}: {p}")
+    for i, point in enumerate(sweep.points):
+        for key, value in point.items():
+            where = f"{path}{_line(lines, 'points', i, key)}: points[{i}].{key}"
+            if key == "variant":
+                if value not in sweep.variants:
+                    problems.append(f"{where}: unknown variant {value!r} (declared: {', '.join(sweep.variants) or 'none'})")
+            elif (p := check_path(key)) is not None:
+                problems.append(f"{where}: {p}")
     for key in (sweep.search.space if sweep.search else {}):
         if (p := check_path(key)) is not None:
             problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: {p}")
@@ -192,18 +203,25 @@ def load_sweep(path: str | Path) -> SweepConfig:
     if problems:
         raise ConfigError("\n".join(problems))
     experiments = []
-    for point in grid_points(sweep):
+    points = grid_points(sweep)
+    first_explicit = len(points) - len(sweep.points)
+    for i, point in enumerate(points):
         try:
             experiments.append(experiment_for(sweep, point))
         except ConfigError as e:
             key = next((k for k in point if k != "variant" and k in str(e)), None) or \
                 next((k for k in point if k in sweep.grid), None)
-            raise ConfigError(f"{path}{_line(lines, 'grid', key) if key else ''}: grid point {point}: {e}") from None
+            if i >= first_explicit:
+                where = f"{path}{_line(lines, 'points', i - first_explicit)}: points[{i - first_explicit}]"
+            else:
+                where = f"{path}{_line(lines, 'grid', key) if key else ''}: grid point"
+            raise ConfigError(f"{where} {point}: {e}") from None
     _check_search_bounds(sweep, experiments, path, lines)
     return sweep
 
 
-def _bounds(d: Distribution) -> list[Any]:
+def bounds(d: Distribution) -> list[Any]:
+    """The values a distribution can reach at its edges (every value of a choice)."""
     if d.type == "choice":
         return list(d.values)
     return [int(d.low), int(d.high)] if d.type == "int" else [d.low, d.high]
@@ -217,7 +235,7 @@ def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig]
         return
     problems = []
     for key, dist in sweep.search.space.items():
-        for value in _bounds(dist):
+        for value in bounds(dist):
             for cfg in experiments:
                 try:
                     apply_overrides(cfg.model_dump(), {key: value}, source="bound")
@@ -231,9 +249,11 @@ def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig]
 
 
 def grid_points(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """The cartesian product of the grid, as dotted-override dicts (in declaration order)."""
+    """The cartesian product of the grid (the base alone without a grid), as dotted-override dicts in
+    declaration order, then the sweep's explicit `points`."""
     keys = list(sweep.grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.grid[k] for k in keys))] or [{}]
+    product = [dict(zip(keys, combo)) for combo in itertools.product(*(sweep.grid[k] for k in keys))] or [{}]
+    return product + [dict(p) for p in sweep.points]
 
 
 def experiment_for(sweep: SweepConfig, point: dict[str, Any]) -> ExperimentConfig:

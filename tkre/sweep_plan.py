@@ -1,0 +1,151 @@
+"""`tkre sweep FILE --plan`: what a sweep will run, without starting Ray or reading any dataset.
+
+Every trial of every phase (grid; search: `num_samples` Optuna trials per grid point, their searched
+fields still open; evaluate: the best searched config of each search phase over `evaluate.seeds`),
+its variant, dataset, K, seed, backbone, which stages run, synthetic samples asked per relation, the
+artifacts trials share, and the Ray resources one trial asks for.
+
+Shared artifacts are found with the pipeline's own key functions (`tkre.pipeline.*_key_config` and
+`tkre.artifacts.artifact_key`), chained as `run_experiment` chains them; the dataset files' hash,
+unknown before the files are read, is stood in for by the dataset's name and paths, so two trials
+share a planned key exactly when they will share the stored artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tkre.artifacts import artifact_key
+from tkre.config import ExperimentConfig
+from tkre.finetune.encoder_recipes import apply_encoder_recipe
+from tkre.io import stable_hash
+from tkre.pipeline import (STAGES, edkg_key_config, finetune_key_config, scdg_key_config, split_key_config,
+                           stage1_key_config, stage2_key_config)
+from tkre.resources import trial_requests
+from tkre.overrides import apply_overrides
+from tkre.sweep_config import SweepConfig, bounds, experiment_for, grid_points
+
+
+@dataclass
+class PlannedTrial:
+    name: str  # phase/index, e.g. grid/003, search-001/2, evaluate/004
+    phase: str
+    variant: str | None
+    point: dict[str, Any]  # the trial's dotted overrides (variant included)
+    experiment: ExperimentConfig  # resolved; searched fields hold their base values
+    searched: dict[str, str]  # search phases: dotted field -> distribution (open until Optuna samples it)
+    artifacts: dict[str, str]  # stage -> planned artifact key (stages that run)
+
+
+def planned_artifact_keys(cfg: ExperimentConfig) -> dict[str, str]:
+    """stage -> artifact key of each stage this experiment runs, chained as in tkre.pipeline.run_experiment."""
+    data = stable_hash([cfg.data.dataset, cfg.data.path, cfg.data.patch_path])  # stands for the files' hash
+    keys = {"split": artifact_key("split", split_key_config(cfg.data), {"data": data})}
+    split = {"split": keys["split"]}
+    if cfg.stages.edkg:
+        keys["edkg"] = artifact_key("edkg", edkg_key_config(cfg.edkg), split)
+    if cfg.stages.scdg:
+        keys["scdg"] = artifact_key("scdg", scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked()), split)
+    scdg = {"scdg": keys["scdg"]} if "scdg" in keys else {}
+    init = None
+    if cfg.stages.pretrain_stage1 and "edkg" in keys:
+        init = keys["stage1"] = artifact_key("stage1", stage1_key_config(cfg.pretrain), {"edkg": keys["edkg"], **split})
+    if cfg.stages.pretrain_stage2:
+        init = keys["stage2"] = artifact_key("stage2", stage2_key_config(cfg.pretrain),
+                                             {**split, "init": init or cfg.pretrain.encoder, **scdg})
+    finetune, _ = apply_encoder_recipe(cfg.finetune)
+    keys["finetune"] = artifact_key("finetune", finetune_key_config(finetune, from_pretraining=init is not None),
+                                    {**split, "data": data, **({"init": init} if init else {}), **scdg})
+    return keys
+
+
+def _describe(dist) -> str:
+    if dist.type == "choice":
+        return f"choice {list(dist.values)}"
+    return f"{dist.type} {dist.low:g}..{dist.high:g}"
+
+
+def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
+    """Every trial the sweep will run, phase by phase (see the module docstring)."""
+    out: list[PlannedTrial] = []
+
+    def add(name: str, phase: str, point: dict, searched: dict[str, str]) -> None:
+        cfg = experiment_for(sweep, point)
+        keys = planned_artifact_keys(cfg)
+        for field in searched:  # a stage whose key moves with a searched field is this trial's own
+            for value in bounds(sweep.search.space[field]):
+                probe = planned_artifact_keys(apply_overrides(cfg.model_dump(), {field: value}))
+                keys.update({s: f"{name} (searched)" for s, k in probe.items() if keys.get(s) != k})
+        out.append(PlannedTrial(name, phase, point.get("variant"), dict(point), cfg, searched, keys))
+
+    points = grid_points(sweep)
+    if sweep.search is None:
+        for i, p in enumerate(points):
+            add(f"grid/{i:03d}", "grid", p, {})
+        return out
+    searched = {k: _describe(d) for k, d in sweep.search.space.items()}
+    for i, p in enumerate(points):
+        for j in range(sweep.search.num_samples):
+            add(f"search-{i:03d}/{j}", f"search-{i:03d}", p, searched)
+    if sweep.evaluate is not None:
+        n = 0
+        for i, p in enumerate(points):
+            for seed in sweep.evaluate.seeds:
+                best = {k: f"best of search-{i:03d}" for k in sweep.search.space}
+                add(f"evaluate/{n:03d}", "evaluate", {**p, "data.seed": seed}, best)
+                n += 1
+    return out
+
+
+def trial_summary(t: PlannedTrial) -> dict[str, Any]:
+    """The columns of the plan table for one trial."""
+    c = t.experiment
+    on = [name for name, flag in (("edkg", c.stages.edkg), ("scdg", c.stages.scdg),
+                                  ("s1", c.stages.pretrain_stage1 and c.stages.edkg),
+                                  ("s2", c.stages.pretrain_stage2)) if flag]
+    return {"trial": t.name, "variant": t.variant or "-", "dataset": c.data.dataset, "K": c.data.k,
+            "seed": c.data.seed, "backbone": c.finetune.backbone, "stages": "+".join(on) or "finetune",
+            "synth/rel": c.synthetic_asked(), "cap": c.finetune.synthetic_cap_per_relation,
+            "searched": ("best" if t.phase == "evaluate" else "open") if t.searched else "-"}
+
+
+def shared_artifacts(trials: list[PlannedTrial]) -> dict[str, list[tuple[str, list[str]]]]:
+    """stage -> [(planned key, the trials that use it)], in first-use order."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for t in trials:
+        for stage, key in t.artifacts.items():
+            out.setdefault(stage, {}).setdefault(key, []).append(t.name)
+    return {s: list(out[s].items()) for s in STAGES if s in out}
+
+
+def plan_json_lines(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """`--plan --json`: one object per trial, with its fully resolved experiment config."""
+    return [{"name": t.name, "phase": t.phase, "variant": t.variant, "point": t.point, "searched": t.searched,
+             "artifacts": t.artifacts, "config": t.experiment.model_dump(mode="json")}
+            for t in plan_trials(sweep)]
+
+
+def search_lines(sweep: SweepConfig) -> list[str]:
+    """The search space once: open in search trials, the best found in evaluate trials."""
+    if sweep.search is None:
+        return []
+    return [f"{k}: {_describe(d)}" for k, d in sweep.search.space.items()] + [
+        f"{sweep.search.num_samples} Optuna trial(s) per grid point on {sweep.search.metric} ({sweep.search.mode})"
+        + (f"; evaluate: the best of each over seeds {sweep.evaluate.seeds}" if sweep.evaluate else "")]
+
+
+def resource_lines(sweep: SweepConfig, trials: list[PlannedTrial]) -> list[str]:
+    """What one trial asks Ray for (every distinct request of the sweep) and the sweep-wide limits."""
+    seen: list = []
+    for t in trials:
+        for r in trial_requests(t.experiment):
+            if r not in seen:
+                seen.append(r)
+    lines = [f"trial driver: {sweep.resources.trial_cpus:g} CPU; at most {sweep.resources.max_concurrent_trials} "
+             f"trial(s) at once, {sweep.resources.generation_slots} generation job(s) at once"]
+    for r in seen:
+        per = ", ".join(f"{k} {v:g}" for k, v in sorted(r.bundle.items()))
+        unit = "vLLM replica(s)" if r.stage == "generation" else "Ray Train worker(s)"
+        lines.append(f"{r.stage}: {r.count} {unit} x {{{per}}}")
+    return lines
