@@ -238,7 +238,7 @@ def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig]
         for value in bounds(dist):
             for cfg in experiments:
                 try:
-                    apply_overrides(cfg.model_dump(), {key: value}, source="bound")
+                    apply_overrides(cfg.model_dump(exclude_unset=True), {key: value}, source="bound")
                 except ConfigError as e:
                     reason = str(e).splitlines()[0].split(": ", 1)[-1]
                     problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: "

@@ -75,7 +75,8 @@ def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
         keys = planned_artifact_keys(cfg)
         for field in searched:  # a stage whose key moves with a searched field is this trial's own
             for value in bounds(sweep.search.space[field]):
-                probe = planned_artifact_keys(apply_overrides(cfg.model_dump(), {field: value}))
+                probe = planned_artifact_keys(apply_overrides(cfg.model_dump(exclude_unset=True),
+                                                              {field: value}))
                 keys.update({s: f"{name} (searched)" for s, k in probe.items() if keys.get(s) != k})
         out.append(PlannedTrial(name, phase, point.get("variant"), dict(point), cfg, searched, keys))
 
