@@ -82,3 +82,29 @@ def test_search_plans_on_dev_then_five_seeds_on_test_from_the_studys_base():
     tkre = experiment_for(study, {"variant": "tkre", "data.seed": 1})
     searched = experiment_for(search, {})
     assert _without(searched, space) == _without(tkre, space)
+
+
+def test_plan_shows_five_seeds_by_six_variants_and_the_shared_artifacts(monkeypatch):
+    """`tkre sweep cpu_semeval --plan [--json]` (no Ray): 30 trials, and the planned artifact keys share
+    EDKG and SCDG per seed (4 trials each), stage 1 per seed and masking, as the sizing assumes."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import tkre.runtime
+    from tkre.cli import app
+    from tkre.sweep_plan import plan_trials, shared_artifacts
+
+    monkeypatch.setattr(tkre.runtime, "init_ray", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray")))
+    r = CliRunner().invoke(app, ["sweep", "cpu_semeval", "--plan", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert sorted((row["variant"], row["config"]["data"]["seed"]) for row in rows) == sorted(
+        (v, s) for v in VARIANTS for s in (1, 2, 3, 4, 5))
+    text = CliRunner().invoke(app, ["sweep", "cpu_semeval", "--plan"])
+    assert text.exit_code == 0 and "30 trial(s)" in text.output
+    assert all(v in text.output for v in VARIANTS)
+    shared = shared_artifacts(plan_trials(load_sweep(resolve_sweep_file("cpu_semeval"))))
+    counts = {stage: (len(groups), sum(len(names) for _, names in groups)) for stage, groups in shared.items()}
+    assert counts == {"split": (5, 30), "edkg": (5, 20), "scdg": (5, 20), "stage1": (10, 20), "stage2": (25, 25),
+                      "finetune": (30, 30)}

@@ -25,6 +25,7 @@ import pandas as pd
 
 from tkre.errors import ConfigError
 from tkre.io import atomic_write_text
+from tkre.report_paired import paired_section
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     plots: list[Path] = []
     ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
     scored = ok[ok["test_micro_f1"].notna()] if "test_micro_f1" in ok else ok.iloc[0:0]
+    parts += paired_section(scored, paper_number)  # per-seed differences with golden-only, tests, Table 3
     if "synthetic_asked" in scored and scored["synthetic_asked"].nunique() > 1:
         plots.append(_plot_line(scored, "synthetic_asked", out_dir / "f1_vs_synthetic.png",
                                 "F1 vs synthetic samples per relation", "synthetic samples per relation"))
