@@ -99,10 +99,11 @@ def test_node_types_declare_resources_tkre_can_check(raw):
     assert sum(s.max_count for s in shapes.values() if s.name != "head") >= raw["max_workers"] > 0
 
 
-def test_passthrough_env_takes_only_listed_variables_from_the_shell():
-    env = {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test", "AWS_SECRET_ACCESS_KEY": "no", "EMPTY": ""}
+def test_passthrough_env_takes_only_listed_settings_never_secrets():
+    env = {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test", "AWS_SECRET_ACCESS_KEY": "no", "EMPTY": "",
+           "HF_TOKEN": "hf_x", "WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1"}
     out = passthrough_env(env)
-    assert out == {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test"}
+    assert out == {"WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1"}  # Ray logs runtime envs
     json.dumps({"env_vars": out})  # usable as --runtime-env-json
 
 
@@ -117,13 +118,15 @@ def test_missing_or_broken_cluster_file_is_a_clear_error(tmp_path):
 def test_driver_runtime_env_skips_keys_a_submitted_job_already_sets():
     from tkre.cluster import driver_runtime_env
 
-    shell = {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x", "WANDB_MODE": "online", "PATH": "/bin"}
-    assert driver_runtime_env(environ=shell) == {"env_vars": {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x",
-                                                              "WANDB_MODE": "online"}}
+    shell = {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x", "WANDB_MODE": "online", "PATH": "/bin",
+             "WANDB_PROJECT": "p"}
+    # secrets never go into a runtime env (Ray writes it to logs/runtime_env_agent.log), even via `extra`
+    assert driver_runtime_env(environ=shell, extra={"MY_API_TOKEN": "t"}) == {
+        "env_vars": {"WANDB_MODE": "online", "WANDB_PROJECT": "p"}}
     job = {**shell, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
-        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"WANDB_MODE": "online", "OPENAI_API_KEY": "sk-x"}}})}
+        {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"WANDB_MODE": "online"}}})}
     out = driver_runtime_env(environ=job, extra={"HF_HUB_OFFLINE": "1"})
-    assert out == {"env_vars": {"WANDB_API_KEY": "k" * 40, "HF_HUB_OFFLINE": "1"}}
+    assert out == {"env_vars": {"WANDB_PROJECT": "p", "HF_HUB_OFFLINE": "1"}}
     # and Ray's own merge accepts it (a repeated key would make ray.init raise in the job's driver)
     from ray.runtime_env.runtime_env import _merge_runtime_env
 

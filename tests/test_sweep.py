@@ -123,3 +123,18 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     after = optuna_trial_count(phase_dir)
     assert after == n and before >= len(ended_before)  # history kept: before + new = n, not a new study
     assert rows["dev_micro_f1"].between(0, 1).all() and rows["param.finetune.lr"].between(1e-4, 1e-2).all()
+
+
+def test_ray_that_cannot_start_is_one_line_with_a_hint(tmp_path, semeval, tiny_encoder_dir):
+    """Issue 14, item 5: Ray failing to start (here: its temp dir is a file) is one clear line, exit 1."""
+    data = write_mini_dataset(semeval, tmp_path / "data", n_train=2, n_dev=1, n_test=1)
+    path = write_sweep(tmp_path / "noray.yaml", {"name": "noray", "min_free_gb": 0,
+                                                  "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "s")})
+    (tmp_path / "not_a_dir").write_text("")
+    env = {**os.environ, "RAY_ADDRESS": "local", "WANDB_MODE": "disabled", "RAY_TMPDIR": str(tmp_path / "not_a_dir")}
+    out = subprocess.run([sys.executable, "-m", "tkre.cli", "sweep", str(path)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    [line] = [ln for ln in out.stderr.splitlines() if "Ray could not start" in ln]
+    assert "NotADirectoryError" in line and "Hint:" in line and "ray stop" in line

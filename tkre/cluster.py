@@ -31,9 +31,19 @@ log = logging.getLogger(__name__)
 #: Where `ray up` leaves the prepared cluster file on the head node.
 HEAD_BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
-#: Environment variables tkre forwards from the submitting shell to Ray workers (values never logged).
-PASSTHROUGH_ENV = ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL",
-                   "OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_TOKEN", "TKRE_STORAGE_PATH")
+#: Settings tkre forwards from the submitting shell to Ray workers through the runtime env. Never a
+#: secret: Ray writes runtime envs to the session's logs/runtime_env_agent.log and shows them in the
+#: dashboard. Secrets (SECRET_ENV) reach workers from their own environment (a local Ray inherits the
+#: driver's) or as call arguments of the actors that use them (openai backend, W&B logging actors).
+PASSTHROUGH_ENV = ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL", "OPENAI_BASE_URL",
+                   "TKRE_STORAGE_PATH")
+SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for variables that hold secrets (the known ones, and any *KEY*/*TOKEN*/*SECRET*/... name)."""
+    return name in SECRET_ENV or bool(_SECRET_NAME.search(name))
 
 # Shapes of well-known API keys / secrets that must never appear in a committed cluster file.
 _SECRET_PATTERNS = {
@@ -150,10 +160,9 @@ def head_bootstrap_config() -> dict[str, Any] | None:
 def passthrough_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The PASSTHROUGH_ENV variables set in `environ` (default os.environ), for a Ray runtime_env.
 
-    Used by `ray.init(runtime_env={"env_vars": passthrough_env()})` so secrets reach the workers from
-    the shell, never from a file."""
+    Settings only: secrets are never put in a runtime env (Ray logs it; see PASSTHROUGH_ENV)."""
     environ = os.environ if environ is None else environ
-    return {k: environ[k] for k in PASSTHROUGH_ENV if environ.get(k)}
+    return {k: environ[k] for k in PASSTHROUGH_ENV if environ.get(k) and not is_secret_name(k)}
 
 
 def driver_runtime_env(names: tuple[str, ...] = PASSTHROUGH_ENV, environ: dict[str, str] | None = None,
@@ -174,7 +183,7 @@ def driver_runtime_env(names: tuple[str, ...] = PASSTHROUGH_ENV, environ: dict[s
             job_env = {}
     env = {k: environ[k] for k in names if environ.get(k)}
     env.update(extra or {})
-    env = {k: v for k, v in env.items() if k not in job_env}
+    env = {k: v for k, v in env.items() if k not in job_env and not is_secret_name(k)}  # never a secret
     if env:
         log.info("forwarding to Ray workers: %s", ", ".join(sorted(env)))
     return {"env_vars": env} if env else {}

@@ -31,6 +31,10 @@ class MissingDependencyError(TkreError):
     """An optional package is needed; the message names what to install."""
 
 
+class RayStartError(TkreError):
+    """Ray could not start or be joined; the message carries the reason and a hint."""
+
+
 def decode_utf8(data: bytes, file: str, *, config: bool = False) -> str:
     """Decode a user file's bytes as UTF-8 (a leading byte-order mark is dropped). A non-UTF-8 byte
     raises DataError (or ConfigError with `config=True`) naming the file, line and column, instead of

@@ -2,8 +2,14 @@
 
 - Address: the one given (`--address auto`), else `RAY_ADDRESS` (set by `ray job submit`), else a
   fresh local instance -- never silently joining another process's local cluster.
-- Workers get the settings and secrets of the user's shell through the runtime env
-  (`tkre.cluster.driver_runtime_env`: W&B/OpenAI keys, HF offline flags), never through a file.
+- Workers get the user's settings (HF offline flags, W&B project, ...) through the runtime env
+  (`tkre.cluster.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
+  session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
+  driver's environment (keys included); on a cluster the openai backend and the W&B logging actors
+  get their key as a hidden call argument, and anything else reads the nodes' own environment
+  (README, "Secrets on a cluster").
+- A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
+  line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
 - Worker output stays in Ray's log files (the path is logged) unless `log_to_driver=True`: tkre's
   own progress bars and Tune's status table are what a user reads on the console.
 """
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+
+from tkre.errors import RayStartError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +40,33 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
     extra = {**WORKER_DEFAULTS, **{k: os.environ[k] for k in FORWARDED if k in os.environ}}
     if log_to_driver is None:
         log_to_driver = os.environ.get("TKRE_LOG_TO_DRIVER", "0") == "1"
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", ignore_reinit_error=True,
-             include_dashboard=False, log_to_driver=log_to_driver, runtime_env=driver_runtime_env(extra=extra))
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        ray.init(address=target, ignore_reinit_error=True, include_dashboard=False, log_to_driver=log_to_driver,
+                 runtime_env=driver_runtime_env(extra=extra))
+    except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
+        try:
+            ray.shutdown()  # processes a half-done start may have left
+        except Exception:  # noqa: BLE001
+            pass
+        raise RayStartError(ray_start_message(e, target)) from e
     if not log_to_driver:
         try:
             session = ray._private.worker._global_node.get_session_dir_path()
             log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 shows them here)", session)
         except AttributeError:  # private API moved: the path is only informative
             pass
+
+
+def ray_start_message(error: BaseException, target: str) -> str:
+    """One line: why Ray did not start, and what usually fixes it."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    reason = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
+    if target == "local":
+        hint = ("an overloaded or memory-short machine makes Ray's start-up time out: free memory/CPUs "
+                "and retry; `ray stop` ends Ray processes left by an earlier run; RAY_TMPDIR must be a "
+                "writable directory")
+    else:
+        hint = (f"joining {target!r} failed: check that the cluster is up (`ray status`), the address "
+                "(--address / RAY_ADDRESS; unset RAY_ADDRESS to start a local Ray) and your network")
+    return f"Ray could not start ({target}): {reason}. Hint: {hint}"

@@ -167,19 +167,10 @@ def plan_phases(sweep: SweepConfig) -> list[Phase]:
 
 
 def _wandb_callbacks(sweep: SweepConfig, directory: str) -> list:
-    if not sweep.wandb.enabled or os.environ.get("WANDB_MODE") == "disabled":
-        return []
-    if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
-        os.environ["WANDB_MODE"] = "offline"  # no key: keep runs on disk (`wandb sync` later)
-    try:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-    except ImportError:  # pragma: no cover
-        log.warning("wandb not installed: W&B logging off")
-        return []
-    kwargs: dict[str, Any] = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
-    if not is_remote(directory):
-        kwargs["dir"] = directory
-    return [WandbLoggerCallback(project=sweep.wandb.project, group=sweep.name, **kwargs)]
+    from tkre.tracking import wandb_callbacks
+
+    return wandb_callbacks(enabled=sweep.wandb.enabled, project=sweep.wandb.project, group=sweep.name,
+                           directory=None if is_remote(directory) else directory)
 
 
 def _trial_config_space(sweep: SweepConfig, phase: Phase):

@@ -1,0 +1,36 @@
+"""W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (~/.netrc) is respected; offline
+only when no key is configured at all. Run in a fresh process with its own HOME (wandb keeps global state)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import json, os
+from tkre.sweep import _wandb_callbacks
+from tkre.sweep_config import SweepConfig
+[cb] = _wandb_callbacks(SweepConfig(name="t"), os.environ["HOME"])
+print("RESULT " + json.dumps({"mode": cb.kwargs.get("mode"), "env": os.environ.get("WANDB_MODE")}))
+"""
+
+
+def _mode(home) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
+    env["HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+
+
+def test_existing_wandb_login_is_respected_offline_only_without_a_key(tmp_path):
+    plain, logged_in = tmp_path / "plain", tmp_path / "logged_in"
+    plain.mkdir()
+    logged_in.mkdir()
+    netrc = logged_in / ".netrc"  # what `wandb login` writes
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "0123456789abcdef" * 2 + "01234567\n")
+    netrc.chmod(0o600)
+    assert _mode(plain) == {"mode": "offline", "env": "offline"}  # no key anywhere: runs stay on disk
+    assert _mode(logged_in) == {"mode": None, "env": None}  # logged in: online, as wandb itself would
