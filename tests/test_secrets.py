@@ -23,7 +23,7 @@ SERVER = Path(__file__).parent / "fixtures" / "openai_server.py"
 DRIVER = textwrap.dedent('''
     import hashlib, json, os, sys
     import ray
-    from tkre.config import GenerationConfig, OpenAIConfig, SamplingConfig
+    from tkre.config import EDKGConfig, GeneratorConfig, OpenAIConfig
     from tkre.data import load_dataset, sample_kshot
     from tkre.generate import generate_explanations
     from tkre.sweep import run_sweep
@@ -39,9 +39,10 @@ DRIVER = textwrap.dedent('''
     sees = ray.get(worker_sees.remote({n: hashlib.sha256(os.environ[n].encode()).hexdigest()
                                        for n in ("OPENAI_API_KEY", "WANDB_API_KEY")}))
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:3]
-    cfg = GenerationConfig(backend="openai", model="tiny", cache_dir=cache, batch_size=4,
-                           explanation_max_new_tokens=4, sampling=SamplingConfig(temperature=0.0, max_new_tokens=4),
-                           openai=OpenAIConfig(base_url=base_url, api_key_env="OPENAI_API_KEY", retry_base_s=0.05))
+    gen = GeneratorConfig(backend="openai", model="tiny", cache_dir=cache, batch_size=4,
+                          sampling={"temperature": 0.0},
+                          openai=OpenAIConfig(base_url=base_url, api_key_env="OPENAI_API_KEY", retry_base_s=0.05))
+    cfg = EDKGConfig(generator=gen, max_new_tokens=4)
     m = generate_explanations(golden, cfg, out)
     print("RESULT " + json.dumps({"status": status, "sees": sees, "written": m["counts"]["written"]}), flush=True)
     ray.shutdown()
