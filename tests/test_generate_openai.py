@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tkre.config import DecodingConfig, EDKGConfig, GeneratorConfig, OpenAIConfig, SCDGConfig
-from tkre.errors import ConfigError
+from tkre.errors import ConfigError, GenerationError
 from tkre.generate import generate_explanations, generate_synthetic, read_explanations, read_rejects, read_synthetic
 from tkre.generate import parse
 from tkre.generate.backends import backend_spec, create_backend
@@ -91,10 +92,12 @@ def test_server_errors_are_counted_never_a_crash(ray_local, tiny_llama, semeval,
     with server(tiny_llama, "--always", "500") as url:
         cfg = SCDGConfig(generator=_cfg(url, tmp_path, max_retries=1), max_rounds=1, samples_per_prompt=4,
                          max_new_tokens=8)
-        m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=8,
+        with pytest.raises(GenerationError, match=r"2/2 rows failed.*HTTP 500"):  # every row failed: an error
+            generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=8,
                                relations=[rel])
         s = stats(url)
     assert s["requests"] == 2 * 2  # 2 prompts, each tried twice (1 retry)
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())  # the counts are still written
     assert m["counts"]["errors"] == 2 and m["counts"]["kept"] == 0 and m["reasons"] == {parse.GENERATION_ERROR: 2}
     assert read_synthetic(tmp_path / "s") == []
     assert all("HTTP 500" in r["detail"] for r in read_rejects(tmp_path / "s"))
@@ -128,3 +131,43 @@ def test_hosted_openai_needs_the_key_env(monkeypatch):
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
         backend_spec(GeneratorConfig(backend="openai", model="gpt-4o-mini",
                                      openai=OpenAIConfig(api_key_env="NO_SUCH_KEY_VAR")))
+
+
+def test_failed_rows_over_the_tolerated_fraction_fail_the_stage_and_nothing_is_lost(ray_local, tiny_llama, semeval,
+                                                                                   tmp_path):
+    """Issue 14, item 2: more failed rows than `max_error_fraction` is an error naming the counts and the
+    first reason; the rows that succeeded stay cached, so the rerun only asks for the failed ones."""
+    from tkre.data import sample_kshot
+
+    golden = sample_kshot(semeval, 8, 1).train[:6]
+    with server(tiny_llama, "--fail", "500,500") as url:
+        cfg = EDKGConfig(generator=_cfg(url, tmp_path, max_retries=0, concurrency=1), max_new_tokens=4)
+        assert cfg.generator.max_error_fraction == pytest.approx(0.1)
+        with pytest.raises(GenerationError) as err:
+            generate_explanations(golden, cfg, tmp_path / "out")
+        msg = str(err.value)
+        assert "2/6 rows failed" in msg and "HTTP 500" in msg and "\n" not in msg
+        again = generate_explanations(golden, cfg, tmp_path / "out")  # server healthy now
+        assert again["counts"]["cache_hits"] == 4 and again["counts"]["generated"] == 2
+        assert again["counts"]["errors"] == 0
+    with server(tiny_llama, "--fail", "500") as url:  # 1 of 6 failed: tolerated at 0.2
+        gen = _cfg(url, tmp_path / "b", max_retries=0, concurrency=1).model_copy(update={"max_error_fraction": 0.2})
+        m = generate_explanations(golden, EDKGConfig(generator=gen, max_new_tokens=4), tmp_path / "out_b")
+        assert m["counts"]["errors"] == 1 and m["counts"]["written"] == 5
+
+
+def test_cli_generation_where_every_row_fails_exits_non_zero_in_one_line(tiny_llama, tmp_path):
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text("edkg:\n  generator:\n    openai: {max_retries: 1, retry_base_s: 0.01}\n")
+    with server(tiny_llama, "--always", "500") as url:
+        out = subprocess.run([sys.executable, "-m", "tkre.cli", "generate", "explanations", "--k", "1",
+                              "--backend", "openai", "--model", "tiny", "--base-url", f"{url}/v1",
+                              "--config", str(cfg), "--cache-dir", str(tmp_path / "cache"),
+                              "--max-new-tokens", "4", "--out", str(tmp_path / "out")],
+                             env={**os.environ, "RAY_ADDRESS": "local", "TERM": "xterm-256color"},
+                             capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "\x1b[" not in out.stderr, out.stderr[-3000:]
+    [line] = [ln for ln in out.stderr.splitlines() if "rows failed" in ln]
+    n = re.search(r"(\d+)/\1 rows failed", line)  # every golden example's row failed
+    assert n and int(n.group(1)) > 10 and "HTTP 500" in line and f"errors {n.group(1)}" in line, line

@@ -180,10 +180,15 @@ def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local,
 
 
 def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, golden, tmp_path):
-    """A template that renders to nothing makes every row fail alone: counted, no crash, no record."""
+    """A template that renders to nothing makes every row fail alone: counted, no record, and a stage
+    where every row failed is an error (issue 14 item 2) naming the first reason."""
+    from tkre.errors import GenerationError
+
     cfg = _scdg(tiny_llama, tmp_path / "cache", max_rounds=1, prompt=" ")
     rel = golden[0].relation
-    m = generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
+    with pytest.raises(GenerationError, match="1/1 rows failed.*empty prompt"):
+        generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["counts"]["errors"] == 1 and m["reasons"] == {parse.GENERATION_ERROR: 1}
     assert read_synthetic(tmp_path / "s") == []
     assert "empty prompt" in read_rejects(tmp_path / "s")[0]["detail"]

@@ -46,6 +46,8 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
     assert len(rows) == 2
     by_variant = {r["variant"]: r for _, r in rows.iterrows()}
     assert by_variant["broken"]["status"] == "error" and "no_such_model" in by_variant["broken"]["error"]
+    reason = by_variant["broken"]["error"]  # one clean line: the trial's own exception, no Ray traceback
+    assert "\n" not in reason and "\x1b" not in reason and not reason.startswith(("RayTaskError", "ray::")), reason
     ok = by_variant["ok"]
     assert ok["status"] == "ok" and 0.0 <= ok["test_micro_f1"] <= 1.0 and 0.0 <= ok["dev_micro_f1"] <= 1.0
     assert ok["dataset"] == "jsonl" and len(ok["data_hash"]) == 16 and ok["tkre_version"]
@@ -63,6 +65,17 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
 
     with pytest.raises(ConfigError, match="--resume"):
         run_sweep(path)
+    # a sweep whose every trial failed exits non-zero, its reason in one clean line (issue 14 item 2)
+    from typer.testing import CliRunner
+
+    from tkre.cli import app
+
+    broken = write_sweep(tmp_path / "allbroken.yaml", {**sweep, "name": "allbroken", "grid": {"variant": ["broken"]}})
+    res = CliRunner().invoke(app, ["sweep", str(broken)])
+    text = res.output  # stdout and stderr interleaved (click >= 8.2)
+    assert res.exit_code == 1, text
+    [line] = [ln for ln in text.splitlines() if "all 1 trials of the sweep failed" in ln]
+    assert "no_such_model" in line and "\x1b" not in text
 
 
 def _run_cli(args: list[str], log: Path) -> subprocess.Popen:

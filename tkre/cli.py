@@ -16,9 +16,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tkre import __version__
-from tkre.errors import TkreError
+from tkre.errors import TkreError, strip_ansi
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,7 +62,8 @@ def run_app() -> None:
     except TkreError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        # the message as plain text: "[...]" in it is not rich markup, and no raw ANSI codes
+        err_console.print(Text.assemble(("error:", "red"), " ", strip_ansi(e)), highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")
@@ -433,8 +435,20 @@ def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or 
     counts = out.rows["status"].value_counts().to_dict() if len(out.rows) else {}
     console.print(f"{len(out.rows)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
                   f"{out.seconds:.0f}s; results: {out.results_path}")
-    for _, r in out.rows[out.rows["status"] == "error"].iterrows():
-        console.print(f"  failed {r['trial_id']}: {str(r['error']).splitlines()[0][:200]}")
+    _exit_if_all_trials_failed(out)
+
+
+def _exit_if_all_trials_failed(out) -> None:
+    """Print one clean line per failed trial; exit 1 when no trial of the sweep succeeded."""
+    from tkre.errors import one_line
+
+    failed = out.rows[out.rows["status"] == "error"] if len(out.rows) else out.rows
+    for _, r in failed.iterrows():
+        console.print(f"  failed {r['trial_id']}: {one_line(r['error'], 300)}", markup=False, highlight=False)
+    if len(out.rows) and len(failed) == len(out.rows):
+        err_console.print(f"error: all {len(failed)} trials of the sweep failed; first: "
+                          f"{one_line(failed.iloc[0]['error'], 300)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _print_plan(sweep_file: str, storage: Optional[str], as_json: bool) -> None:
@@ -522,6 +536,7 @@ def quickstart_cmd(storage: Optional[str] = typer.Option(None, "--storage", help
     from tkre.sweep import run_sweep
 
     out = run_sweep("quickstart", resume=True, address=address, storage_path=storage)
+    _exit_if_all_trials_failed(out)
     rep = write_report(out.sweep_dir)
     console.print(rep.markdown_text_tables)
     console.print(f"{len(out.rows)} trials in {out.seconds:.0f}s; report: {rep.markdown_path}")

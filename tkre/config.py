@@ -123,6 +123,10 @@ class GeneratorConfig(StrictModel):
     system_prompt: str | None = Field(None, description="optional system message sent before every prompt")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    max_error_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of a stage's rows whose generation may fail (HTTP errors, "
+        "time-outs) before the stage fails; a stage where every row failed always fails (tkre's choice: failed "
+        "rows are not cached, so a rerun retries only them)")
     price_per_m_input_tokens: float | None = Field(
         None, ge=0.0, description="USD per million input tokens, for cost reports (None = unknown; 0 for local models)")
     price_per_m_output_tokens: float | None = Field(

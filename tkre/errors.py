@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class TkreError(Exception):
     """Base class: an error caused by input the user can fix (not a bug in tkre)."""
@@ -33,6 +35,25 @@ class MissingDependencyError(TkreError):
 
 class RayStartError(TkreError):
     """Ray could not start or be joined; the message carries the reason and a hint."""
+
+
+class GenerationError(TkreError):
+    """A generation stage whose failed rows exceed the tolerated share (`max_error_fraction`)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: object) -> str:
+    """`text` without ANSI colour/cursor codes (Ray colours its task tracebacks)."""
+    return _ANSI.sub("", str(text))
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """A message as one clean line: ANSI colour codes removed, the first non-empty line, truncated."""
+    lines = [ln.strip() for ln in strip_ansi(text).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
 def decode_utf8(data: bytes, file: str, *, config: bool = False) -> str:

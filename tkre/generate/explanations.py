@@ -22,7 +22,7 @@ from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import EXPLANATIONS_FILE, write_explanations, write_manifest
 from tkre.generate.prompts import edkg_prompt
 from tkre.generate.quality import explanation_quality
-from tkre.generate.run import generate_rows, make_row
+from tkre.generate.run import check_error_budget, generate_rows, make_row
 
 log = logging.getLogger(__name__)
 
@@ -91,4 +91,5 @@ def generate_explanations(golden: list[RelationExample], cfg: EDKGConfig, out_di
         "quality": explanation_quality([w["explanation"] for w in written]),
     }
     write_manifest(manifest, out)
+    check_error_budget(stats, gen.max_error_fraction, "EDKG explanations")
     return manifest

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tkre.config import DecodingConfig, GeneratorConfig
+from tkre.errors import GenerationError, one_line
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
 from tkre.runtime import init_ray
@@ -56,6 +57,22 @@ class RunStats:
                 "errors": self.errors, "tokens": self.tokens, "seconds": round(self.seconds, 3),
                 "tokens_per_s": round(self.tokens_per_s, 2), "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "error_samples": self.error_samples}
+
+
+def check_error_budget(stats: RunStats, max_fraction: float, what: str) -> None:
+    """Raise GenerationError when every row failed, or more than `max_fraction` of them did: one line
+    with the counts and the first reason (the successful rows are cached: a rerun asks only for the rest)."""
+    if stats.errors == 0 or stats.rows == 0:
+        return
+    if stats.errors < stats.rows and stats.errors / stats.rows <= max_fraction:
+        log.warning("%s: %d/%d rows failed (tolerated: max_error_fraction=%g); first error: %s", what,
+                    stats.errors, stats.rows, max_fraction, one_line(stats.error_samples[0] if stats.error_samples else ""))
+        return
+    first = one_line(stats.error_samples[0]) if stats.error_samples else "unknown"
+    raise GenerationError(
+        f"{what}: {stats.errors}/{stats.rows} rows failed (cache hits {stats.cache_hits}, generated "
+        f"{stats.generated}, errors {stats.errors}; max_error_fraction={max_fraction:g}); first error: {first}. "
+        f"Successful rows are cached: fix the cause and rerun")
 
 
 def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:

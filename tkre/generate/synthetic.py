@@ -29,7 +29,7 @@ from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_manifest, write_synthetic
 from tkre.generate.prompts import scdg_prompt
 from tkre.generate.quality import scdg_quality
-from tkre.generate.run import RunStats, generate_rows, make_row
+from tkre.generate.run import RunStats, check_error_budget, generate_rows, make_row
 
 log = logging.getLogger(__name__)
 
@@ -135,4 +135,5 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "quality": scdg_quality([ex.text for ex in examples], [ex.text for ex in golden]),
     }
     write_manifest(manifest, out)
+    check_error_budget(stats, gen.max_error_fraction, "SCDG synthetic samples")
     return manifest
