@@ -6,6 +6,7 @@ Tiny random models test the plumbing only; quality numbers come from the real Sm
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -257,3 +258,73 @@ def test_cli_generate_synthetic_prints_acceptance(ray_local, tiny_llama, tmp_pat
     assert m["counts"]["relations"] == 18 and m["counts"]["generated"] == 18
     r2 = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
     assert r2.exit_code == 0 and json.loads((out / "manifest.json").read_text())["counts"]["cache_hits"] == 18
+
+
+# ------------------------------------------------------------------ cache faults and sharing (issue 14 item 6)
+
+def test_corrupt_cache_entry_is_regenerated_with_a_warning(ray_local, tiny_llama, golden, tmp_path, caplog):
+    cfg = _edkg(tiny_llama, tmp_path / "cache")
+    generate_explanations(golden[:4], cfg, tmp_path / "a")
+    cache = GenerationCache(tmp_path / "cache")
+    [victim] = list(cache.keys())[:1]
+    cache.path(victim).write_text('{"text": "half')  # damaged on disk
+    caplog.set_level(logging.WARNING, logger="tkre.generate.cache")
+    m = generate_explanations(golden[:4], cfg, tmp_path / "b")
+    warned = [r.getMessage() for r in caplog.records if "corrupt entry" in r.getMessage()]
+    assert len(warned) == 1 and victim in warned[0] and "regenerating" in warned[0]
+    assert m["run"]["corrupt_cache_entries"] == 1
+    assert m["counts"]["generated"] == 1 and m["counts"]["cache_hits"] == 3 and m["counts"]["written"] == 4
+    assert cache.get(victim) is not None  # rewritten whole
+
+
+def test_claims_of_a_live_run_are_respected_and_of_a_killed_run_ignored(tmp_path):
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tkre.generate.cache import GenerationCache\n"
+         "cm = GenerationCache(sys.argv[1]).claim(sys.argv[2:])\ncm.__enter__()\nprint('CLAIMED', flush=True)\n"
+         "time.sleep(600)\n", str(tmp_path), a, b], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "CLAIMED"
+        cache = GenerationCache(tmp_path)
+        with cache.claim([a, c]) as taken:
+            assert taken == {a}  # b is the other run's too, but not asked for
+            assert cache.claimed_by_others() == {a, b}
+        assert cache.claimed_by_others() == {a, b}
+    finally:
+        holder.kill()  # SIGKILL: no `finally` runs in the holder
+        holder.wait()
+    with cache.claim([a, b]) as taken:
+        assert taken == set()  # the dead run's claim is void
+    assert list((tmp_path / ".claims").glob("*.json")) == []
+
+
+SHARED_RUN = textwrap.dedent("""
+    import json, sys
+    from tkre.config import EDKGConfig, GeneratorConfig, SamplingConfig
+    from tkre.data import load_dataset, sample_kshot
+    from tkre.generate import generate_explanations
+
+    model, cache, out, n = sys.argv[1:5]
+    golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:int(n)]
+    gen = GeneratorConfig(model=model, cache_dir=cache, batch_size=2, sampling=SamplingConfig(temperature=0.0))
+    m = generate_explanations(golden, EDKGConfig(generator=gen, max_new_tokens=8), out)
+    print("RUN " + json.dumps({**m["run"], "written": m["counts"]["written"]}), flush=True)
+""")
+
+
+def test_two_concurrent_runs_over_one_cache_compute_each_row_once(ray_local, tiny_llama, tmp_path):
+    n = 12
+    (tmp_path / "run.py").write_text(SHARED_RUN)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "run.py"), tiny_llama, str(tmp_path / "cache"),
+                               str(tmp_path / f"out{i}"), str(n)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    runs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        runs.append(json.loads(next(ln for ln in out.splitlines() if ln.startswith("RUN "))[4:]))
+    assert [r["written"] for r in runs] == [n, n]
+    assert sum(r["generated"] for r in runs) == n, runs  # not 2n: each row computed once
+    assert len(GenerationCache(tmp_path / "cache")) == n
+    assert read_explanations(tmp_path / "out0") == read_explanations(tmp_path / "out1")
