@@ -210,3 +210,14 @@ def test_ray_lock_lease_is_renewed_while_the_holder_lives_and_expires_when_it_is
     with ray_actor_lock(name, timeout_s=20, lease_s=1.0):
         waited = time.monotonic() - t0
     assert waited < 5, waited
+
+
+def test_build_clears_a_dead_builders_half_done_output(tmp_path):
+    """A builder SIGKILLed mid-build leaves `.<key>.*.tmp`; the next builder (holding the key's lock) removes it."""
+    leftover = tmp_path / "artifacts" / "stage1" / ".k1.dead.tmp"
+    (leftover / "sub").mkdir(parents=True)
+    (leftover / "sub" / "big.bin").write_bytes(b"x" * 100)
+    other = tmp_path / "artifacts" / "stage1" / ".k2.alive.tmp"  # another key: not ours to touch
+    other.mkdir()
+    ArtifactStore(str(tmp_path)).get_or_create("stage1", "k1", _writer([]))
+    assert not leftover.exists() and other.exists()

@@ -121,6 +121,8 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     assert not (sweep_dir / "search-000.done.json").exists()
     phase_dir = sweep_dir / "search-000"
     before = optuna_trial_count(phase_dir)
+    stored = {m: m.read_bytes() for m in (tmp_path / "store" / "artifacts").glob("*/*/manifest.json")}
+    assert {m.parent.parent.name for m in stored} >= {"split", "finetune"}, stored
 
     proc = _run_cli(["sweep", str(path), "--resume"], tmp_path / "resume.log")
     try:
@@ -136,6 +138,19 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     after = optuna_trial_count(phase_dir)
     assert after == n and before >= len(ended_before)  # history kept: before + new = n, not a new study
     assert rows["dev_micro_f1"].between(0, 1).all() and rows["param.finetune.lr"].between(1e-4, 1e-2).all()
+    # no stored artifact was recomputed: every manifest is as it was, and every trial that ran after the
+    # kill took the stored split (`reused`), so nothing finished before the kill was built twice
+    for manifest, data in stored.items():
+        assert manifest.read_bytes() == data, manifest
+    stored_keys = {(m.parent.parent.name, m.parent.name) for m in stored}
+    resumed = rows[~rows["trial_id"].isin(ended_before)]
+    assert len(resumed) == n - len(ended_before) and resumed["reused.split"].astype(bool).all()
+    for _, r in rows.iterrows():
+        if r["trial_id"] in ended_before:
+            assert ("finetune", r["artifact.finetune"]) in stored_keys
+        else:
+            assert ("finetune", r["artifact.finetune"]) not in stored_keys or r["reused.finetune"]
+    assert not list((tmp_path / "store" / "artifacts").glob("*/.*.tmp"))  # no half-built leftovers
 
 
 def test_ray_that_cannot_start_is_one_line_with_a_hint(tmp_path, semeval, tiny_encoder_dir):

@@ -196,7 +196,9 @@ class ArtifactStore:
     def _build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any] | None], *,
                config: Any, inputs: dict[str, str] | None) -> Artifact:
         local = self._local_dir(stage, key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=_ensure(local.parent)))
+        for leftover in _ensure(local.parent).glob(f".{key}.*.tmp"):  # we hold the key's lock: a dead
+            shutil.rmtree(leftover, ignore_errors=True)                  # builder's half-done output
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=local.parent))
         try:
             t0 = time.perf_counter()
             summary = build(tmp) or {}
