@@ -69,3 +69,20 @@ def decode_utf8(data: bytes, file: str, *, config: bool = False) -> str:
         if config:
             raise ConfigError(f"{file}:{line}: {what}") from None
         raise DataError(what, file=file, record=f"line {line}") from None
+
+
+def error_reason(error: BaseException) -> str:
+    """An exception as one clean line, `Type: message`: the error the user's code raised, unwrapped
+    from Ray's task errors (whose text is a traceback with ANSI colour codes)."""
+    try:
+        from ray.exceptions import RayTaskError
+    except ImportError:  # pragma: no cover
+        return one_line(f"{type(error).__name__}: {error}", 500)
+    seen: set[int] = set()
+    while isinstance(error, RayTaskError) and getattr(error, "cause", None) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.cause
+    if isinstance(error, RayTaskError):  # cause not deserialisable: the last "Type: message" line of its text
+        lines = [ln for ln in strip_ansi(error).splitlines() if ln.strip() and not ln[0].isspace()]
+        return one_line(lines[-1] if lines else type(error).__name__, 500)
+    return one_line(f"{type(error).__name__}: {error}", 500)

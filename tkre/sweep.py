@@ -46,7 +46,7 @@ import pandas as pd
 from tkre import __version__
 from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
 from tkre.config import ExperimentConfig
-from tkre.errors import ConfigError, DataError, one_line, strip_ansi
+from tkre.errors import ConfigError, DataError, error_reason
 from tkre.io import atomic_path, atomic_write_json, stable_hash
 from tkre.runtime import init_ray
 from tkre.resources import cluster_capacity, fit_trials, trial_requests
@@ -227,23 +227,6 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                       run_config=run_config)
 
 
-def trial_error_reason(error: BaseException) -> str:
-    """A failed trial's reason in one clean line: the exception the trial's code raised, unwrapped from
-    Ray's task errors (whose text is a traceback with ANSI colour codes), as `Type: message`.
-    The full traceback stays in the trial's `error.txt` under the phase directory."""
-    from ray.exceptions import RayTaskError
-
-    seen: set[int] = set()
-    while isinstance(error, RayTaskError) and getattr(error, "cause", None) is not None and id(error) not in seen:
-        seen.add(id(error))
-        error = error.cause
-    name = type(error).__name__
-    if isinstance(error, RayTaskError):  # cause not deserialisable: the last "Type: message" line of its text
-        lines = [ln for ln in strip_ansi(error).splitlines() if ln.strip() and not ln[0].isspace()]
-        return one_line(lines[-1] if lines else name, 500)
-    return one_line(f"{name}: {error}", 500)
-
-
 def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
     rows = []
     for r in result_grid:
@@ -253,7 +236,7 @@ def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
                                or (r.path or "").rsplit("/", 1)[-1],
                                "variant": overrides.get("variant"), "tkre_version": __version__}
         if r.error is not None:
-            row["status"], row["error"] = "error", trial_error_reason(r.error)
+            row["status"], row["error"] = "error", error_reason(r.error)  # one line; traceback in error.txt
         elif m.get("row_complete"):
             row["status"], row["error"] = "ok", None
         else:
