@@ -6,8 +6,8 @@ The cluster runs in a subprocess (this file, run as a script) so it never collid
 single-node `ray_local`; the subprocess writes one JSON report that the tests assert on. Each node
 has ONE logical CPU, so two concurrent 1-CPU trials must use both nodes.
 
-The default-suite sweep is plain Ray Tune driven by tkre's resource mapping (`trial_resources`,
-`check_fits`) and tkre's real `ArtifactStore`; each trial is a small real function with per-epoch
+The default-suite sweep is plain Ray Tune driven by tkre's cluster-fit check (`fit_trials`) and
+tkre's real `ArtifactStore`; each trial is a small real function with per-epoch
 checkpoints (~60 s on 2 cores). The slow test runs tkre's own sweep entry point
 (`tkre.sweep.run_sweep(address=...)`, golden-only, tiny encoder, real Ray Train) on the same kind of
 two-node cluster and checks that Train workers ran on both nodes (~2.5 min).
