@@ -24,7 +24,8 @@ from tkre.pipeline import (STAGES, edkg_key_config, finetune_key_config, scdg_ke
                            stage1_key_config, stage2_key_config)
 from tkre.resources import trial_requests
 from tkre.overrides import apply_overrides
-from tkre.sweep_config import SweepConfig, bounds, experiment_for, grid_points
+from tkre.sweep import plan_phases
+from tkre.sweep_config import SweepConfig, bounds, experiment_for
 
 
 @dataclass
@@ -80,22 +81,23 @@ def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
                 keys.update({s: f"{name} (searched)" for s, k in probe.items() if keys.get(s) != k})
         out.append(PlannedTrial(name, phase, point.get("variant"), dict(point), cfg, searched, keys))
 
-    points = grid_points(sweep)
-    if sweep.search is None:
-        for i, p in enumerate(points):
-            add(f"grid/{i:03d}", "grid", p, {})
-        return out
-    searched = {k: _describe(d) for k, d in sweep.search.space.items()}
-    for i, p in enumerate(points):
-        for j in range(sweep.search.num_samples):
-            add(f"search-{i:03d}/{j}", f"search-{i:03d}", p, searched)
-    if sweep.evaluate is not None:
-        n = 0
-        for i, p in enumerate(points):
-            for seed in sweep.evaluate.seeds:
-                best = {k: f"best of search-{i:03d}" for k in sweep.search.space}
-                add(f"evaluate/{n:03d}", "evaluate", {**p, "data.seed": seed}, best)
-                n += 1
+    searches = []
+    for phase in plan_phases(sweep):  # the phases tkre.sweep.run_sweep runs, in its order
+        if phase.kind == "grid":
+            for i, p in enumerate(phase.points):
+                add(f"grid/{i:03d}", phase.name, p, {})
+        elif phase.kind == "search":
+            searched = {k: _describe(d) for k, d in sweep.search.space.items()}
+            for j in range(sweep.search.num_samples):
+                add(f"{phase.name}/{j}", phase.name, phase.points[0], searched)
+            searches.append(phase)
+        else:  # evaluate: the best of each search phase over the evaluate seeds (sweep._best_points)
+            n = 0
+            for search in searches:
+                for seed in sweep.evaluate.seeds:
+                    best = {k: f"best of {search.name}" for k in sweep.search.space}
+                    add(f"evaluate/{n:03d}", phase.name, {**search.points[0], "data.seed": seed}, best)
+                    n += 1
     return out
 
 
