@@ -40,7 +40,10 @@ def check_path(path: str, model: type[BaseModel] = ExperimentConfig) -> str | No
     for i, part in enumerate(parts):
         if part not in model.model_fields:
             where = ".".join(parts[:i]) or "the config"
-            return f"unknown field {part!r} in {where} (known: {', '.join(model.model_fields)})"
+            moved = [name for name, f in model.model_fields.items()
+                     if (sub := _field_model(f.annotation)) is not None and part in sub.model_fields]
+            hint = f"; did you mean {', '.join('.'.join([*parts[:i], m, *parts[i:]]) for m in moved)}?" if moved else ""
+            return f"unknown field {part!r} in {where} (known: {', '.join(model.model_fields)}){hint}"
         sub = _field_model(model.model_fields[part].annotation)
         if i < len(parts) - 1:
             if sub is None:
