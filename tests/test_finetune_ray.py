@@ -117,7 +117,7 @@ def test_init_from_pretraining_style_checkpoint_via_cli(ray_local, tiny_encoder_
                                  "--k", "1", "--seed", "1", "--init", str(pre), "--epochs", "1", "--workers", "1",
                                  "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "fine-tuning epoch 1" in r.output and "dev_micro_f1" in r.output  # the progress bar, fed by Ray Train
+    assert "fine-tuning: epoch 1/1" in r.output and "dev_micro_f1" in r.output  # the progress bar, fed by the train loop
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == str(pre) and m["f1_scale"] == "fraction" and m["best_epoch"] == 0
     assert m["data"]["k"] == 1

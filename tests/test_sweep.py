@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def _events(sweep_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, semeval, tiny_encoder_dir):
+def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, semeval, tiny_encoder_dir, capfd):
     from tkre.pipeline import run_experiment
     from tkre.sweep import run_sweep
     from tkre.sweep_config import experiment_for, load_sweep
@@ -53,6 +54,14 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
     assert ok["dataset"] == "jsonl" and len(ok["data_hash"]) == 16 and ok["tkre_version"]
     assert ok["artifact.split"] and ok["artifact.finetune"] and ok["reused.finetune"] is False
     assert ok["seconds.finetune"] > 0 and pd.isna(ok["artifact.edkg"])
+    # the console: one line per trial event naming trial, variant and stage -- no Tune status tables
+    console = capfd.readouterr().out
+    assert "Trial status" not in console, console
+    for variant in ("ok", "broken"):
+        assert re.search(rf"^trial \S+ \[{variant}\] split: ", console, re.M), console
+    assert re.search(r"^trial \S+ \[ok\] finetune: epoch 1/1 step \d+/\d+ train_loss .* \| \d+m\d\ds$", console, re.M)
+    assert re.search(r"^trial \S+ \[ok\] finished dev_micro_f1 ", console, re.M), console
+    assert re.search(r"^trial \S+ \[broken\] FAILED: .*no_such_model", console, re.M), console
     assert json.loads(ok["experiment_config"])["data"]["k"] == 3
     # the same experiment again: every stage comes from the store, same numbers
     cfg = experiment_for(load_sweep(path), {"variant": "ok"})
@@ -131,6 +140,8 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
         _kill_group(proc)
     rows = pd.read_parquet(sweep_dir / "results.parquet")
     assert len(rows) == n and set(rows["status"]) == {"ok"}, rows[["trial_id", "status", "error"]]
+    console = (tmp_path / "resume.log").read_text()  # a restored Tuner shows per-trial lines too
+    assert "Trial status" not in console and re.search(r"^trial \S+ finetune: (epoch 2/2 |reused)", console, re.M), console
     starts = [e["trial_id"] for e in _events(sweep_dir) if e["event"] == "start"]
     for trial_id in ended_before:  # finished before the kill -> never started again
         assert starts.count(trial_id) == 1, (trial_id, starts)

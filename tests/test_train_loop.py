@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tkre.config import ResourcesConfig
-from tkre.train_loop import FitResult, LoopSettings, decay_parameter_groups, fit, linear_schedule
+from tkre.train_loop import FitResult, LoopSettings, decay_parameter_groups, fit
 
 
 def _register_by_value():
@@ -68,15 +68,11 @@ def _weights(result: FitResult):
     return torch.load(os.path.join(result.best_checkpoint_dir, "weights.pt"))
 
 
-def test_linear_schedule_warms_up_then_decays_to_zero():
-    assert [linear_schedule(s, warmup_steps=2, total_steps=6) for s in range(7)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
-    assert linear_schedule(0, warmup_steps=0, total_steps=4) == 1.0
-
-
 def test_weight_decay_skips_biases_and_norms():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    model.add_module("final_norm", torch.nn.Linear(3, 3, bias=False))  # by name, as the HF Trainer does
     decay, no_decay = decay_parameter_groups(model, 0.1)
-    assert [p.shape for p in decay["params"]] == [torch.Size([3, 3])] and len(no_decay["params"]) == 3
+    assert [p.shape for p in decay["params"]] == [torch.Size([3, 3])] and len(no_decay["params"]) == 4
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 
 
@@ -99,21 +95,34 @@ class _RecordingCallback:
 
 def test_two_workers_learn_select_best_epoch_and_call_callbacks(ray_local, tmp_path):
     _register_by_value()
+    import io
+
+    from rich.console import Console
+
+    from tkre.console import ProgressBar
+
     log = tmp_path / "reports.jsonl"
-    result = fit(RegressionTask(), _settings(), ResourcesConfig(num_workers=2, cpus_per_worker=1.0),
-                 run_name="two_workers", storage_path=str(tmp_path / "runs"), callbacks=[_RecordingCallback(str(log))])
+    shown = io.StringIO()
+    with ProgressBar("training", console=Console(file=shown, width=200)):  # the CLI commands' bar
+        result = fit(RegressionTask(), _settings(), ResourcesConfig(num_workers=2, cpus_per_worker=1.0),
+                     run_name="two_workers", storage_path=str(tmp_path / "runs"),
+                     callbacks=[_RecordingCallback(str(log))])
     h = result.metrics_history
     assert [m["epoch"] for m in h] == [0, 1, 2, 3]
     assert h[-1]["eval_mse"] < 0.5 * h[0]["eval_mse"]  # it learns
     # 64 examples / 2 workers / 4 per worker = 8 micro-batches = 4 optimizer steps per epoch
     assert result.summary["steps_per_epoch"] == 4 and result.summary["global_step"] == 16
     assert [m["global_step"] for m in h] == [4, 8, 12, 16]
+    # linear warm-up over round(0.1 * 16) = 2 steps, then linear decay to 0 at step 16
+    assert [m["lr"] for m in h] == pytest.approx([0.05 * (16 - s) / 14 for s in (4, 8, 12, 16)])
     assert h[0]["samples_per_s"] > 0 and "train_mse" in h[0]
     best = min(h, key=lambda m: m["eval_mse"])
     assert result.summary["best_epoch"] == best["epoch"]
     assert result.best_checkpoint_dir.endswith(f"epoch_{best['epoch']:04d}/model")
     assert set(_weights(result)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [0, 1, 2, 3]
+    # the bar got rank 0's progress events: last epoch, last step, the epoch's train loss
+    assert "training: epoch 4/4 step 16/16 train_loss" in shown.getvalue(), shown.getvalue()
 
 
 def test_crashed_run_resumes_with_same_steps_and_weights(ray_local, tmp_path):

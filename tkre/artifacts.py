@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.fs as pafs
 
-from tkre import __version__
+from tkre import __version__, progress
 from tkre.errors import ConfigError
 from tkre.io import atomic_write_json, stable_hash
 from tkre.locks import DEFAULT_LEASE_S, file_lock, ray_actor_lock
@@ -178,6 +178,7 @@ class ArtifactStore:
         if found is not None:
             found.seconds = time.perf_counter() - start
             log.info("artifact %s/%s: reused (%s)", stage, key, found.uri)
+            progress.emit(stage=stage, state="reused")
             return found
         wait_start = time.perf_counter()
         with self._lock(stage, key):
@@ -186,8 +187,10 @@ class ArtifactStore:
             if found is not None:
                 found.seconds = time.perf_counter() - start
                 log.info("artifact %s/%s: reused after waiting %.1fs for another trial", stage, key, waited)
+                progress.emit(stage=stage, state="reused")
                 return found
             log.info("artifact %s/%s: computing", stage, key)
+            progress.emit(stage=stage, state="computing")
             art = self._build(stage, key, build, config=config, inputs=inputs)
         art.seconds = time.perf_counter() - start
         return art

@@ -146,8 +146,8 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
     from tkre.config import DataConfig, FinetuneConfig, validate_config
     from tkre.finetune.command import finetune_dataset
     from tkre.finetune.encoder_recipes import apply_encoder_recipe
+    from tkre.console import ProgressBar
     from tkre.overrides import load_with_overrides, parse_assignments
-    from tkre.pretrain.progress import EpochProgress
 
     cfg = load_with_overrides(config, FinetuneConfig, section="finetune", overrides={
         "backbone": backbone, "encoder": init, "synthetic_cap_per_relation": synthetic_cap_per_relation, "epochs": epochs,
@@ -158,12 +158,9 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
         console.print(recipe_note, soft_wrap=True, highlight=False)
     data = validate_config({"dataset": dataset, "path": path, "patch_path": patch, "k": k, "seed": seed,
                             "protocol": protocol}, DataConfig, source="<options>")
-    from tkre.runtime import init_ray
-
-    init_ray()  # the progress bar's queue is a Ray actor
-    with EpochProgress(cfg.epochs, console=console, description="fine-tuning") as progress:
+    with ProgressBar("fine-tuning", console=console):  # epochs/steps/loss/dev F1 from the train loop
         m = finetune_dataset(data, cfg, out_dir=out, synthetic_path=synthetic, run_name=run_name,
-                             storage_path=storage_path, callbacks=[progress.callback("fine-tuning")])
+                             storage_path=storage_path)
     console.print(f"{cfg.backbone} {dataset} K={k} seed={seed}: best dev epoch {m['best_epoch']} "
                   f"(dev micro-F1 {m['dev_micro_f1'] if m['dev_micro_f1'] is not None else float('nan'):.4f}), "
                   f"test micro-F1 {m['test_micro_f1']:.4f}, macro-F1 {m['test_macro_f1']:.4f} (fractions 0-1)")

@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from tkre import __version__
+from tkre import __version__, progress
 from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
 from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError, error_reason
@@ -94,14 +94,17 @@ def _append_event(directory: str, event: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int) -> dict:
-    """Runs in a plain Ray task outside the trial's placement group."""
+def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int,
+                   channel: progress.Channel | None = None) -> dict:
+    """Runs in a plain Ray task outside the trial's placement group; stage/epoch/row progress goes to
+    the driver's console through `channel`."""
     from tkre.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
-    return run_experiment(cfg, callbacks=callbacks, store=store)
+    with progress.use(channel):
+        return run_experiment(cfg, callbacks=callbacks, store=store)
 
 
 def trial_overrides(config: dict) -> dict[str, Any]:
@@ -129,10 +132,11 @@ def run_trial(config: dict, *, spec: dict) -> None:
         # placement_group=None: do NOT inherit the trial's placement group (Tune captures child
         # tasks into it); Ray Train and Ray Data inside reserve their own resources.
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    channel = spec["progress"].tagged(trial=trial_id, variant=overrides.get("variant"))  # the console line
     # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
     # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
     ref = task.remote(cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
-                      sweep.resources.generation_slots)
+                      sweep.resources.generation_slots, channel)
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.cancel(ref, force=True, recursive=True)
@@ -196,6 +200,8 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from tkre.console import TrialLines
+
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
         log.info("phase %s: restoring from %s (unfinished trials resume, finished ones are kept)", phase.name, path)
@@ -217,12 +223,17 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                                       grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=concurrent,
-                                  time_budget_s=sweep.sweep_timeout_s, reuse_actors=False,
+                                  time_budget_s=sweep.sweep_timeout_s,
+                                  # a finished trial's process runs the next trial: no Python start-up and
+                                  # tkre import per trial (the largest per-trial cost in a profile of
+                                  # benchmarks/sweep_overhead.py)
+                                  reuse_actors=True,
                                   **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
-                                callbacks=_wandb_callbacks(sweep, root), verbose=1)
+                                # verbose=0: no repeated status tables; TrialLines prints one line per trial
+                                callbacks=[TrialLines(), *_wandb_callbacks(sweep, root)], verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
                       run_config=run_config)
 
@@ -332,6 +343,9 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     # seconds ("auto" can stretch to minutes): a short period makes a SIGKILL lose at most ~2 s of
     # bookkeeping, so trials that finished before the kill are not rerun on --resume. The state is small.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # a failed trial's traceback goes to its error.txt and the results table; the console gets the
+    # one-line reason from TrialLines instead of Tune's multi-screen trace
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
     from ray import tune
 
@@ -347,6 +361,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
+    channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
     rows: list[dict] = []
     results_path = ""
     for phase in phases:
@@ -361,16 +376,18 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 continue
         if phase.kind != "search":
             phase.points = _with_run_constants(phase.points, sweep)
-        spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name}
+        spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel}
         trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                         {"cpu": sweep.resources.trial_cpus})
         tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
-        result_grid = tuner.fit()
+        with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
+            result_grid = tuner.fit()
         phase_rows = _phase_rows(result_grid, phase, sweep)
         rows.extend(phase_rows)
         results_path = _write_results(rows, root)
         if done is not None:
             atomic_write_json(done, {"rows": phase_rows})
+    channel.close()
     results_path = _write_results(rows, root)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
 

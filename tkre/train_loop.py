@@ -6,9 +6,11 @@ module owns the generic part and is meant to be read top to bottom in `_train_wo
   Ray Train v2 `TorchTrainer` -> one worker per `ResourcesConfig.num_workers`, each reserving
   `cpus_per_worker` CPUs (and using that many torch threads) -> DDP through
   `ray.train.torch.prepare_model` / `prepare_data_loader` (gloo on CPU, nccl on GPU) -> AdamW with
-  weight decay, linear warm-up then linear decay, gradient accumulation, bf16/fp16 autocast on
+  weight decay grouped as the HF `Trainer` does, transformers' linear warm-up then linear decay
+  schedule, gradient accumulation, bf16/fp16 autocast on
   GPU only -> per-step metrics logged on rank 0 -> once per epoch: `task.evaluate` on rank 0 and
-  one `ray.train.report(metrics, checkpoint)`.
+  one `ray.train.report(metrics, checkpoint)` -> the best checkpoint by `select_metric` through Ray's
+  `Result.get_best_checkpoint`.
 
 Checkpoints hold the HF model written by `task.save` (`model/`), the raw model, optimizer and
 scheduler state, the epoch, the global step, the RNG state and the metrics history
@@ -18,7 +20,7 @@ upload finished). A `COMPLETE` marker is checked again before resuming.
 
 Resume: a new `fit` call with the same `run_name` and `storage_path` (or an automatic retry under
 `max_failures`) finds the latest checkpoint through `ray.train.get_checkpoint()` and continues at
-the next epoch. Every epoch reseeds torch/numpy/random with (seed, epoch, rank) and the sampler
+the next epoch. Every epoch reseeds torch/numpy/random (`transformers.set_seed`) with (seed, epoch, rank) and the sampler
 with (seed, epoch), so a resumed run takes exactly the steps an uninterrupted run takes.
 """
 
@@ -39,6 +41,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tkre import progress
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
 from tkre.runtime import init_ray
@@ -48,6 +51,10 @@ logger = logging.getLogger(__name__)
 MODEL_SUBDIR = "model"
 STATE_FILE = "train_state.pt"
 COMPLETE_MARKER = "COMPLETE"
+PROGRESS_EVERY_S = 5.0  # at most one progress event per this many seconds within an epoch (rank 0)
+SHOWN_METRICS = ("train_loss", "dev_micro_f1", "heldout_mslm_loss", "heldout_scl_loss")
+#: parameter-name patterns without weight decay (what `transformers.Trainer.get_decay_parameter_names` uses)
+DECAY_EXCLUDED_NAMES = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
 @runtime_checkable
@@ -108,26 +115,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def linear_schedule(step: int, *, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: 0 -> 1 over the warm-up steps, then linearly 1 -> 0 at `total_steps`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return step / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
 def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and normalisation weights (1-d parameters)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW groups as the HF `Trainer` builds them: no weight decay on biases and LayerNorm/RMSNorm
+    weights (`Trainer.get_decay_parameter_names`' rule, through transformers' `get_parameter_names`)."""
+    from transformers.trainer_pt_utils import get_parameter_names
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], DECAY_EXCLUDED_NAMES))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for n, p in named if n in decay_names], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0}]
 
 
 def _rng_state() -> dict:
@@ -155,7 +151,8 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
     score = settings.select_metric or "epoch"
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"task": task, "settings": settings, "resources": resources},
+        train_loop_config={"task": task, "settings": settings, "resources": resources,
+                           "progress": progress.current()},
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
                                               resources_per_worker=resources.per_worker()),
@@ -180,15 +177,13 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
     if not candidates:
         raise TkreError(f"run {run_name} finished without a checkpoint in {result.path}")
-    if settings.select_metric:
-        missing = [m.get("epoch") for _, m in candidates if settings.select_metric not in m]
-        if missing:
-            raise ConfigError(f"select_metric '{settings.select_metric}' is not among the reported metrics "
-                              f"(epochs {missing}); evaluate() returned {sorted(candidates[0][1])}")
-        pick = max if settings.select_mode == "max" else min
-        best_ckpt, best_metrics = pick(candidates, key=lambda cm: cm[1][settings.select_metric])
-    else:
-        best_ckpt, best_metrics = max(candidates, key=lambda cm: cm[1]["epoch"])
+    metric, mode = (settings.select_metric, settings.select_mode) if settings.select_metric else ("epoch", "max")
+    missing = [m.get("epoch") for _, m in candidates if metric not in m]
+    if missing:
+        raise ConfigError(f"select_metric '{metric}' is not among the reported metrics "
+                          f"(epochs {missing}); evaluate() returned {sorted(candidates[0][1])}")
+    best_ckpt = result.get_best_checkpoint(metric, mode)
+    best_metrics = next(m for c, m in candidates if c.path == best_ckpt.path)
     best_dir = _local_model_dir(best_ckpt)
     summary = {
         "run_path": result.path, "best_epoch": best_metrics.get("epoch"),
@@ -220,17 +215,19 @@ def _train_worker(config: dict) -> dict:
     import ray.train
     import ray.train.torch
     from torch.utils.data import DataLoader, DistributedSampler
+    from transformers import get_linear_schedule_with_warmup, set_seed
 
     task: TrainTask = config["task"]
     s: LoopSettings = config["settings"]
     res: ResourcesConfig = config["resources"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    channel: progress.Channel | None = config["progress"] if rank == 0 else None  # live progress (sweeps, CLI)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))  # this worker's CPU share
     device = ray.train.torch.get_device()
-    seed_everything(s.seed + rank)
+    set_seed(s.seed + rank)
 
     # ---- model and data
     model = task.build_model()
@@ -268,8 +265,7 @@ def _train_worker(config: dict) -> dict:
         optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: linear_schedule(step, warmup_steps=warmup_steps, total_steps=total_steps))
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     use_amp = device.type == "cuda" and (s.mixed_precision if s.mixed_precision is not None else res.use_gpu)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -283,7 +279,7 @@ def _train_worker(config: dict) -> dict:
 
     # ---- epochs
     for epoch in range(start_epoch, s.epochs):
-        seed_everything(s.seed + 1000 * (epoch + 1) + rank)  # exact resume: dropout depends on the epoch only
+        set_seed(s.seed + 1000 * (epoch + 1) + rank)  # exact resume: dropout depends on the epoch only
         sampler.set_epoch(epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
@@ -316,6 +312,9 @@ def _train_worker(config: dict) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
+            if channel is not None:
+                channel.send(every_s=PROGRESS_EVERY_S, unit="step", done=global_step, total=total_steps,
+                             epoch=epoch + 1, epochs=s.epochs, epoch_end=False, info={"loss": float(loss)})
             if rank == 0 and (global_step % s.log_every == 0 or global_step == total_steps):
                 dt = max(time.perf_counter() - t0, 1e-9)
                 logger.info("epoch %d step %d/%d %s lr %.2e | %.1f samples/s %.0f tokens/s (rank 0)",
@@ -335,6 +334,9 @@ def _train_worker(config: dict) -> dict:
                 metrics.update(task.evaluate(unwrap(model), epoch))
             model.train()
             history.append(dict(metrics))
+            if channel is not None:
+                channel.send(unit="step", done=global_step, total=total_steps, epoch=epoch + 1, epochs=s.epochs,
+                             epoch_end=True, info={k: v for k, v in metrics.items() if k in SHOWN_METRICS})
             with tempfile.TemporaryDirectory(prefix="tkre-ckpt-") as tmp:
                 task.save(unwrap(model), os.path.join(tmp, MODEL_SUBDIR))
                 torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tkre import progress
 from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.errors import GenerationError, one_line
 from tkre.generate.backends import BackendSpec
@@ -213,6 +214,8 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
                 results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False, "input_tokens": read}
             elapsed = time.perf_counter() - t0
             bar.update(task, advance=1, tps=stats.tokens / elapsed if elapsed > 0 else 0.0)
+            done = stats.generated + stats.errors
+            progress.emit(every_s=0 if done == len(todo) else 2.0, unit="rows", done=done, total=len(todo))
     missing = [r["key"] for r in todo if r["key"] not in results]
     for key in missing:  # should not happen; never silently drop a row
         stats.errors += 1

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tkre import progress
 from tkre.config import PretrainConfig, StageConfig
 from tkre.data import RelationExample
 from tkre.errors import TkreError
@@ -175,22 +177,17 @@ def run_pretraining(cfg: PretrainConfig, *, dataset: str = "semeval", data_path:
         synth = read_synthetic(synthetic) if synthetic else None
     out_dir = Path(out_dir)
     init_ray()
-    total = ((cfg.stage1.epochs + cfg.mlm_head_warmup_epochs if cfg.stage1.enabled else 0)
-             + (cfg.stage2.epochs if cfg.stage2.enabled else 0))
-    progress = None
+    bar = nullcontext()
     if show_progress:
-        from tkre.pretrain.progress import EpochProgress
+        from tkre.console import ProgressBar
 
-        progress = EpochProgress(total).__enter__()
-    try:
-        cb = (lambda label: [progress.callback(label)]) if progress else (lambda label: None)
-        s1 = pretrain_stage1(cfg, init=cfg.encoder, golden=golden, explanations=expl, out_dir=out_dir / "stage1",
-                             callbacks=cb("stage 1 (MSLM)"))
+        bar = ProgressBar("pre-training")
+    with bar:  # the train loop sends its step/epoch progress to the bar's channel
+        progress.emit(stage="stage 1 (MSLM)")
+        s1 = pretrain_stage1(cfg, init=cfg.encoder, golden=golden, explanations=expl, out_dir=out_dir / "stage1")
+        progress.emit(stage="stage 2 (MSLM+SCL)")
         s2 = pretrain_stage2(cfg, init=s1["checkpoint"], golden=golden, synthetic=synth, relations=ds.relations,
-                             out_dir=out_dir / "stage2", callbacks=cb("stage 2 (MSLM+SCL)"))
-    finally:
-        if progress:
-            progress.__exit__(None, None, None)
+                             out_dir=out_dir / "stage2")
     summary = {"checkpoint": s2["checkpoint"], "stage1": s1, "stage2": s2, "dataset": dataset, "k": k,
                "seed": seed, "protocol": protocol, "golden": len(golden)}
     atomic_write_json(out_dir / "summary.json", summary)
