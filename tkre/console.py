@@ -132,9 +132,10 @@ class TrialLines(Callback):
         self._end(trial.trial_id, "finished" + (f" {scores}" if scores else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        try:
-            reason = last_line(trial.get_error() or "")
-        except Exception:  # storage unreachable: the results table still has the error
+        try:  # Tune writes error.txt next to the driver first and uploads it to storage later
+            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+                reason = last_line(f.read())
+        except (OSError, TypeError):  # no local copy: the results table still has the error
             reason = ""
         self._end(trial.trial_id, f"FAILED: {reason or 'see the results table'} (full trace: {trial.error_file})")
 
