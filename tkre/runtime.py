@@ -10,8 +10,9 @@
   (README, "Secrets on a cluster").
 - A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
   line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
-- Worker output stays in Ray's log files (the path is logged) unless `log_to_driver=True`: tkre's
-  own progress bars and Tune's status table are what a user reads on the console.
+- Worker output stays in Ray's log files (the path is logged) unless `log_to_driver=True`, and Ray's
+  own INFO lines on the driver are off (warnings stay): tkre's progress bars and per-trial sweep
+  lines (`tkre.console`) are what a user reads on the console.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=target, ignore_reinit_error=True, include_dashboard=False, log_to_driver=log_to_driver,
-                 runtime_env=driver_runtime_env(extra=extra))
+                 runtime_env=driver_runtime_env(extra=extra),
+                 logging_level=logging.INFO if log_to_driver else logging.WARNING)
     except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
         try:
             ray.shutdown()  # processes a half-done start may have left

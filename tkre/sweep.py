@@ -94,10 +94,8 @@ def _append_event(directory: str, event: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int,
-                   channel: progress.Channel | None = None) -> dict:
-    """Runs in a plain Ray task outside the trial's placement group; stage/epoch/row progress goes to
-    the driver's console through `channel`."""
+def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel) -> dict:
+    """Runs in a plain Ray task outside the trial's placement group; progress goes to `channel`."""
     from tkre.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
@@ -200,7 +198,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tkre.console import TrialLines
+    from tkre.console import TrialLines  # one line per trial event instead of status tables (verbose=0)
 
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
@@ -224,15 +222,12 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=concurrent,
                                   time_budget_s=sweep.sweep_timeout_s,
-                                  # a finished trial's process runs the next trial: no Python start-up and
-                                  # tkre import per trial (the largest per-trial cost in a profile of
-                                  # benchmarks/sweep_overhead.py)
-                                  reuse_actors=True,
+                                  # the next trial runs in a finished trial's process: no process start-up
+                                  reuse_actors=True,  # and imports per trial (benchmarks/sweep_overhead.py)
                                   **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
-                                # verbose=0: no repeated status tables; TrialLines prints one line per trial
                                 callbacks=[TrialLines(), *_wandb_callbacks(sweep, root)], verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
                       run_config=run_config)
@@ -343,8 +338,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     # seconds ("auto" can stretch to minutes): a short period makes a SIGKILL lose at most ~2 s of
     # bookkeeping, so trials that finished before the kill are not rerun on --resume. The state is small.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # a failed trial's traceback goes to its error.txt and the results table; the console gets the
-    # one-line reason from TrialLines instead of Tune's multi-screen trace
+    # a failed trial's trace goes to its error.txt only; TrialLines prints the one-line reason
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
     from ray import tune
@@ -387,7 +381,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         results_path = _write_results(rows, root)
         if done is not None:
             atomic_write_json(done, {"rows": phase_rows})
-    channel.close()
+    channel.close()  # the inbox actor; the results table is written below
     results_path = _write_results(rows, root)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
 
