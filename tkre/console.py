@@ -13,7 +13,6 @@ uses a thread.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from ray.tune import Callback
 
 from tkre import progress
+from tkre.errors import one_line, strip_ansi
 
 
 def _duration(seconds: float) -> str:
@@ -31,8 +31,8 @@ def _duration(seconds: float) -> str:
 
 def last_line(text: str, limit: int = 300) -> str:
     """The last non-blank line of an error text (a traceback's message), without colour codes."""
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(text)).splitlines() if ln.strip()]
-    return lines[-1][:limit] if lines else ""
+    lines = [ln for ln in strip_ansi(text).splitlines() if ln.strip()]
+    return one_line(lines[-1], limit) if lines else ""
 
 
 def describe(state: dict[str, Any]) -> str:
