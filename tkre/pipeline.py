@@ -257,6 +257,10 @@ def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact]) -> d
             gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
             stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
                                price_in=gen.price_per_m_input_tokens, price_out=gen.price_per_m_output_tokens)
+            if not stats["price_known"]:
+                log.warning("WARNING: %s bills per token but %s.generator has no price_per_m_input_tokens/"
+                            "price_per_m_output_tokens: its cost is reported as unknown (tkre compare-generators "
+                            "refuses to start without them)", gen.name, role)
             out.update({f"{role}.{k}": v for k, v in stats.items()})
     return out
 
