@@ -6,11 +6,11 @@ module owns the generic part and is meant to be read top to bottom in `_train_wo
   Ray Train v2 `TorchTrainer` -> one worker per `ResourcesConfig.num_workers`, each reserving
   `cpus_per_worker` CPUs (and using that many torch threads) -> DDP through
   `ray.train.torch.prepare_model` / `prepare_data_loader` (gloo on CPU, nccl on GPU) -> AdamW with
-  weight decay grouped as the HF `Trainer` does, transformers' linear warm-up then linear decay
-  schedule, gradient accumulation, bf16/fp16 autocast on
-  GPU only -> per-step metrics logged on rank 0 -> once per epoch: `task.evaluate` on rank 0 and
-  one `ray.train.report(metrics, checkpoint)` -> the best checkpoint by `select_metric` through Ray's
-  `Result.get_best_checkpoint`.
+  weight decay grouped as the HF `Trainer` does, transformers' linear warm-up/decay schedule,
+  gradient accumulation, bf16/fp16 autocast on GPU only -> per-step metrics logged on rank 0, and
+  progress events to `tkre.progress`'s current channel (sweep lines, CLI bars) -> once per epoch:
+  `task.evaluate` on rank 0 and one `ray.train.report(metrics, checkpoint)` -> the best checkpoint
+  by `select_metric` through Ray's `Result.get_best_checkpoint`.
 
 Checkpoints hold the HF model written by `task.save` (`model/`), the raw model, optimizer and
 scheduler state, the epoch, the global step, the RNG state and the metrics history
@@ -20,8 +20,9 @@ upload finished). A `COMPLETE` marker is checked again before resuming.
 
 Resume: a new `fit` call with the same `run_name` and `storage_path` (or an automatic retry under
 `max_failures`) finds the latest checkpoint through `ray.train.get_checkpoint()` and continues at
-the next epoch. Every epoch reseeds torch/numpy/random (`transformers.set_seed`) with (seed, epoch, rank) and the sampler
-with (seed, epoch), so a resumed run takes exactly the steps an uninterrupted run takes.
+the next epoch. Every epoch reseeds torch/numpy/random (`transformers.set_seed`) with (seed, epoch,
+rank) and the sampler with (seed, epoch), and the scheduler's state is restored with the optimizer's,
+so a resumed run takes exactly the steps an uninterrupted run takes.
 """
 
 from __future__ import annotations

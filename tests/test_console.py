@@ -1,0 +1,31 @@
+"""The per-trial sweep line: which progress events are news, and how a trial's state reads."""
+
+from __future__ import annotations
+
+from tkre.console import describe, last_line, merge
+
+
+def test_a_line_for_each_stage_epoch_and_tenth_of_rows_only():
+    state: dict = {}
+    news = [merge(state, e) for e in (
+        {"stage": "split", "state": "reused"},
+        {"stage": "scdg", "state": "computing"},
+        {"unit": "rows", "done": 3, "total": 40},    # the first rows
+        {"unit": "rows", "done": 4, "total": 40},    # 10 %
+        {"unit": "rows", "done": 5, "total": 40},    # still the same tenth: no line
+        {"stage": "finetune", "state": "computing"},
+        {"unit": "step", "done": 1, "total": 6, "epoch": 1, "epochs": 2, "epoch_end": False, "info": {"loss": 1.5}},
+        {"unit": "step", "done": 2, "total": 6, "epoch": 1, "epochs": 2, "epoch_end": False, "info": {"loss": 1.4}},
+        {"unit": "step", "done": 3, "total": 6, "epoch": 1, "epochs": 2, "epoch_end": True,
+         "info": {"train_loss": 1.45, "dev_micro_f1": 0.25}},
+        {"unit": "step", "done": 4, "total": 6, "epoch": 2, "epochs": 2, "epoch_end": False, "info": {"loss": 1.2}},
+    )]
+    assert news == [True, True, True, True, False, True, True, False, True, True]
+    assert describe(state) == "finetune: epoch 2/2 step 4/6 loss 1.2"
+    merge(state, {"stage": "stage2", "state": "reused"})  # a new stage forgets the last one's progress
+    assert describe(state) == "stage2: reused"
+
+
+def test_failure_reason_is_the_traceback_last_line_without_colours():
+    trace = "Traceback (most recent call last):\n  File \"x.py\"\n\x1b[36mray::_pipeline_task()\x1b[39m\nOSError: no model\n\n"
+    assert last_line(trace) == "OSError: no model"
