@@ -92,12 +92,12 @@ def test_server_errors_are_counted_never_a_crash(ray_local, tiny_llama, semeval,
     with server(tiny_llama, "--always", "500") as url:
         cfg = SCDGConfig(generator=_cfg(url, tmp_path, max_retries=1), max_rounds=1, samples_per_prompt=4,
                          max_new_tokens=8)
-        with pytest.raises(GenerationError, match=r"2/2 rows failed.*HTTP 500"):  # every row failed: an error
+        with pytest.raises(GenerationError, match=r"2/2 rows failed.*HTTP 500") as failed:  # all rows failed
             generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=8,
                                relations=[rel])
         s = stats(url)
     assert s["requests"] == 2 * 2  # 2 prompts, each tried twice (1 retry)
-    m = json.loads((tmp_path / "s" / "manifest.json").read_text())  # the counts are still written
+    m = failed.value.summary  # the counts are still there, with the error
     assert m["counts"]["errors"] == 2 and m["counts"]["kept"] == 0 and m["reasons"] == {parse.GENERATION_ERROR: 2}
     assert read_synthetic(tmp_path / "s") == []
     assert all("HTTP 500" in r["detail"] for r in read_rejects(tmp_path / "s"))
@@ -171,3 +171,5 @@ def test_cli_generation_where_every_row_fails_exits_non_zero_in_one_line(tiny_ll
     [line] = [ln for ln in out.stderr.splitlines() if "rows failed" in ln]
     n = re.search(r"(\d+)/\1 rows failed", line)  # every golden example's row failed
     assert n and int(n.group(1)) > 10 and "HTTP 500" in line and f"errors {n.group(1)}" in line, line
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())  # the counts stay inspectable
+    assert manifest["stage"] == "edkg" and manifest["summary"]["counts"]["errors"] == int(n.group(1))

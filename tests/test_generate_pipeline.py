@@ -147,8 +147,8 @@ def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, g
     # the data set's tokens include cached rows: a run served from the cache reports what it cost
     assert (m2["run"]["input_tokens"], m2["run"]["output_tokens"]) == (expected_in, m1["tokens"])
     assert [r["explanation"] for r in read_explanations(tmp_path / "b")] == [r["explanation"] for r in rows]
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["counts"]["written"] == 6 and manifest["generator"].startswith("hf:")
+    assert m2["counts"]["written"] == 6 and m2["generator"].startswith("hf:")
+    assert not (tmp_path / "b" / "manifest.json").exists()  # the store (or the command) writes the one manifest
 
 
 def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local, tiny_llama, golden, tmp_path):
@@ -187,9 +187,9 @@ def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, g
 
     cfg = _scdg(tiny_llama, tmp_path / "cache", max_rounds=1, prompt=" ")
     rel = golden[0].relation
-    with pytest.raises(GenerationError, match="1/1 rows failed.*empty prompt"):
+    with pytest.raises(GenerationError, match="1/1 rows failed.*empty prompt") as failed:
         generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
-    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    m = failed.value.summary  # the counts travel with the error (the manifest writer stores them)
     assert m["counts"]["errors"] == 1 and m["reasons"] == {parse.GENERATION_ERROR: 1}
     assert read_synthetic(tmp_path / "s") == []
     assert "empty prompt" in read_rejects(tmp_path / "s")[0]["detail"]
@@ -254,10 +254,13 @@ def test_cli_generate_synthetic_prints_acceptance(ray_local, tiny_llama, tmp_pat
     r = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
     assert r.exit_code == 0, r.output
     assert "acceptance" in r.output and "reject reason" in r.output and "Cause-Effect(e1,e2)" in r.output
-    m = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "scdg" and manifest["config"]["max_rounds"] == 1
+    m = manifest["summary"]
     assert m["counts"]["relations"] == 18 and m["counts"]["generated"] == 18
     r2 = CliRunner().invoke(app, args + ["--config", str(cfg_file)])
-    assert r2.exit_code == 0 and json.loads((out / "manifest.json").read_text())["counts"]["cache_hits"] == 18
+    assert r2.exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["summary"]["counts"]["cache_hits"] == 18
 
 
 # ------------------------------------------------------------------ cache faults and sharing (issue 14 item 6)

@@ -7,6 +7,7 @@ stages switched off.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,16 +41,22 @@ def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, 
     from tkre.pipeline import run_experiment
 
     cfg = ExperimentConfig.model_validate(_full_base(tmp_path, semeval, tiny_encoder_dir))
-    row = run_experiment(cfg)
+    from tkre.generate import read_synthetic
+
+    row = run_experiment(cfg, variant="tkre")
+    store = tmp_path / "store" / "artifacts"
     for stage in ("split", "edkg", "scdg", "stage1", "stage2", "finetune"):
-        assert row[f"artifact.{stage}"] and row[f"reused.{stage}"] is False, stage
-        assert (tmp_path / "store" / "artifacts" / stage / row[f"artifact.{stage}"] / "manifest.json").is_file()
-    assert 0 <= row["test_micro_f1"] <= 1 and row["generator"].startswith("hf:")
+        assert row.artifact[stage] and row.reused[stage] is False, stage
+        manifest = json.loads((store / stage / row.artifact[stage] / "manifest.json").read_text())
+        assert manifest["stage"] == stage and manifest["key"] == row.artifact[stage] and "summary" in manifest
+    assert 0 <= row.test_micro_f1 <= 1 and row.edkg_generator.startswith("hf:") and row.variant == "tkre"
+    assert row.scdg_generator == row.edkg_generator and row.synthetic_asked == 2 * row.relations
+    assert row.synthetic_kept == len(read_synthetic(store / "scdg" / row.artifact["scdg"]))
     # w/o SCL: same generation and stage 1, new stage 2 and fine-tuning
     no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
         update={"scl": cfg.pretrain.scl.model_copy(update={"lambda2": 0.0})})}))
-    assert all(no_scl[f"reused.{s}"] for s in ("split", "edkg", "scdg", "stage1"))
-    assert no_scl["artifact.stage2"] != row["artifact.stage2"] and no_scl["reused.stage2"] is False
+    assert all(no_scl.reused[s] for s in ("split", "edkg", "scdg", "stage1"))
+    assert no_scl.artifact["stage2"] != row.artifact["stage2"] and no_scl.reused["stage2"] is False
 
 
 @pytest.mark.slow
@@ -69,3 +76,24 @@ def test_search_sweep_shares_generation_artifact(tmp_path, ray_local, semeval, t
     finished = rows[rows["status"] == "ok"]
     assert finished["artifact.edkg"].nunique() == 1 and finished["artifact.stage1"].nunique() == 1
     assert (~finished["reused.edkg"].astype(bool)).sum() <= 1  # computed once, reused by the others
+
+
+def test_scdg_only_row_counts_synthetic_data(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    """SCDG on, the rest off (fast): the row names the SCDG generator and counts the samples asked,
+    kept (what the SCDG artifact holds) and used by fine-tuning; the folder has one manifest."""
+    from tkre.config import ExperimentConfig
+    from tkre.generate import read_synthetic
+    from tkre.pipeline import run_experiment
+
+    base = _full_base(tmp_path, semeval, tiny_encoder_dir)
+    base["stages"] = {"edkg": False, "scdg": True, "pretrain_stage1": False, "pretrain_stage2": False}
+    base["finetune"]["epochs"] = 1
+    row = run_experiment(ExperimentConfig.model_validate(base), variant="no_pretrain")
+    scdg_dir = tmp_path / "store" / "artifacts" / "scdg" / row.artifact["scdg"]
+    manifest = json.loads((scdg_dir / "manifest.json").read_text())
+    assert row.variant == "no_pretrain" and row.edkg_generator is None and row.masking is None
+    assert row.scdg_generator == manifest["summary"]["generator"] and row.scdg_generator.startswith("hf:")
+    assert row.relations == 4 and row.synthetic_asked == 2 * 4  # scdg.samples_per_relation = 2
+    assert row.synthetic_kept == len(read_synthetic(scdg_dir)) == manifest["summary"]["counts"]["kept"]
+    assert row.synthetic_used == row.synthetic_kept and row.artifact["stage1"] is None
+    assert row.to_flat()["synthetic_kept"] == row.synthetic_kept  # a number in the table, never empty

@@ -1,82 +1,142 @@
-"""Reports from a results table: mean ± std over seeds, paper numbers side by side, plots, Markdown."""
+"""Reports from a results table: mean ± std over seeds, golden-only beside TKRE, the paper's numbers
+in their own columns, Optuna plots, Markdown; local and remote (pyarrow.fs URI) sweep directories."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
-from tkre.report import infer_variant, paper_number, results_table, write_report
+from tkre.report import PAPER, golden_vs_tkre, paper_number, results_table, write_report
+from tkre.results import ResultRow, SweepDir, TrialRow
 
 
-def _cfg(**stages):
-    s = {"edkg": True, "scdg": True, "pretrain_stage1": True, "pretrain_stage2": True, **stages}
-    return json.dumps({"stages": s, "pretrain": {"masking": "mslm", "scl": {"lambda2": 1.0}}})
+def _result(variant, seed, f1, asked, kept, gen="hf:embedded:smollm2", **kw) -> ResultRow:
+    on = variant != "golden_only"
+    return ResultRow(experiment=f"demo-{variant}", variant=variant, dataset=kw.get("dataset", "semeval"),
+                     data_hash="0" * 16, k=8, seed=seed, protocol="knowprompt", backbone="typ_marker",
+                     encoder="embedded:minilm", edkg_generator=gen if on else None,
+                     scdg_generator=gen if on else None, relations=18, synthetic_asked=asked if on else 0,
+                     synthetic_kept=kept if on else 0, dev_micro_f1=f1 - 0.05, test_micro_f1=f1,
+                     test_macro_f1=f1 / 2, best_epoch=1, experiment_config="{}",
+                     artifact={"split": "s", "finetune": f"f{seed}"}, reused={"split": False},
+                     seconds={"total": 1.0})
 
 
-def _rows():
+def _rows() -> pd.DataFrame:
     rows = []
     for seed, (g, t) in enumerate([(0.60, 0.70), (0.64, 0.76)], start=1):
-        for variant, f1, cfg in (("golden_only", g, _cfg(edkg=False, scdg=False, pretrain_stage1=False,
-                                                              pretrain_stage2=False)), ("tkre", t, _cfg())):
-            for spr in (8, 16):
-                rows.append({"phase": "grid", "trial_id": f"{variant}{seed}{spr}", "status": "ok", "variant": variant,
-                             "dataset": "semeval", "k": 8, "backbone": "typ_marker", "seed": seed,
-                             "generator": "hf:embedded:smollm2" if spr == 8 else "openai:gpt-3.5",
-                             "synthetic_asked": spr, "test_micro_f1": f1 + spr / 1000,
-                             "dev_micro_f1": f1 - 0.05, "experiment_config": cfg, "error": None})
-    rows.append({"phase": "grid", "trial_id": "bad", "status": "error", "variant": "tkre", "dataset": "semeval",
-                 "k": 8, "error": "RuntimeError: boom", "experiment_config": _cfg()})
+        rows.append(TrialRow(sweep="demo", phase="grid", trial_id=f"golden{seed}", variant="golden_only",
+                             status="ok", result=_result("golden_only", seed, g, 0, 0)).to_flat())
+        for asked, kept, gen in ((144, 18 * seed, "hf:embedded:smollm2"), (288, 100 + seed, "openai:gpt-3.5")):
+            res = _result("tkre", seed, t + asked / 100000, asked, kept, gen)
+            rows.append(TrialRow(sweep="demo", phase="grid", trial_id=f"tkre{seed}{asked}", variant="tkre",
+                                 status="ok", result=res).to_flat())
+    rows.append(TrialRow(sweep="demo", phase="grid", trial_id="bad", variant="tkre", status="error",
+                         error="RuntimeError: boom").to_flat())
     for i, (tau, v) in enumerate([(0.05, 0.5), (0.1, 0.6), (0.3, 0.55), (0.2, 0.58)]):
-        rows.append({"phase": "search-000", "trial_id": f"s{i}", "status": "ok", "dataset": "semeval", "k": 8,
-                     "param.pretrain.scl.tau": tau, "param.finetune.lr": 1e-5 * (i + 1), "dev_micro_f1": v,
-                     "test_micro_f1": 0.1, "experiment_config": _cfg()})
+        res = _result("tkre", 1, v + 0.05, 144, 10)
+        rows.append(TrialRow(sweep="demo", phase="search-000", trial_id=f"s{i}", variant="tkre", status="ok",
+                             param={"pretrain.scl.tau": tau, "finetune.lr": 1e-5 * (i + 1)}, result=res).to_flat())
+    rows.append(TrialRow(sweep="demo", phase="search-000", trial_id="asha", status="early_stopped",
+                         param={"pretrain.scl.tau": 0.4, "finetune.lr": 1e-5}, last_dev_micro_f1=0.9).to_flat())
     return pd.DataFrame(rows)
 
 
-def test_paper_numbers_and_variants():
+def test_paper_numbers():
     assert paper_number("semeval", 8, "typ_marker", "tkre") == 77.6
     assert paper_number("tacred", 32, "genpt", "tkre") == 43.2
     assert paper_number("semeval", 8, "typ_marker", "golden_only") == 70.9
     assert paper_number("tacred", 16, "typ_marker", "no_scl") == 35.9
     assert paper_number("retacred", 16, "typ_marker", "no_scl") is None
     assert paper_number("semeval", 4, "typ_marker", "tkre") is None
-    assert infer_variant(_cfg(scdg=False)) == "no_scdg"
-    assert infer_variant(_cfg(edkg=False, scdg=False, pretrain_stage1=False, pretrain_stage2=False)) == "golden_only"
 
 
-def test_results_table_mean_std_over_seeds():
-    df = _rows()
-    df["variant_kind"] = df["experiment_config"].map(infer_variant)
-    table = results_table(df)
-    tk = table[(table["variant"] == "tkre") & (table["synthetic_asked"] == 8)].iloc[0]
-    assert tk["seeds"] == 2 and tk["paper %"] == "77.6"
-    # (70.8, 76.8) -> mean 73.8, sample std 4.2
-    assert tk["test micro-F1 %"] == "73.8 ± 4.2"
+def test_rows_flatten_and_back():
+    res = _result("tkre", 1, 0.7, 144, 6)
+    flat = TrialRow(sweep="s", phase="grid", trial_id="t", variant="tkre", status="ok", result=res).to_flat()
+    assert flat["artifact.finetune"] == "f1" and flat["seconds.total"] == 1.0 and flat["synthetic_kept"] == 6
+    assert flat["schema_version"] == 1 and flat["variant"] == "tkre"
+    # the sweep keeps the pipeline's row whole: every field of it comes back from the flat dict
+    assert ResultRow.from_flat({**flat, "time_total_s": 3.0, "date": "x"}) == res
+    assert TrialRow.from_flat(flat).result == res
+
+
+def test_results_table_mean_std_and_variant_names_from_the_rows():
+    table = results_table(_rows())
+    tk = table[(table["variant"] == "tkre") & (table["generator"] == "hf:embedded:smollm2")].iloc[0]
+    assert tk["seeds"] == 2 and tk["paper test micro-F1 %"] == "77.6"
+    # (70.144, 76.144) -> mean 73.1, sample std 4.2; kept 18 and 36 of 144 -> mean 27
+    assert tk["test micro-F1 %"] == "73.1 ± 4.2" and tk["synthetic kept"] == "27 of 144 asked"
+    golden = table[table["variant"] == "golden_only"].iloc[0]
+    assert golden["generator"] == "none" and golden["synthetic kept"] == "0"
     assert set(table["variant"]) == {"tkre", "golden_only"}  # search and failed trials left out
 
 
-def test_write_report_markdown_and_plots(tmp_path):
-    df = _rows()
-    df.to_parquet(tmp_path / "results.parquet", index=False)
-    plan = {"sweep": {"name": "demo", "search": {"metric": "dev_micro_f1", "mode": "max", "space": {
+def test_golden_only_beside_tkre_with_the_papers_numbers():
+    versus = golden_vs_tkre(_rows())
+    assert len(versus) == 2  # one row per TKRE cell (two generators), each beside the same golden-only
+    r = versus[versus["TKRE generator"] == "hf:embedded:smollm2"].iloc[0]
+    # golden 60, 64 -> 62.0 ± 2.8; TKRE 70.144, 76.144 -> 73.1 ± 4.2; difference of the means +11.1
+    assert r["golden-only %"] == "62.0 ± 2.8" and r["TKRE %"] == "73.1 ± 4.2"
+    assert r["TKRE − golden-only"] == "+11.1" and r["seeds"] == "2 / 2"
+    assert (r["paper golden-only %"], r["paper TKRE %"], r["paper TKRE − golden-only"]) == ("70.9", "77.6", "+6.7")
+    # golden-only measured alone still gets its row, with the paper's numbers beside it
+    alone = golden_vs_tkre(_rows().query("variant != 'tkre'"))
+    assert len(alone) == 1 and alone.iloc[0]["TKRE %"] == "" and alone.iloc[0]["golden-only %"] == "62.0 ± 2.8"
+
+
+def _plan():
+    return {"sweep": {"name": "demo", "search": {"metric": "dev_micro_f1", "mode": "max", "space": {
         "pretrain.scl.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},
         "finetune.lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3}}}}}
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
+
+
+def test_write_report_markdown_and_plots(tmp_path):
+    sdir = SweepDir(tmp_path)
+    sdir.write_results(_rows().to_dict("records"))
+    sdir.write_json("plan.json", _plan())
     rep = write_report(tmp_path)
     md = rep.markdown_path.read_text()
-    assert "| semeval | 8 | typ_marker | tkre |" in md and "77.6" in md and "70.9" in md
-    assert "RuntimeError: boom" in md and "best dev_micro_f1 = 60.0%" in md
+    assert "golden_only" in md and "27 of 144 asked" in md
+    assert "77.6" in md and "70.9" in md and "paper golden-only %" in md and PAPER in md
+    # the ASHA-stopped trial (dev 0.9) is not a finished trial: the best stays 60.0 %
+    assert "RuntimeError: boom" in md and "best dev_micro_f1 = 60.0%" in md and "1 stopped early" in md
     names = {p.name for p in rep.plots}
     assert {"f1_vs_synthetic.png", "f1_per_generator.png", "optuna_history.png", "optuna_importance.png"} <= names
     for p in rep.plots:
         assert p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG"
         assert f"]({p.relative_to(tmp_path / 'report').as_posix()})" in md
+    assert rep.published is None
 
 
-def test_report_on_a_non_sweep_dir_is_a_clear_error(tmp_path):
+def test_report_of_a_remote_sweep_dir(tmp_path, monkeypatch):
+    """`tkre report <URI>`: read through pyarrow.fs, report uploaded beside the results."""
+    bucket = tmp_path / "bucket"
+    (bucket / "runs" / "sweeps" / "demo").mkdir(parents=True)
+    subtree = pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem())
+    monkeypatch.setattr("tkre.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    uri = "mock://runs/sweeps/demo"
+    sdir = SweepDir(uri)
+    assert sdir.remote
+    sdir.write_results(_rows().to_dict("records"))
+    sdir.write_json("plan.json", _plan())
+    assert not (tmp_path / "runs").exists()  # nothing written as a local path named like the URI
+    rep = write_report(uri)
+    assert rep.published == f"{uri}/report"
+    uploaded = bucket / "runs" / "sweeps" / "demo" / "report"
+    assert "best dev_micro_f1 = 60.0%" in (uploaded / "report.md").read_text()
+    assert (uploaded / "search-000" / "optuna_history.png").is_file()
+
+
+def test_report_refuses_other_schema_versions_and_non_sweep_dirs(tmp_path):
     from tkre.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no results.parquet"):
+        write_report(tmp_path)
+    df = _rows()
+    df["schema_version"] = 0
+    df.to_parquet(tmp_path / "results.parquet", index=False)
+    with pytest.raises(ConfigError, match="schema version"):
         write_report(tmp_path)

@@ -119,7 +119,10 @@ def test_several_settings_of_a_variant_are_each_paired_with_golden_only():
 def test_tkre_report_writes_the_paired_section(tmp_path):
     from tkre.report import write_report
 
+    from tkre.results import RESULTS_SCHEMA_VERSION
+
     rows = [{**r, "phase": "grid", "trial_id": f"{r['variant']}{r['seed']}", "status": "ok", "error": None,
+             "schema_version": RESULTS_SCHEMA_VERSION, "relations": 18, "synthetic_kept": 0,
              "dev_micro_f1": r["test_micro_f1"], "synthetic_asked": 0 if r["variant"] == "golden_only" else 8,
              "generator": "none" if r["variant"] == "golden_only" else "hf:embedded:smollm2"}
             for r in _rows("golden_only", GOLDEN) + _rows("tkre", TKRE) + _rows("no_edkg", GOLDEN)]

@@ -3,7 +3,10 @@
 - a grid sweep where one trial crashes: it is recorded as failed with its error, the others finish,
   and a rerun of an experiment reuses its stored artifacts;
 - an Optuna search killed with SIGKILL mid-way and resumed: finished trials are not rerun and the
-  Optuna study keeps its history (trials after resume = before + new).
+  Optuna study keeps its history (trials after resume = before + new);
+- a search + evaluate sweep end to end: the best dev trial's config re-run over the evaluate seeds,
+  reported on test, each row naming the search trial it was selected from;
+- the sweep directory's plan check, done markers and events on remote (pyarrow.fs URI) storage.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import pandas as pd
 import pytest
 
 from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+
+from tkre.results import RESULTS_SCHEMA_VERSION, ResultRow, SweepDir, TrialRow
 
 os.environ.setdefault("RAY_ADDRESS", "local")  # never attach to another process's Ray on this machine
 
@@ -45,15 +50,17 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
     out = run_sweep(path)
     rows = pd.read_parquet(out.results_path)
     assert len(rows) == 2
-    by_variant = {r["variant"]: r for _, r in rows.iterrows()}
+    by_variant = {r["variant"]: r for _, r in rows.iterrows()}  # the sweep file's variant names
     assert by_variant["broken"]["status"] == "error" and "no_such_model" in by_variant["broken"]["error"]
     reason = by_variant["broken"]["error"]  # one clean line: the trial's own exception, no Ray traceback
     assert "\n" not in reason and "\x1b" not in reason and not reason.startswith(("RayTaskError", "ray::")), reason
     ok = by_variant["ok"]
     assert ok["status"] == "ok" and 0.0 <= ok["test_micro_f1"] <= 1.0 and 0.0 <= ok["dev_micro_f1"] <= 1.0
     assert ok["dataset"] == "jsonl" and len(ok["data_hash"]) == 16 and ok["tkre_version"]
-    assert ok["artifact.split"] and ok["artifact.finetune"] and ok["reused.finetune"] is False
+    assert ok["schema_version"] == RESULTS_SCHEMA_VERSION and ok["experiment"] == "crash-ok"
+    assert ok["artifact.split"] and ok["artifact.finetune"] and ok["reused.finetune"] == False  # noqa: E712
     assert ok["seconds.finetune"] > 0 and pd.isna(ok["artifact.edkg"])
+    assert pd.isna(ok["edkg_generator"]) and ok["synthetic_asked"] == 0 and ok["synthetic_kept"] == 0
     # the console: one line per trial event naming trial, variant and stage -- no Tune status tables
     console = capfd.readouterr().out
     assert "Trial status" not in console, console
@@ -63,12 +70,14 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
     assert re.search(r"^trial \S+ \[ok\] finished dev_micro_f1 ", console, re.M), console
     assert re.search(r"^trial \S+ \[broken\] FAILED: .*no_such_model", console, re.M), console
     assert json.loads(ok["experiment_config"])["data"]["k"] == 3
+    # the sweep kept the pipeline's row whole: every ResultRow field reads back from the table
+    assert ResultRow.from_flat(ok.to_dict()).variant == "ok"
     # the same experiment again: every stage comes from the store, same numbers
     cfg = experiment_for(load_sweep(path), {"variant": "ok"})
-    again = run_experiment(cfg)
-    assert again["reused.finetune"] and again["reused.split"]
-    assert again["artifact.finetune"] == ok["artifact.finetune"]
-    assert again["test_micro_f1"] == pytest.approx(ok["test_micro_f1"])
+    again = run_experiment(cfg, variant="ok")
+    assert again.reused["finetune"] and again.reused["split"]
+    assert again.artifact["finetune"] == ok["artifact.finetune"]
+    assert again.test_micro_f1 == pytest.approx(ok["test_micro_f1"])
     # rerunning without --resume is refused rather than mixing two sweeps
     from tkre.errors import ConfigError
 
@@ -177,3 +186,78 @@ def test_ray_that_cannot_start_is_one_line_with_a_hint(tmp_path, semeval, tiny_e
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     [line] = [ln for ln in out.stderr.splitlines() if "Ray could not start" in ln]
     assert "NotADirectoryError" in line and "Hint:" in line and "ray stop" in line
+
+
+def test_search_then_evaluate_best_config_on_test(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    """search (Optuna, 2 trials) -> evaluate: the best dev trial's config over 2 seeds, on test."""
+    from tkre.report import write_report
+    from tkre.sweep import run_sweep
+
+    data = write_mini_dataset(semeval, tmp_path / "data")
+    sweep = {"name": "searcheval", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1),
+             "variants": {"golden_only": {}}, "grid": {"variant": ["golden_only"]},
+             "search": {"space": {"finetune.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                        "num_samples": 2, "seed": 0, "asha": None},
+             "evaluate": {"seeds": [1, 2]},
+             "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 600}
+    out = run_sweep(write_sweep(tmp_path / "se.yaml", sweep))
+    rows = pd.read_parquet(out.results_path)
+    search = rows[rows["phase"] == "search-000"]
+    evaluate = rows[rows["phase"] == "evaluate"]
+    assert len(search) == 2 and set(search["status"]) == {"ok"}, rows[["phase", "status", "error"]]
+    assert len(evaluate) == 2 and set(evaluate["status"]) == {"ok"}, evaluate[["status", "error"]]
+    best = search.loc[search["dev_micro_f1"].idxmax()]
+    assert set(evaluate["selected_from"]) == {best["trial_id"]}
+    assert sorted(evaluate["seed"]) == [1, 2] and evaluate["test_micro_f1"].between(0, 1).all()
+    best_lr = json.loads(best["overrides"])["finetune.lr"]
+    for _, r in evaluate.iterrows():
+        cfg = json.loads(r["experiment_config"])
+        assert cfg["finetune"]["lr"] == pytest.approx(best_lr) and r["variant"] == "golden_only"
+        assert "selected_from" not in json.loads(r["overrides"])  # a row field, not a config override
+    # seed 1 is the searched trial's own experiment: its fine-tuning artifact is reused, same test F1
+    same = evaluate[evaluate["seed"] == best["seed"]].iloc[0]
+    assert same["artifact.finetune"] == best["artifact.finetune"]
+    assert same["test_micro_f1"] == pytest.approx(best["test_micro_f1"])
+    rep = write_report(out.sweep_dir)
+    assert "golden_only" in rep.markdown_text_tables and "| 2 " in rep.markdown_text_tables
+
+
+def _mock_remote(tmp_path, monkeypatch) -> Path:
+    import pyarrow.fs as pafs
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    subtree = pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem())
+    monkeypatch.setattr("tkre.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
+    return bucket
+
+
+def test_remote_sweep_dir_plan_markers_and_events(tmp_path, monkeypatch):
+    """On object-store URIs the plan check, done markers and events work as on a local disk (offline:
+    pyarrow's SubTreeFileSystem stands in for S3), so a resumed sweep notices a changed sweep file."""
+    from tkre.errors import ConfigError
+    from tkre.sweep import write_plan
+    from tkre.sweep_config import SweepConfig
+
+    bucket = _mock_remote(tmp_path, monkeypatch)
+    sdir = SweepDir("mock://runs/sweeps/s")
+    assert sdir.remote
+    sweep = SweepConfig.model_validate({"name": "s", "base": {}, "grid": {"data.seed": [1, 2]}})
+    write_plan(sdir, sweep, source="s.yaml", resume=False)
+    assert json.loads((bucket / "runs" / "sweeps" / "s" / "plan.json").read_text())["sweep"]["name"] == "s"
+    with pytest.raises(ConfigError, match="--resume"):
+        write_plan(sdir, sweep, source="s.yaml", resume=False)
+    write_plan(sdir, sweep, source="s.yaml", resume=True)  # same file: resumable
+    changed = sweep.model_copy(update={"grid": {"data.seed": [1, 2, 3]}})
+    with pytest.raises(ConfigError, match="changed"):
+        write_plan(sdir, changed, source="s.yaml", resume=True)
+    # done markers and events
+    assert sdir.read_json("grid.done.json") is None
+    sdir.write_json("grid.done.json", {"rows": [{"trial_id": "t1"}]})
+    assert SweepDir("mock://runs/sweeps/s").read_json("grid.done.json") == {"rows": [{"trial_id": "t1"}]}
+    for i in range(3):
+        sdir.append_event({"event": "start", "trial_id": f"t{i}"})
+    assert [e["trial_id"] for e in sdir.events()] == ["t0", "t1", "t2"]
+    assert len(list((bucket / "runs" / "sweeps" / "s" / "events").iterdir())) == 3
+    path = sdir.write_results([TrialRow(sweep="s", phase="grid", trial_id="t1", status="error").to_flat()])
+    assert path == "mock://runs/sweeps/s/results.parquet" and len(sdir.read_results()) == 1

@@ -1,7 +1,9 @@
 """Content-addressed artifact store: each pipeline stage's output, reused when its inputs match.
 
 Layout: `<storage>/artifacts/<stage>/<key>/` holding the stage's files plus `manifest.json`
-(stage, key, config subset, input keys, tkre version, seconds, the stage's own summary).
+(stage, key, config subset, input keys, tkre version, seconds, and the stage's result under
+`summary`; `tkre.manifest`). It is the folder's only manifest, written here and by the per-stage
+commands (`tkre generate ...`), never by the stages themselves.
 `key = stable_hash(stage, config subset that affects the stage, input artifact keys, tkre version)`,
 so a seed sweep over fine-tuning reuses one generation run and a tau sweep reuses stage 1.
 
@@ -42,12 +44,12 @@ import pyarrow.fs as pafs
 
 from tkre import __version__, progress
 from tkre.errors import ConfigError
-from tkre.io import atomic_write_json, stable_hash
+from tkre.io import stable_hash
 from tkre.locks import DEFAULT_LEASE_S, file_lock, ray_actor_lock
+from tkre.manifest import MANIFEST, make_manifest, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 
 
 def artifact_key(stage: str, config: Any, inputs: dict[str, str] | None = None,
@@ -135,7 +137,7 @@ class ArtifactStore:
     def find(self, stage: str, key: str) -> Artifact | None:
         """The complete artifact (downloaded into the local cache if remote), or None."""
         local = self._local_dir(stage, key)
-        manifest = _read_manifest(local)
+        manifest = read_manifest(local)
         if manifest is not None:
             return Artifact(stage, key, local, manifest, True, self.uri(stage, key))
         if not self.remote:
@@ -151,7 +153,7 @@ class ArtifactStore:
             _rename_into_place(tmp, local)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        manifest = _read_manifest(local)
+        manifest = read_manifest(local)
         return Artifact(stage, key, local, manifest or {}, True, self.uri(stage, key))
 
     def list(self, stage: str | None = None) -> list[dict[str, Any]]:
@@ -204,13 +206,11 @@ class ArtifactStore:
         try:
             t0 = time.perf_counter()
             summary = build(tmp) or {}
-            manifest = {"stage": stage, "key": key, "config": config, "inputs": inputs or {},
-                        "tkre_version": __version__, "seconds": round(time.perf_counter() - t0, 3),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
-                        "summary": summary}
+            manifest = make_manifest(stage, summary, key=key, config=config, inputs=inputs,
+                                     seconds=time.perf_counter() - t0)
             if self.remote:
                 self._upload(tmp, self._remote_dir(stage, key), manifest)
-            atomic_write_json(tmp / MANIFEST, manifest)
+            write_manifest(tmp, manifest)
             _rename_into_place(tmp, local)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -269,20 +269,10 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def _read_manifest(directory: Path) -> dict[str, Any] | None:
-    path = directory / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # treated as incomplete: recomputed under the lock
-
-
 def _rename_into_place(tmp: Path, target: Path) -> None:
     """Rename a finished temp dir onto `target`; an incomplete leftover at `target` is replaced."""
     if target.exists():
-        if _read_manifest(target) is not None:
+        if read_manifest(target) is not None:
             return  # someone else completed it first (possible without a shared lock): keep theirs
         shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)

@@ -229,6 +229,7 @@ def generate_explanations_cmd(
         temperature: Optional[float] = _GEN_OPTS["temperature"], base_url: Optional[str] = _GEN_OPTS["base_url"],
         set_: Optional[list[str]] = _GEN_OPTS["set_"], out: Path = _GEN_OPTS["out"]) -> None:
     """EDKG: explain every golden K-shot example with the LLM -> OUT/explanations.parquet."""
+    from tkre.manifest import write_stage_manifest
     from tkre.generate import generate_explanations
     from tkre.overrides import parse_assignments
 
@@ -237,7 +238,8 @@ def generate_explanations_cmd(
         {"backend": backend, "model": model, "cache_dir": cache_dir, "batch_size": batch_size,
          "concurrency": concurrency, "sampling.temperature": temperature, "openai.base_url": base_url},
         {"max_new_tokens": max_new_tokens, **parse_assignments(set_)})
-    m = generate_explanations(split.train, cfg, out)
+    m = write_stage_manifest(out, "edkg", lambda: generate_explanations(split.train, cfg, out),
+                             cfg.model_dump(mode="json"))
     c = m["counts"]
     console.print(f"{c['written']}/{c['golden']} explanations ({m['generator']}) -> {out / m['file']}")
     console.print(f"  cache hits {c['cache_hits']}, generated {c['generated']}, errors {c['errors']}, "
@@ -264,6 +266,7 @@ def generate_synthetic_cmd(
                                                                             "(default 10)"),
         set_: Optional[list[str]] = _GEN_OPTS["set_"], out: Path = _GEN_OPTS["out"]) -> None:
     """SCDG: synthetic samples per relation, validated -> OUT/synthetic.parquet + rejects.parquet."""
+    from tkre.manifest import write_stage_manifest
     from tkre.data import relation_type_schema
     from tkre.generate import generate_synthetic
     from tkre.overrides import parse_assignments
@@ -275,7 +278,8 @@ def generate_synthetic_cmd(
         {"max_new_tokens": max_new_tokens, "samples_per_relation": samples_per_relation,
          "samples_per_prompt": samples_per_prompt, "max_rounds": max_rounds, **parse_assignments(set_)})
     n = cfg.samples_per_relation or k
-    m = generate_synthetic(split.train, relation_type_schema(split.train), cfg, out, per_relation=n)
+    m = write_stage_manifest(out, "scdg", lambda: generate_synthetic(
+        split.train, relation_type_schema(split.train), cfg, out, per_relation=n), cfg.model_dump(mode="json"))
     c = m["counts"]
     console.print(f"{c['kept']} synthetic samples for {c['relations']} relations ({m['generator']}, {m['rounds']} "
                   f"of at most {m['max_rounds']} round(s)) -> {out / m['file']}")
@@ -306,7 +310,8 @@ def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an Experim
 
     row = run_experiment_file(str(config), overrides=parse_assignments(set_))
     table = Table("field", "value")
-    for key in ("dataset", "k", "seed", "generator", "encoder", "backbone", "dev_micro_f1", "test_micro_f1"):
+    for key in ("dataset", "k", "seed", "edkg_generator", "scdg_generator", "synthetic_asked", "synthetic_kept",
+                "encoder", "backbone", "dev_micro_f1", "test_micro_f1"):
         value = row.get(key)
         table.add_row(key, f"{100 * value:.2f}%" if key.endswith("f1") and value is not None else str(value))
     for key, value in row.items():
@@ -359,7 +364,7 @@ def report_cmd(sweep_dir: str = typer.Argument(..., help="a sweep directory (hol
 
     rep = write_report(sweep_dir, out)
     console.print(rep.markdown_text_tables)
-    console.print(f"report: {rep.markdown_path}")
+    console.print(f"report: {rep.markdown_path}" + (f" (uploaded to {rep.published})" if rep.published else ""))
 
 
 app.command("compare-generators")(compare_generators_cmd)  # tkre/cli_serve.py

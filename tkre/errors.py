@@ -38,7 +38,12 @@ class RayStartError(TkreError):
 
 
 class GenerationError(TkreError):
-    """A generation stage whose failed rows exceed the tolerated share (`max_error_fraction`)."""
+    """A generation stage whose failed rows exceed the tolerated share (`max_error_fraction`).
+    `summary` is the stage's result (counts, reasons) for whoever writes its manifest."""
+
+    def __init__(self, message: str, *, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

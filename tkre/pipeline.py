@@ -1,6 +1,6 @@
 """One experiment = one pipeline: K-shot split -> EDKG -> SCDG -> stage-1 -> stage-2 -> fine-tune -> test.
 
-    row = run_experiment(ExperimentConfig(...))      # one results row (a flat dict)
+    row = run_experiment(ExperimentConfig(...), variant="tkre")   # one tkre.results.ResultRow
 
 Every stage's output is an artifact in `tkre.artifacts.ArtifactStore` under
 `key = hash(the config fields that affect the stage, the keys of its inputs, tkre version)`, so a
@@ -11,9 +11,10 @@ one generation run; a tau sweep reuses stage 1). Stages are switched by `cfg.sta
     w/o SCDG        stages.scdg=false       w/o MSLM   pretrain.masking=bert
     w/o SCL         pretrain.scl.lambda2=0     golden only: every stage off (fine-tune on golden data)
 
-The row is traceable: the full config (JSON), dataset name + data hash, generator, encoder,
-backbone, seed, tkre version, dev/test micro-F1 (fractions 0-1), each stage's artifact key, whether
-it was reused, and seconds per stage. Ray Train runs (pre-training, fine-tuning) are named after the
+The row (`tkre.results.ResultRow`, the one results schema) is traceable: the full config (JSON),
+dataset name + data hash, EDKG and SCDG generators (+ their `edkg.*` / `scdg.*` statistics), encoder,
+backbone, seed, synthetic samples asked/kept/used, tkre version, dev/test micro-F1 (fractions 0-1),
+each stage's artifact key, whether it was reused, and seconds per stage. Ray Train runs (pre-training, fine-tuning) are named after the
 artifact key under `<storage>/train`, so a killed trial resumes them from their last checkpoint.
 """
 
@@ -27,17 +28,15 @@ from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
-from tkre import __version__
 from tkre.artifacts import Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path
 from tkre.config import (DataConfig, EDKGConfig, ExperimentConfig, FinetuneConfig, GeneratorConfig, PretrainConfig,
                          SCDGConfig)
 from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
+from tkre.results import STAGES, ResultRow
 
 log = logging.getLogger(__name__)
-
-STAGES = ("split", "edkg", "scdg", "stage1", "stage2", "finetune")
 
 # Config fields that do not change a stage's output (throughput, places, retries, prices): left out of keys.
 _GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True,
@@ -114,8 +113,10 @@ class _Timer:
 
 
 def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
-                   store: ArtifactStore | None = None) -> dict[str, Any]:
-    """Run every enabled stage (reusing stored artifacts) and return one flat results row.
+                   store: ArtifactStore | None = None, variant: str | None = None) -> ResultRow:
+    """Run every enabled stage (reusing stored artifacts) and return its results row.
+
+    `variant` is the sweep file's variant name, carried into the row (None outside sweeps).
 
     `callbacks` go to the fine-tuning Ray Train run only (e.g. Tune's TuneReportCallback, so that
     ASHA sees dev micro-F1 once per fine-tuning epoch)."""
@@ -218,7 +219,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
 
     # ---------------------------------------------------------------- fine-tuning + test
     if not cfg.stages.finetune:  # generation-only mode (and pre-training without fine-tuning): no F1
-        return _finish(cfg, dataset, arts, timer, t_start)
+        return _finish(cfg, variant, dataset, relations_in_split, arts, timer, t_start)
     from tkre.finetune import run_finetune
     from tkre.finetune.encoder_recipes import apply_encoder_recipe
 
@@ -236,67 +237,59 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
             synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
             callbacks=callbacks), config=ft_cfg, inputs=inputs)
-    return _finish(cfg, dataset, arts, timer, t_start)
+    return _finish(cfg, variant, dataset, relations_in_split, arts, timer, t_start)
 
 
-def _finish(cfg: ExperimentConfig, dataset, arts: dict[str, Artifact], timer: _Timer, t_start: float) -> dict:
+def _finish(cfg: ExperimentConfig, variant: str | None, dataset, relations: list[str], arts: dict[str, Artifact],
+            timer: _Timer, t_start: float) -> ResultRow:
     for name, art in arts.items():
         timer.add(name, art.seconds)
     timer.add("total", time.perf_counter() - t_start)
-    return results_row(cfg, dataset_name=dataset.name, data_hash=dataset.data_hash, artifacts=arts,
-                       seconds=timer.seconds)
+    return results_row(cfg, variant=variant, dataset_name=dataset.name, data_hash=dataset.data_hash,
+                       relations=len(relations), artifacts=arts, seconds=timer.seconds)
 
 
-def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact]) -> dict[str, Any]:
-    """`edkg.<stat>` / `scdg.<stat>` columns from the generation artifacts' summaries (tkre.generate.stats)."""
+def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact], role: str) -> dict[str, Any]:
+    """The `edkg.<stat>` / `scdg.<stat>` columns of one generation artifact's summary (tkre.generate.stats)."""
     from tkre.generate.stats import role_stats
 
-    out: dict[str, Any] = {}
-    for role in ("edkg", "scdg"):
-        if role in artifacts:
-            gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
-            stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
-                               price_in=gen.price_per_m_input_tokens, price_out=gen.price_per_m_output_tokens)
-            if not stats["price_known"]:
-                log.warning("WARNING: %s bills per token but %s.generator has no price_per_m_input_tokens/"
-                            "price_per_m_output_tokens: its cost is reported as unknown (tkre compare-generators "
-                            "refuses to start without them)", gen.name, role)
-            out.update({f"{role}.{k}": v for k, v in stats.items()})
-    return out
+    if role not in artifacts:
+        return {}
+    gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
+    stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
+                       price_in=gen.price_per_m_input_tokens, price_out=gen.price_per_m_output_tokens)
+    if not stats["price_known"]:
+        log.warning("WARNING: %s bills per token but %s.generator has no price_per_m_input_tokens/"
+                    "price_per_m_output_tokens: its cost is reported as unknown (tkre compare-generators "
+                    "refuses to start without them)", gen.name, role)
+    return stats
 
 
-def results_row(cfg: ExperimentConfig, *, dataset_name: str, data_hash: str, artifacts: dict[str, Artifact],
-                seconds: dict[str, float]) -> dict[str, Any]:
-    """The flat, traceable results row of one experiment."""
+def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str, data_hash: str, relations: int,
+                artifacts: dict[str, Artifact], seconds: dict[str, float]) -> ResultRow:
+    """The typed results row of one experiment, from the stages' stored summaries (generation-only
+    runs, `stages.finetune: false`, have no F1)."""
     metrics = artifacts["finetune"].summary if "finetune" in artifacts else {}
-    generator = cfg.edkg.generator.name if cfg.stages.edkg else "none"
-    scdg_generator = cfg.resolved_scdg().generator.name if cfg.stages.scdg else "none"
-    row: dict[str, Any] = {
-        "experiment": cfg.name, "dataset": dataset_name, "data_hash": data_hash, "k": cfg.data.k,
-        "seed": cfg.data.seed, "protocol": cfg.data.protocol, "generator": generator,
-        "scdg_generator": scdg_generator,
-        "encoder": cfg.pretrain.encoder if (cfg.stages.pretrain_stage1 or cfg.stages.pretrain_stage2)
-        else cfg.finetune.encoder,
-        "backbone": cfg.finetune.backbone, "masking": cfg.pretrain.masking,
-        "synthetic_asked": cfg.synthetic_asked(),
-        "tkre_version": __version__,
-        "dev_micro_f1": metrics.get("dev_micro_f1"), "test_micro_f1": metrics.get("test_micro_f1", metrics.get("micro_f1")),
-        "test_macro_f1": metrics.get("test_macro_f1", metrics.get("macro_f1")),
-        "best_epoch": metrics.get("best_epoch"),
-        "epoch_history": json.dumps(metrics.get("history", [])),
-        "experiment_config": cfg.model_dump_json(),  # not "config": Tune reserves that result key
-    }
-    for stage in STAGES:
-        art = artifacts.get(stage)
-        row[f"artifact.{stage}"] = art.key if art else None
-        row[f"reused.{stage}"] = art.reused if art else None
-    for stage, s in seconds.items():
-        row[f"seconds.{stage}"] = s
-    row.update(generation_stats(cfg, artifacts))
-    if "scdg" in artifacts:
-        summ = artifacts["scdg"].summary
-        row["synthetic_kept"] = summ.get("kept", summ.get("accepted"))
-    return row
+    pretrained = "stage1" in artifacts or "stage2" in artifacts
+    edkg, scdg = artifacts.get("edkg"), artifacts.get("scdg")
+    return ResultRow(
+        experiment=cfg.name, variant=variant, dataset=dataset_name, data_hash=data_hash, k=cfg.data.k,
+        seed=cfg.data.seed, protocol=cfg.data.protocol, backbone=cfg.finetune.backbone,
+        encoder=cfg.pretrain.encoder if pretrained else cfg.finetune.encoder,
+        masking=cfg.pretrain.masking if pretrained else None,
+        edkg_generator=edkg.summary["generator"] if edkg else None,
+        scdg_generator=scdg.summary["generator"] if scdg else None,
+        relations=relations, synthetic_asked=cfg.synthetic_asked() * relations if scdg else 0,
+        synthetic_kept=scdg.summary["counts"]["kept"] if scdg else 0,
+        synthetic_used=metrics["counts"]["synthetic_used"] if metrics else 0,
+        dev_micro_f1=metrics.get("dev_micro_f1"), dev_macro_f1=metrics.get("dev_macro_f1"),
+        test_micro_f1=metrics.get("test_micro_f1"), test_macro_f1=metrics.get("test_macro_f1"),
+        best_epoch=metrics.get("best_epoch"), epoch_history=json.dumps(metrics.get("history", [])),
+        experiment_config=cfg.model_dump_json(),  # not "config": Tune reserves that result key
+        artifact={s: (a.key if (a := artifacts.get(s)) else None) for s in STAGES},
+        reused={s: (a.reused if (a := artifacts.get(s)) else None) for s in STAGES},
+        seconds=dict(seconds), edkg=generation_stats(cfg, artifacts, "edkg"),
+        scdg=generation_stats(cfg, artifacts, "scdg"))
 
 
 def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
@@ -309,7 +302,7 @@ def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
     from tkre.artifacts import check_storage_writable
 
     check_storage_writable(cfg.storage_path, min_free_gb=0.1)
-    row = run_experiment(cfg)
+    row = run_experiment(cfg).to_flat()
     if not is_remote(cfg.storage_path):
         out = local_path(cfg.storage_path) / "runs" / f"{cfg.name}-{row['artifact.finetune']}.json"
         atomic_write_json(out, row)

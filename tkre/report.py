@@ -1,35 +1,44 @@
 """`tkre report <sweep-dir>`: the results table -> paper-style tables, PNG plots, one Markdown file.
 
-Reads `<sweep-dir>/results.parquet` (one row per trial, written by tkre.sweep) and writes
-`<sweep-dir>/report/report.md` with:
-- a results table: test micro-F1 (%) mean +- std over seeds per dataset / K / backbone / variant /
-  generator, with the paper's number side by side where the paper has one (shared/method.md:
-  Table 2 for TKRE and the golden-only TYP Marker baseline, Table 3 for the ablations);
-- `f1_vs_synthetic.png` (Fig. 6 style) when several synthetic-per-relation values were run;
-- `f1_per_generator.png` (Fig. 5 style) when several generators were run;
-- `optuna_history.png` and `optuna_importance.png` for search phases (importances computed with
-  optuna.importance from the trials in the table, plotted with matplotlib; no plotly needed).
-Only finished trials of grid/evaluate phases enter the results table; search trials are reported in
-the Optuna section (they were selected on dev and are not test results).
+Reads the sweep directory (`tkre.results.SweepDir`: a local folder or a pyarrow.fs URI such as
+`s3://bucket/runs/sweeps/<name>`) -- `results.parquet` (one `TrialRow` per trial) and `plan.json` --
+and writes `report/report.md` with:
+- **Results**: test micro-F1 (%) mean ± std over seeds per dataset / K / backbone / variant /
+  generators / synthetic samples asked, with the kept count, and the paper's number in its own
+  column (`paper ...`, shared/method.md Table 2 for `tkre` and `golden_only`, Table 3 for the
+  ablations `no_edkg`, `no_scdg`, `bert_masking`, `no_scl`; matched by the sweep file's variant
+  name, never guessed from a config);
+- **Golden-only vs TKRE**: per dataset / K / backbone, both measured (mean ± std, seeds) and their
+  difference, beside the paper's two numbers and difference;
+- `f1_vs_synthetic.png` (Fig. 6: x = synthetic samples *kept* per relation) when several synthetic
+  amounts were run, `f1_per_generator.png` (Fig. 5) when several generators were;
+- the generator comparison (`tkre.report_generators`: EDKG/SCDG statistics per generator setting);
+- per search phase, Optuna's own plots (`optuna.visualization.matplotlib`: optimisation history and
+  parameter importances, PED-ANOVA, no scikit-learn needed) from a study rebuilt out of the table.
+Only finished trials of grid/evaluate phases enter the tables; search trials were selected on dev
+and are reported in their own section. Tables are `DataFrame.to_markdown`. For a remote sweep the
+report is written locally (under `~/.cache/tkre/reports/`, or `--out`) and, without `--out`, also
+uploaded to `<sweep-dir>/report/`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from tkre.errors import ConfigError
-from tkre.io import atomic_write_text
+from tkre.io import atomic_write_text, stable_hash
 from tkre.report_paired import paired_section
+from tkre.results import PLAN_FILE, SweepDir
 
 log = logging.getLogger(__name__)
 
 # Paper numbers (micro-F1 %, RoBERTa-large, mean over seeds) from shared/method.md.
+PAPER = "Guo et al., IJCAI 2025: RoBERTa-large, Llama-2-13B-chat"
 _DATASETS = ("semeval", "tacred", "tacrev", "retacred")
 _T2 = {
     ("tkre", "typ_marker"): ((77.6, 81.7, 84.1), (36.7, 38.3, 39.1), (37.2, 38.2, 39.0), (58.7, 63.8, 65.5)),
@@ -58,113 +67,134 @@ def paper_number(dataset: str, k: int, backbone: str, variant: str) -> float | N
     return None
 
 
-def infer_variant(config_json: str | None) -> str:
-    """Name of the Table-3 variant an experiment config is (when the sweep did not name one)."""
-    if not config_json:
-        return "unknown"
-    c = json.loads(config_json)
-    st, pre = c.get("stages", {}), c.get("pretrain", {})
-    if not any(st.get(s, True) for s in ("edkg", "scdg", "pretrain_stage1", "pretrain_stage2")):
-        return "golden_only"
-    if not st.get("edkg", True):
-        return "no_edkg"
-    if not st.get("scdg", True):
-        return "no_scdg"
-    if pre.get("masking") == "bert":
-        return "bert_masking"
-    if (pre.get("scl") or {}).get("lambda2", 1.0) == 0:
-        return "no_scl"
-    return "tkre"
+def _finished(df: pd.DataFrame, *, scored: bool = True) -> pd.DataFrame:
+    """Finished grid/evaluate trials; `scored`: only those with a test score (not generation-only)."""
+    ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
+    return (ok[ok["test_micro_f1"].notna()] if scored else ok).copy()
 
 
-def load_results(sweep_dir: str | Path) -> pd.DataFrame:
-    path = Path(sweep_dir) / "results.parquet"
-    if not path.is_file():
-        raise ConfigError(f"{sweep_dir}: no results.parquet (is this a sweep directory? run `tkre sweep` first)")
-    df = pd.read_parquet(path)
-    if "experiment_config" in df:
-        inferred = df["experiment_config"].map(infer_variant)
-        df["variant_kind"] = inferred
-    return df
+def _fmt(values: pd.Series) -> str:
+    mean, std = values.mean(), values.std()
+    return f"{mean:.1f}" if len(values) < 2 or math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
-    return f"{mean:.1f}" if n < 2 or math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+def _paper(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def generator_label(edkg: str | None, scdg: str | None) -> str:
+    """One label for a trial's generators: `none`, the shared one, or both named."""
+    edkg, scdg = (None if pd.isna(edkg) else edkg), (None if pd.isna(scdg) else scdg)
+    if edkg is None and scdg is None:
+        return "none"
+    if edkg is None or scdg is None or edkg == scdg:
+        return str(edkg or scdg)
+    return f"EDKG {edkg}; SCDG {scdg}"
+
+
+_CELL = ["dataset", "k", "backbone", "variant", "edkg_generator", "scdg_generator", "synthetic_asked"]
 
 
 def results_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over seeds) of test micro-F1 in %, per cell, with the paper's number beside it."""
-    ok = df[(df.get("status") == "ok") & (~df["phase"].astype(str).str.startswith("search"))].copy()
-    if "test_micro_f1" in ok:
-        ok = ok[ok["test_micro_f1"].notna()]  # generation-only trials have no F1
+    ok = _finished(df)
     if ok.empty:
         return pd.DataFrame()
-    ok["variant"] = ok["variant"].where(ok["variant"].notna(), ok.get("variant_kind"))
-    keys = ["dataset", "k", "backbone", "variant", "generator", "synthetic_asked"]
-    keys = [k for k in keys if k in ok]
     rows = []
-    for cell, g in ok.groupby(keys, dropna=False, sort=True):
-        cell = dict(zip(keys, cell if isinstance(cell, tuple) else (cell,)))
-        test = 100 * g["test_micro_f1"].astype(float)
-        dev = 100 * g["dev_micro_f1"].astype(float)
-        kind = g["variant_kind"].iloc[0] if "variant_kind" in g else str(cell.get("variant"))
-        paper = paper_number(str(cell.get("dataset")), int(cell.get("k", 0)), str(cell.get("backbone")), kind)
-        rows.append({**cell, "seeds": len(g), "test micro-F1 %": _fmt(test.mean(), test.std(), len(g)),
-                     "dev micro-F1 %": _fmt(dev.mean(), dev.std(), len(g)),
-                     "paper %": "" if paper is None else f"{paper:.1f}",
-                     "_test_mean": test.mean()})
+    for cell, g in ok.groupby(_CELL, dropna=False, sort=True):
+        c = dict(zip(_CELL, cell))
+        paper = paper_number(str(c["dataset"]), int(c["k"]), str(c["backbone"]), str(c["variant"]))
+        kept = g["synthetic_kept"].astype(float).mean()
+        rows.append({"dataset": c["dataset"], "K": int(c["k"]), "backbone": c["backbone"],
+                     "variant": "" if pd.isna(c["variant"]) else c["variant"],
+                     "generator": generator_label(c["edkg_generator"], c["scdg_generator"]),
+                     "synthetic kept": f"{kept:.0f} of {int(c['synthetic_asked'])} asked"
+                     if c["synthetic_asked"] else "0",
+                     "seeds": len(g), "test micro-F1 %": _fmt(100 * g["test_micro_f1"].astype(float)),
+                     "dev micro-F1 %": _fmt(100 * g["dev_micro_f1"].astype(float)),
+                     "paper test micro-F1 %": _paper(paper)})
+    return pd.DataFrame(rows)
+
+
+def golden_vs_tkre(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset / K / backbone (and TKRE's generators and synthetic amount): measured golden-only
+    and TKRE (mean ± std over seeds), their difference, and the paper's numbers for the same cell in
+    columns labelled as the paper's."""
+    ok = _finished(df)
+    keys = ["dataset", "k", "backbone"]
+    golden = {cell: 100 * g["test_micro_f1"].astype(float)
+              for cell, g in ok[ok["variant"] == "golden_only"].groupby(keys, sort=True)}
+    tkre = ok[ok["variant"] == "tkre"]
+    tkre_cells = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in
+                  tkre.groupby(keys + ["edkg_generator", "scdg_generator", "synthetic_asked"], dropna=False, sort=True)}
+    cells = sorted({c[:3] + (None, None, None) for c in golden if not any(t[:3] == c for t in tkre_cells)}
+                   | set(tkre_cells), key=lambda c: tuple(str(x) for x in c))
+    rows = []
+    for cell in cells:
+        dataset, k, backbone = cell[:3]
+        g, t = golden.get(cell[:3], pd.Series(dtype=float)), tkre_cells.get(cell, pd.Series(dtype=float))
+        pg, pt = (paper_number(dataset, int(k), backbone, v) for v in ("golden_only", "tkre"))
+        rows.append({"dataset": dataset, "K": int(k), "backbone": backbone,
+                     "TKRE generator": generator_label(cell[3], cell[4]) if len(t) else "",
+                     "golden-only %": _fmt(g) if len(g) else "", "TKRE %": _fmt(t) if len(t) else "",
+                     "seeds": f"{len(g)} / {len(t)}",
+                     "TKRE − golden-only": f"{t.mean() - g.mean():+.1f}" if len(g) and len(t) else "",
+                     "paper golden-only %": _paper(pg), "paper TKRE %": _paper(pt),
+                     "paper TKRE − golden-only": "" if pg is None or pt is None else f"{pt - pg:+.1f}"})
     return pd.DataFrame(rows)
 
 
 def _markdown(df: pd.DataFrame) -> str:
-    cols = [c for c in df.columns if not c.startswith("_")]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(r[c]) else str(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
+    return df.astype(str).replace({"nan": "", "None": ""}).to_markdown(index=False, disable_numparse=True)
 
 
-def _plot_line(df: pd.DataFrame, x: str, out: Path, title: str, xlabel: str) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for dataset, g in df.groupby("dataset"):
-        stats = g.groupby(x)["test_micro_f1"].agg(["mean", "std"]).sort_index()
-        ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3,
-                    label=str(dataset))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test micro-F1 (%)")
-    ax.set_title(title)
-    ax.legend()
+    return plt
+
+
+def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 
-def _plot_bars(df: pd.DataFrame, x: str, out: Path, title: str) -> Path:
-    import matplotlib
+def _plot_f1_vs_kept(ok: pd.DataFrame, out: Path) -> Path:
+    """Fig. 6: test micro-F1 against the synthetic samples kept per relation (mean over seeds)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ok = ok.assign(kept_per_relation=ok["synthetic_kept"].astype(float) / ok["relations"].astype(float))
+    for (dataset, k, backbone), g in ok.groupby(["dataset", "k", "backbone"]):
+        stats = g.groupby("synthetic_asked").agg(x=("kept_per_relation", "mean"), mean=("test_micro_f1", "mean"),
+                                                 std=("test_micro_f1", "std")).sort_values("x")
+        ax.errorbar(stats["x"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{dataset} K={k} {backbone}")
+    ax.set_xlabel("synthetic samples kept per relation")
+    ax.set_ylabel("test micro-F1 (%)")
+    ax.set_title("F1 vs synthetic data kept")
+    ax.legend()
+    return _save(fig, out)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    stats = df.groupby(x)["test_micro_f1"].agg(["mean", "std"])
+def _plot_per_generator(ok: pd.DataFrame, out: Path) -> Path:
+    plt = _pyplot()
+    labels = [generator_label(e, s) for e, s in zip(ok["edkg_generator"], ok["scdg_generator"])]
+    stats = ok.assign(generator=labels).groupby("generator")["test_micro_f1"].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.bar([str(i) for i in stats.index], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), capsize=3)
     ax.set_ylabel("test micro-F1 (%)")
-    ax.set_title(title)
+    ax.set_title("F1 per generator")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def optuna_study(df: pd.DataFrame, space: dict[str, dict], metric: str = "dev_micro_f1", mode: str = "max"):
-    """An Optuna study rebuilt from the search trials in the results table (finished ones)."""
+    """An Optuna study rebuilt from the finished search trials in the results table."""
     import optuna
 
     from tkre.sweep_config import Distribution
@@ -172,9 +202,9 @@ def optuna_study(df: pd.DataFrame, space: dict[str, dict], metric: str = "dev_mi
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {k: Distribution.model_validate(v).to_optuna() for k, v in space.items()}
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for _, r in df.iterrows():
+    for _, r in df[df["status"] == "ok"].iterrows():
         params = {k: r.get(f"param.{k}") for k in dists}
-        if r.get(metric) is None or pd.isna(r.get(metric)) or any(v is None or pd.isna(v) for v in params.values()):
+        if pd.isna(r.get(metric)) or any(v is None or pd.isna(v) for v in params.values()):
             continue
         params = {k: (int(v) if isinstance(dists[k], optuna.distributions.IntDistribution) else v)
                   for k, v in params.items()}
@@ -183,94 +213,72 @@ def optuna_study(df: pd.DataFrame, space: dict[str, dict], metric: str = "dev_mi
 
 
 def _plot_optuna(study, out_dir: Path, metric: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Optuna's own matplotlib plots: optimisation history and (>= 2 trials) parameter importances."""
     import optuna
+    from optuna.visualization import matplotlib as ovm
 
+    _pyplot()
     paths = []
-    values = [t.value for t in study.trials]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    best = pd.Series(values).cummax() if study.direction.name == "MAXIMIZE" else pd.Series(values).cummin()
-    ax.plot(range(len(values)), [100 * v for v in values], "o", label="trial")
-    ax.plot(range(len(values)), 100 * best, "-", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title("Optuna optimisation history")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out_dir / "optuna_history.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    if len(study.trials) >= 2 and len(study.trials[0].params) >= 1:
-        try:
-            imp = optuna.importance.get_param_importances(study)
-        except Exception as e:  # too few/degenerate trials: say so instead of failing the report
-            log.warning("parameter importance not computed: %s", e)
-            return paths
-        fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        ax.barh(list(imp)[::-1], list(imp.values())[::-1])
-        ax.set_xlabel("importance (fANOVA)")
-        ax.set_title("Optuna parameter importance")
-        fig.tight_layout()
-        paths.append(out_dir / "optuna_importance.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = ovm.plot_optimization_history(study, target_name=metric)
+        paths.append(_save(ax.figure, out_dir / "optuna_history.png"))
+        if len(study.trials) >= 2:
+            try:
+                ax = ovm.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                                                target_name=metric)
+            except (RuntimeError, ValueError) as e:  # degenerate trials: say so, keep the report
+                log.warning("parameter importances not plotted: %s", e)
+            else:
+                paths.append(_save(ax.figure, out_dir / "optuna_importance.png"))
     return paths
 
 
 @dataclass
 class Report:
-    markdown_path: Path
+    markdown_path: Path  # local file
     table: pd.DataFrame
     plots: list[Path] = field(default_factory=list)
     markdown_text_tables: str = ""
+    published: str | None = None  # remote sweeps: where the report folder was uploaded
 
 
 def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report:
-    """Write report.md + PNGs for a sweep directory; returns what was written."""
-    sweep_dir = Path(sweep_dir)
-    df = load_results(sweep_dir)
-    out_dir = Path(out) if out else sweep_dir / "report"
+    """Write report.md + PNGs for a sweep directory (local or URI); returns what was written."""
+    sdir = SweepDir(sweep_dir)
+    df = sdir.read_results()
+    if out:
+        out_dir = Path(out).expanduser()
+    elif sdir.remote:
+        out_dir = Path.home() / ".cache" / "tkre" / "reports" / stable_hash(sdir.uri, 12)
+    else:
+        out_dir = Path(sdir.root) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = json.loads((sweep_dir / "plan.json").read_text()) if (sweep_dir / "plan.json").is_file() else {}
-    name = plan.get("sweep", {}).get("name", sweep_dir.name)
-    table = results_table(df)
-    parts = [f"# Sweep `{name}`", "",
-             f"{len(df)} trials: " + ", ".join(f"{v} {k}" for k, v in df["status"].value_counts().items()) + ".",
+    plan = sdir.read_json(PLAN_FILE) or {}
+    name = plan.get("sweep", {}).get("name", sdir.uri.rstrip("/").rsplit("/", 1)[-1])
+    table, versus = results_table(df), golden_vs_tkre(df)
+    counts = ", ".join(f"{v} {k}" for k, v in df["status"].value_counts().items())
+    parts = [f"# Sweep `{name}`", "", f"{len(df)} trials: {counts}.",
              "Test micro-F1 in %, mean ± std over seeds (no-relation class excluded); the best epoch is "
-             "chosen on dev. `paper %` is the IJCAI 2025 paper's RoBERTa-large number for the same cell.", ""]
-    text_table = _markdown(table) if not table.empty else "(no finished grid/evaluate trials with test scores)"
-    parts += ["## Results", "", text_table, ""]
+             f"chosen on dev. Columns starting with `paper` hold the paper's numbers ({PAPER}) for the "
+             "same cell, not measurements of this sweep.", ""]
+    text = ["## Results", "", _markdown(table) if not table.empty else
+            "(no finished grid/evaluate trials with test scores)", ""]
+    if not versus.empty:
+        text += ["## Golden-only vs TKRE (measured here, and the paper's)", "", _markdown(versus), ""]
+    parts += text
     plots: list[Path] = []
-    ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
-    scored = ok[ok["test_micro_f1"].notna()] if "test_micro_f1" in ok else ok.iloc[0:0]
-    parts += paired_section(scored, paper_number)  # per-seed differences with golden-only, tests, Table 3
-    if "synthetic_asked" in scored and scored["synthetic_asked"].nunique() > 1:
-        plots.append(_plot_line(scored, "synthetic_asked", out_dir / "f1_vs_synthetic.png",
-                                "F1 vs synthetic samples per relation", "synthetic samples per relation"))
-    if "generator" in scored and scored["generator"].nunique() > 1:
-        plots.append(_plot_bars(scored, "generator", out_dir / "f1_per_generator.png", "F1 per generator"))
-    search = df[df["phase"].astype(str).str.startswith("search")]
-    space = (plan.get("sweep", {}).get("search") or {}).get("space")
-    if not search.empty and space:
-        s = plan["sweep"]["search"]
-        for phase, g in search.groupby("phase"):
-            study = optuna_study(g, space, s.get("metric", "dev_micro_f1"), s.get("mode", "max"))
-            if not study.trials:
-                continue
-            pdir = out_dir / str(phase)
-            pdir.mkdir(exist_ok=True)
-            plots += _plot_optuna(study, pdir, s.get("metric", "dev_micro_f1"))
-            best = study.best_trial
-            parts += [f"## Search `{phase}`", "", f"{len(study.trials)} finished trials; best "
-                      f"{s.get('metric', 'dev_micro_f1')} = {100 * best.value:.1f}% with "
-                      + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
-                                  for k, v in best.params.items()), ""]
+    ok = _finished(df)
+    parts += paired_section(ok, paper_number)  # per-seed differences with golden-only, tests, Table 3
+    if ok["synthetic_asked"].nunique() > 1:
+        plots.append(_plot_f1_vs_kept(ok, out_dir / "f1_vs_synthetic.png"))
+    labels = {generator_label(e, s) for e, s in zip(ok["edkg_generator"], ok["scdg_generator"])}
+    if len(labels) > 1:
+        plots.append(_plot_per_generator(ok, out_dir / "f1_per_generator.png"))
+    parts += _search_sections(df, plan, out_dir, plots)
     from tkre.report_generators import generator_report
 
-    generators = generator_report(ok, out_dir)
+    generators = generator_report(_finished(df, scored=False), out_dir)
     if generators is not None:
         parts += [generators.markdown]
         plots += generators.plots
@@ -282,4 +290,28 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in plots] + [""]
     md = out_dir / "report.md"
     atomic_write_text(md, "\n".join(parts))
-    return Report(md, table, plots, text_table)
+    published = sdir.upload(out_dir, "report") if sdir.remote and not out else None
+    return Report(md, table, plots, "\n".join(text), published)
+
+
+def _search_sections(df: pd.DataFrame, plan: dict, out_dir: Path, plots: list[Path]) -> list[str]:
+    search = df[df["phase"].astype(str).str.startswith("search")]
+    s = plan.get("sweep", {}).get("search") or {}
+    if search.empty or not s.get("space"):
+        return []
+    metric = s.get("metric", "dev_micro_f1")
+    parts = []
+    for phase, g in search.groupby("phase"):
+        study = optuna_study(g, s["space"], metric, s.get("mode", "max"))
+        if not study.trials:
+            continue
+        pdir = out_dir / str(phase)
+        pdir.mkdir(exist_ok=True)
+        plots += _plot_optuna(study, pdir, metric)
+        best = study.best_trial
+        stopped = int((g["status"] == "early_stopped").sum())
+        parts += [f"## Search `{phase}`", "", f"{len(study.trials)} finished trials ({stopped} stopped early "
+                  f"by ASHA); best {metric} = {100 * best.value:.1f}% with "
+                  + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                              for k, v in best.params.items()), ""]
+    return parts

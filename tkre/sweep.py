@@ -25,12 +25,17 @@ Resume (`--resume`): finished phases are skipped; an interrupted phase is restor
 finished trial) from the `searcher-state-*.pkl` it writes into the experiment directory on every
 experiment checkpoint, so TPE keeps its history (ray#30861) -- `optuna_trial_count` reads it back.
 Finished trials are not rerun. A crashing trial is recorded as `error` with its message and the
-sweep goes on. Every trial start is appended to `<sweep-dir>/events.jsonl`.
+sweep goes on. Every trial start and end is logged as an event (`tkre.results.SweepDir.events`).
+
+Rows: each trial's row is a `tkre.results.TrialRow` -- the sweep's own fields (phase, trial,
+variant, status, error, selected_from, overrides, search params) around the pipeline's whole
+`ResultRow`. The sweep directory (results.parquet, plan.json, `<phase>.done.json` markers, events)
+is a `tkre.results.SweepDir`, so local and remote (s3://, gs://) storage behave the same: a resumed
+sweep whose file changed is refused on both.
 """
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import logging
@@ -47,16 +52,16 @@ from tkre import __version__, progress
 from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
 from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError, error_reason
-from tkre.io import atomic_path, atomic_write_json, stable_hash
+from tkre.io import stable_hash
+from tkre.results import PLAN_FILE, ResultRow, SweepDir, TrialRow
 from tkre.runtime import init_ray
 from tkre.resources import cluster_capacity, fit_trials, trial_requests
 from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.parquet"
-PLAN_FILE = "plan.json"
-EVENTS_FILE = "events.jsonl"
+# Keys of a trial's point that describe the trial but are not config overrides.
+TRIAL_META_KEYS = ("selected_from",)
 
 
 # ------------------------------------------------------------------------------------- preflight
@@ -82,34 +87,33 @@ def sweep_dir(sweep: SweepConfig, storage: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- the trial
-def _append_event(directory: str, event: dict) -> None:
-    if is_remote(directory):
-        return
-    path = Path(directory) / EVENTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(event, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel) -> dict:
-    """Runs in a plain Ray task outside the trial's placement group; progress goes to `channel`."""
+def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel,
+                   variant: str | None) -> dict:
+    """Runs in a plain Ray task outside the trial's placement group; progress goes to `channel`;
+    returns the flat results row."""
     from tkre.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
     with progress.use(channel):
-        return run_experiment(cfg, callbacks=callbacks, store=store)
+        return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
+
+
+def _trial_point(config: dict) -> dict[str, Any]:
+    out = dict(config.get("point", {}))
+    out.update({k: v for k, v in config.items() if k != "point"})
+    return out
 
 
 def trial_overrides(config: dict) -> dict[str, Any]:
     """A trial's dotted overrides from its Tune config ({'point': {...}} or flat search params)."""
-    out = dict(config.get("point", {}))
-    out.update({k: v for k, v in config.items() if k != "point"})
-    return out
+    return {k: v for k, v in _trial_point(config).items() if k not in TRIAL_META_KEYS}
+
+
+def trial_meta(config: dict) -> dict[str, Any]:
+    """A trial's row fields that travel in its point but are not overrides (e.g. selected_from)."""
+    return {k: v for k, v in _trial_point(config).items() if k in TRIAL_META_KEYS}
 
 
 def run_trial(config: dict, *, spec: dict) -> None:
@@ -122,8 +126,8 @@ def run_trial(config: dict, *, spec: dict) -> None:
     sweep = SweepConfig.model_validate(spec["sweep"])
     overrides = trial_overrides(config)
     trial_id = tune.get_context().get_trial_id()
-    _append_event(spec["sweep_dir"], {"event": "start", "trial_id": trial_id, "phase": spec["phase"],
-                                      "overrides": overrides, "pid": os.getpid(), "time": time.time()})
+    SweepDir(spec["sweep_dir"]).append_event({"event": "start", "trial_id": trial_id, "phase": spec["phase"],
+                                              "overrides": overrides, "pid": os.getpid(), "time": time.time()})
     cfg = experiment_for(sweep, overrides)
     task = ray.remote(_pipeline_task).options(
         num_cpus=0, max_retries=0,
@@ -134,7 +138,7 @@ def run_trial(config: dict, *, spec: dict) -> None:
     # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
     # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
     ref = task.remote(cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
-                      sweep.resources.generation_slots, channel)
+                      sweep.resources.generation_slots, channel, overrides.get("variant"))
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.cancel(ref, force=True, recursive=True)
@@ -144,10 +148,9 @@ def run_trial(config: dict, *, spec: dict) -> None:
         for h in json.loads(row.get("epoch_history") or "[]"):
             if h.get("dev_micro_f1") is not None:
                 tune.report({"epoch": h.get("epoch"), "dev_micro_f1": h["dev_micro_f1"]})
-    tune.report({**row, "phase": spec["phase"], "row_complete": True,
-                 "overrides": json.dumps(overrides, sort_keys=True, default=str)})
-    _append_event(spec["sweep_dir"], {"event": "end", "trial_id": trial_id, "phase": spec["phase"],
-                                      "time": time.time()})
+    tune.report({**row, "row_complete": True})
+    SweepDir(spec["sweep_dir"]).append_event({"event": "end", "trial_id": trial_id, "phase": spec["phase"],
+                                              "time": time.time()})
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -189,7 +192,7 @@ def _with_run_constants(points: list[dict], sweep: SweepConfig) -> list[dict]:
     """Put dataset and seed into every trial's config so W&B can group by them (ray#33084)."""
     out = []
     for p in points:
-        cfg = experiment_for(sweep, p)
+        cfg = experiment_for(sweep, trial_overrides({"point": p}))
         out.append({"data.dataset": cfg.data.dataset, "data.seed": cfg.data.seed, "data.k": cfg.data.k, **p})
     return out
 
@@ -234,39 +237,30 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
 
 
 def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
+    """One flat TrialRow per trial: the sweep's fields around the pipeline's whole ResultRow."""
     rows = []
     for r in result_grid:
         m = dict(r.metrics or {})
         overrides = trial_overrides(r.config or {})
-        row: dict[str, Any] = {"sweep": sweep.name, "phase": phase.name, "trial_id": m.get("trial_id")
-                               or (r.path or "").rsplit("/", 1)[-1],
-                               "variant": overrides.get("variant"), "tkre_version": __version__}
         if r.error is not None:
-            row["status"], row["error"] = "error", error_reason(r.error)  # one line; traceback in error.txt
-        elif m.get("row_complete"):
-            row["status"], row["error"] = "ok", None
+            status, error = "error", error_reason(r.error)  # one line; traceback in error.txt
         else:
-            row["status"], row["error"] = "early_stopped", None
-        keep = {k: v for k, v in m.items() if k in _ROW_KEYS or k.split(".")[0] in _ROW_PREFIXES}
-        row.update(keep)
-        row["training_iteration"] = m.get("training_iteration")
-        row["overrides"] = json.dumps(overrides, sort_keys=True, default=str)
-        if phase.kind == "search":
-            for k in sweep.search.space:
-                row[f"param.{k}"] = overrides.get(k)
-        rows.append(row)
+            status, error = ("ok" if m.get("row_complete") else "early_stopped"), None
+        row = TrialRow(
+            sweep=sweep.name, phase=phase.name, trial_id=str(m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1]),
+            variant=overrides.get("variant"), status=status, error=error,
+            selected_from=trial_meta(r.config or {}).get("selected_from"),
+            overrides=json.dumps(overrides, sort_keys=True, default=str),
+            param={k: overrides.get(k) for k in sweep.search.space} if phase.kind == "search" else {},
+            training_iteration=m.get("training_iteration"), last_dev_micro_f1=m.get("dev_micro_f1"),
+            result=ResultRow.from_flat(m) if status == "ok" else None)
+        rows.append(row.to_flat())
     return rows
 
 
-_ROW_KEYS = {"experiment", "dataset", "data_hash", "k", "seed", "protocol", "generator", "scdg_generator", "encoder",
-             "backbone",
-             "masking", "synthetic_asked", "synthetic_kept", "dev_micro_f1", "test_micro_f1",
-             "test_macro_f1", "best_epoch", "epoch_history", "experiment_config", "epoch"}
-_ROW_PREFIXES = {"artifact", "reused", "seconds", "edkg", "scdg"}  # edkg./scdg.: generation statistics
-
-
 def _best_points(rows: list[dict], sweep: SweepConfig, phases: list[Phase]) -> list[dict]:
-    """For every search phase, its best trial's overrides by the dev metric, times the eval seeds."""
+    """For every search phase, its best trial's overrides by the dev metric, times the eval seeds
+    (each point names the trial it came from in `selected_from`, a row field, not an override)."""
     s = sweep.search
     points = []
     for phase in (p for p in phases if p.kind == "search"):
@@ -291,23 +285,6 @@ class SweepOutcome:
     concurrent_trials: int
 
 
-def _write_results(rows: list[dict], directory: str) -> str:
-    df = pd.DataFrame(rows)
-    if is_remote(directory):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from tkre.artifacts import resolve_filesystem
-
-        fs, root = resolve_filesystem(directory)
-        pq.write_table(pa.Table.from_pandas(df), f"{root}/{RESULTS_FILE}", filesystem=fs)
-        return join_uri(directory, RESULTS_FILE)
-    path = Path(directory) / RESULTS_FILE
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-    return str(path)
-
-
 def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = None,
               storage_path: str | None = None) -> SweepOutcome:
     """Run (or resume) every phase of a sweep file; returns where the results table is."""
@@ -319,20 +296,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         sweep = sweep.model_copy(update={"storage_path": storage_path})
     experiments = preflight(sweep, str(path))
     root = sweep_dir(sweep, experiments[0].storage_path)
-    plan_hash = stable_hash(sweep.model_dump())
-    if not is_remote(root):
-        Path(root).mkdir(parents=True, exist_ok=True)
-        plan_file = Path(root) / PLAN_FILE
-        if plan_file.is_file():
-            old = json.loads(plan_file.read_text())
-            if not resume:
-                raise ConfigError(f"{path}: sweep {sweep.name!r} already has results in {root}: "
-                                  "pass --resume to continue it (or change its name / storage_path)")
-            if old.get("plan_hash") != plan_hash:
-                raise ConfigError(f"{path}: the sweep file changed since {root} was started: resuming would "
-                                  "mix two sweeps; give it a new name")
-        atomic_write_json(plan_file, {"plan_hash": plan_hash, "sweep": sweep.model_dump(), "source": str(path),
-                                      "tkre_version": __version__})
+    sdir = SweepDir(root)
+    write_plan(sdir, sweep, source=str(path), resume=resume)
 
     # Tune writes its experiment state (trial statuses, searcher state) every TUNE_GLOBAL_CHECKPOINT_S
     # seconds ("auto" can stretch to minutes): a short period makes a SIGKILL lose at most ~2 s of
@@ -359,9 +324,9 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     rows: list[dict] = []
     results_path = ""
     for phase in phases:
-        done = None if is_remote(root) else Path(root) / f"{phase.name}.done.json"
-        if done is not None and done.is_file():
-            rows.extend(json.loads(done.read_text())["rows"])
+        done = sdir.read_json(f"{phase.name}.done.json")
+        if done is not None:
+            rows.extend(done["rows"])
             log.info("phase %s: already finished, skipped", phase.name)
             continue
         if phase.kind == "evaluate":
@@ -378,12 +343,27 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             result_grid = tuner.fit()
         phase_rows = _phase_rows(result_grid, phase, sweep)
         rows.extend(phase_rows)
-        results_path = _write_results(rows, root)
-        if done is not None:
-            atomic_write_json(done, {"rows": phase_rows})
+        results_path = sdir.write_results(rows)
+        sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
     channel.close()  # the inbox actor; the results table is written below
-    results_path = _write_results(rows, root)
+    results_path = sdir.write_results(rows)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
+
+
+def write_plan(sdir: SweepDir, sweep: SweepConfig, *, source: str, resume: bool) -> None:
+    """Record the sweep in `plan.json`; refuse a second start without --resume, and a resume of a
+    changed sweep file (it would mix two sweeps in one table). Local and remote storage alike."""
+    plan_hash = stable_hash(sweep.model_dump())
+    old = sdir.read_json(PLAN_FILE)
+    if old is not None:
+        if not resume:
+            raise ConfigError(f"{source}: sweep {sweep.name!r} already has results in {sdir.uri}: "
+                              "pass --resume to continue it (or change its name / storage_path)")
+        if old.get("plan_hash") != plan_hash:
+            raise ConfigError(f"{source}: the sweep file changed since {sdir.uri} was started: resuming would "
+                              "mix two sweeps; give it a new name")
+    sdir.write_json(PLAN_FILE, {"plan_hash": plan_hash, "sweep": sweep.model_dump(), "source": source,
+                                "tkre_version": __version__})
 
 
 def optuna_trial_count(phase_dir: str | Path) -> int:

@@ -19,7 +19,7 @@ from tkre.config import EDKGConfig
 from tkre.data.records import RelationExample
 from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
-from tkre.generate.outputs import EXPLANATIONS_FILE, write_explanations, write_manifest
+from tkre.generate.outputs import EXPLANATIONS_FILE, write_explanations
 from tkre.generate.prompts import edkg_prompt
 from tkre.generate.quality import explanation_quality
 from tkre.generate.run import check_error_budget, generate_rows, make_row
@@ -53,7 +53,7 @@ def strip_preamble(text: str) -> str:
 
 
 def generate_explanations(golden: list[RelationExample], cfg: EDKGConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Write out_dir/explanations.parquet + manifest.json; return the manifest.
+    """Write out_dir/explanations.parquet; return the summary (the artifact store's manifest keeps it).
 
     Rows whose generation failed or came back empty are counted in the manifest, not written;
     re-running retries them (successful rows come from the cache)."""
@@ -90,6 +90,5 @@ def generate_explanations(golden: list[RelationExample], cfg: EDKGConfig, out_di
         "sampling": sampling.model_dump(), "cache_dir": str(cache.root),
         "quality": explanation_quality([w["explanation"] for w in written]),
     }
-    write_manifest(manifest, out)
-    check_error_budget(stats, gen.max_error_fraction, "EDKG explanations")
+    check_error_budget(stats, gen.max_error_fraction, "EDKG explanations", summary=manifest)
     return manifest

@@ -1,4 +1,6 @@
-"""Writing and reading generation outputs: explanation corpus, synthetic set, rejects, manifest."""
+"""Writing and reading generation outputs: explanation corpus, synthetic set, rejects.
+
+The folder's manifest.json (with the stage's summary) is written by tkre.manifest."""
 
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ import pyarrow.parquet as pq
 
 from tkre.data.records import ARROW_SCHEMA, RelationExample, from_arrow, to_arrow
 from tkre.errors import DataError
-from tkre.io import atomic_path, atomic_write_json
+from tkre.io import atomic_path
 
 EXPLANATIONS_FILE = "explanations.parquet"
 SYNTHETIC_FILE = "synthetic.parquet"
 REJECTS_FILE = "rejects.parquet"
-MANIFEST_FILE = "manifest.json"
 
 EXPLANATION_SCHEMA = pa.schema([
     pa.field("relation", pa.string(), nullable=False),
@@ -53,10 +54,6 @@ def write_explanations(rows: list[dict[str, Any]], out_dir: Path) -> Path:
 def write_synthetic(examples: list[RelationExample], rejects: list[dict[str, Any]], out_dir: Path) -> None:
     write_table(to_arrow(examples), out_dir / SYNTHETIC_FILE)
     write_table(_rows_table(rejects, REJECT_SCHEMA), out_dir / REJECTS_FILE)
-
-
-def write_manifest(manifest: dict[str, Any], out_dir: Path) -> None:
-    atomic_write_json(out_dir / MANIFEST_FILE, manifest)
 
 
 def _file(path: str | Path, name: str) -> Path:

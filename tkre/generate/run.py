@@ -63,9 +63,10 @@ class RunStats:
                 "corrupt_cache_entries": self.corrupt_cache_entries, "from_other_runs": self.from_other_runs}
 
 
-def check_error_budget(stats: RunStats, max_fraction: float, what: str) -> None:
-    """Raise GenerationError when every row failed, or more than `max_fraction` of them did: one line
-    with the counts and the first reason (the successful rows are cached: a rerun asks only for the rest)."""
+def check_error_budget(stats: RunStats, max_fraction: float, what: str, *, summary: dict | None = None) -> None:
+    """Raise GenerationError (carrying the stage's `summary`) when every row failed, or more than
+    `max_fraction` of them did: one line with the counts and the first reason (the successful rows are
+    cached: a rerun asks only for the rest)."""
     if stats.errors == 0 or stats.rows == 0:
         return
     if stats.errors < stats.rows and stats.errors / stats.rows <= max_fraction:
@@ -76,7 +77,7 @@ def check_error_budget(stats: RunStats, max_fraction: float, what: str) -> None:
     raise GenerationError(
         f"{what}: {stats.errors}/{stats.rows} rows failed (cache hits {stats.cache_hits}, generated "
         f"{stats.generated}, errors {stats.errors}; max_error_fraction={max_fraction:g}); first error: {first}. "
-        f"Successful rows are cached: fix the cause and rerun")
+        f"Successful rows are cached: fix the cause and rerun", summary=summary)
 
 
 def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:

@@ -26,7 +26,7 @@ from tkre.data.records import RelationExample
 from tkre.generate import parse
 from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
-from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_manifest, write_synthetic
+from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_synthetic
 from tkre.generate.prompts import scdg_prompt
 from tkre.generate.quality import scdg_quality
 from tkre.generate.run import RunStats, check_error_budget, generate_rows, make_row
@@ -41,7 +41,8 @@ def _rotated(examples: list[RelationExample], offset: int, count: int) -> list[R
 
 def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list[list[str]]], cfg: SCDGConfig,
                        out_dir: str | Path, *, per_relation: int, relations: list[str] | None = None) -> dict[str, Any]:
-    """Write out_dir/synthetic.parquet, rejects.parquet and manifest.json; return the manifest.
+    """Write out_dir/synthetic.parquet and rejects.parquet; return the summary (the artifact store's
+    manifest keeps it).
 
     `cfg.generator` must be resolved (`ExperimentConfig.resolved_scdg()` / `SCDGConfig.with_generator`)."""
     from tkre.errors import ConfigError
@@ -134,6 +135,5 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "sampling": sampling.model_dump(), "samples_per_prompt": spp, "cache_dir": str(cache.root),
         "quality": scdg_quality([ex.text for ex in examples], [ex.text for ex in golden]),
     }
-    write_manifest(manifest, out)
-    check_error_budget(stats, gen.max_error_fraction, "SCDG synthetic samples")
+    check_error_budget(stats, gen.max_error_fraction, "SCDG synthetic samples", summary=manifest)
     return manifest
