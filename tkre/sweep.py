@@ -225,8 +225,10 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=concurrent,
                                   time_budget_s=sweep.sweep_timeout_s,
-                                  # the next trial runs in a finished trial's process: no process start-up
-                                  reuse_actors=True,  # and imports per trial (benchmarks/sweep_overhead.py)
+                                  # the next trial runs in a finished trial's process (no start-up and imports
+                                  # per trial); not under ASHA: a stopped trial's thread still waits on its
+                                  # pipeline, Tune could not reset that process and would fail the next trial
+                                  reuse_actors=scheduler is None,
                                   **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
