@@ -1,6 +1,8 @@
 """openai backend end to end against a local OpenAI-compatible server (tests/fixtures/openai_server.py)
-serving a tiny Llama with transformers on 127.0.0.1: Ray Data actor pool, retries on injected HTTP
-429/500, errors and time-outs counted (never a crash, never a bad record), API key never written."""
+serving a tiny Llama with transformers on 127.0.0.1: Ray Data actor pool, the official client's retries
+on injected HTTP 429/500 (honouring retry-after-ms), errors and time-outs counted (never a crash, never
+a bad record), API key never written; constrained SCDG through response_format, and the reported
+fallback to free text when a server refuses or ignores it."""
 
 from __future__ import annotations
 
@@ -56,8 +58,7 @@ def stats(url: str) -> dict:
 def _cfg(url: str, tmp_path, **openai) -> GeneratorConfig:
     return GeneratorConfig(backend="openai", model="tiny", cache_dir=str(tmp_path / "cache"), batch_size=4,
                            sampling={"temperature": 0.0},
-                           openai=OpenAIConfig(base_url=f"{url}/v1", api_key_env=KEY_ENV, retry_base_s=0.05,
-                                               **openai))
+                           openai=OpenAIConfig(base_url=f"{url}/v1", api_key_env=KEY_ENV, **openai))
 
 
 def test_openai_end_to_end_with_429_and_500_retried(ray_local, tiny_llama, semeval, tmp_path, monkeypatch, caplog):
@@ -121,7 +122,7 @@ def test_timeouts_and_client_errors_become_row_errors(tiny_llama, tmp_path):
         texts = backend.generate(["Say hi.", "Name a colour."], s)
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     dead = create_backend(GeneratorConfig(backend="openai", model="x", openai=OpenAIConfig(
-        base_url="http://127.0.0.1:9/v1", max_retries=1, retry_base_s=0.01, timeout_s=2)))
+        base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=2)))
     [row] = dead.generate_rows(["a"], s)
     assert "gave up after 1 retries" in row.error  # connection refused, retried, then a row error
 
@@ -158,7 +159,7 @@ def test_failed_rows_over_the_tolerated_fraction_fail_the_stage_and_nothing_is_l
 
 def test_cli_generation_where_every_row_fails_exits_non_zero_in_one_line(tiny_llama, tmp_path):
     cfg = tmp_path / "gen.yaml"
-    cfg.write_text("edkg:\n  generator:\n    openai: {max_retries: 1, retry_base_s: 0.01}\n")
+    cfg.write_text("edkg:\n  generator:\n    openai: {max_retries: 1}\n")
     with server(tiny_llama, "--always", "500") as url:
         out = subprocess.run([sys.executable, "-m", "tkre.cli", "generate", "explanations", "--k", "1",
                               "--backend", "openai", "--model", "tiny", "--base-url", f"{url}/v1",
@@ -173,3 +174,65 @@ def test_cli_generation_where_every_row_fails_exits_non_zero_in_one_line(tiny_ll
     assert n and int(n.group(1)) > 10 and "HTTP 500" in line and f"errors {n.group(1)}" in line, line
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())  # the counts stay inspectable
     assert manifest["stage"] == "edkg" and manifest["summary"]["counts"]["errors"] == int(n.group(1))
+
+
+def test_api_key_is_a_secretstr_masked_everywhere(monkeypatch):
+    from pydantic import SecretStr
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    cfg = GeneratorConfig(backend="openai", model="m", openai=OpenAIConfig(base_url="http://127.0.0.1:9/v1",
+                                                                           api_key_env=KEY_ENV))
+    spec = backend_spec(cfg)
+    assert isinstance(spec.init_kwargs["api_key"], SecretStr)
+    assert SECRET not in repr(spec) and SECRET not in str(spec.init_kwargs)
+    assert spec.build().api_key.get_secret_value() == SECRET
+
+
+# ------------------------------------------------------------------------------------ constrained SCDG
+
+def _scdg(url, tmp_path, golden, rel, name, max_new_tokens=560):
+    from tkre.data import relation_type_schema
+
+    gen = _cfg(url, tmp_path, max_retries=1).model_copy(update={"sampling": {"temperature": 0.7}})
+    cfg = SCDGConfig(generator=GeneratorConfig.model_validate(gen.model_dump()), max_rounds=1, samples_per_prompt=1,
+                     prompt_examples=1, max_new_tokens=max_new_tokens, constrained=True)
+    return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, per_relation=2,
+                              relations=[rel])
+
+
+def test_constrained_scdg_through_response_format(ray_local, tiny_llama, semeval, tmp_path):
+    """The server masks with the schema: every completion is JSON of the schema, so no sample is ever
+    unparseable, truncated, missing a field or of another relation (the tiny model writes nonsense, so
+    the validator still rejects it for entities that are not in the context)."""
+    from tkre.data import sample_kshot
+
+    golden = sample_kshot(semeval, 8, 1).train
+    rel = golden[0].relation
+    with server(tiny_llama) as url:
+        m = _scdg(url, tmp_path, golden, rel, "s")
+        s = stats(url)
+    assert s["response_format"] == s["completions"] == 2 and m["counts"]["unconstrained"] == 0
+    assert m["constrained"] is True and m["counts"]["samples"] == 2
+    bad = {parse.UNPARSEABLE, parse.TRUNCATED, parse.MISSING_FIELD, parse.WRONG_RELATION, parse.EMPTY_OUTPUT}
+    assert not bad & set(m["reasons"]), m["reasons"]
+    for r in read_rejects(tmp_path / "s"):
+        sample = json.loads(r["raw"])
+        assert sample["relation"] == rel and set(sample) == {"relation", "context", "head", "tail"}
+
+
+@pytest.mark.parametrize("mode", ["refuse", "ignore"])
+def test_server_without_structured_outputs_falls_back_and_reports(ray_local, tiny_llama, semeval, tmp_path,
+                                                                    mode, caplog):
+    from tkre.data import sample_kshot
+
+    golden = sample_kshot(semeval, 8, 1).train
+    rel = golden[0].relation
+    caplog.set_level(logging.WARNING)
+    with server(tiny_llama, "--structured", mode) as url:
+        m = _scdg(url, tmp_path, golden, rel, "s", max_new_tokens=24)
+        s = stats(url)
+    assert m["counts"]["unconstrained"] == 2 and m["counts"]["errors"] == 0  # reported, not failed
+    assert "answered without the schema" in caplog.text
+    if mode == "refuse":  # refused, then the rows go out without response_format
+        assert s["refused"] >= 1 and s["completions"] == 2
+    assert all(r["reason"] != parse.GENERATION_ERROR for r in read_rejects(tmp_path / "s"))

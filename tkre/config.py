@@ -102,9 +102,9 @@ class OpenAIConfig(StrictModel):
     base_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible server root")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0, description="retries on HTTP 429/5xx and time-outs")
+    max_retries: int = Field(5, ge=0, description="retries on HTTP 408/409/429/5xx, time-outs and connection errors "
+                             "(the openai client's exponential back-off, honouring Retry-After)")
     concurrency: int = Field(4, ge=1, description="requests in flight")
-    retry_base_s: float = Field(0.5, ge=0.0, description="first back-off wait; doubles on every retry")
 
 
 class GeneratorConfig(StrictModel):
@@ -117,7 +117,8 @@ class GeneratorConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs")
     batch_size: int = Field(16, ge=1, description="prompts per batch")
     concurrency: int = Field(1, ge=1, description="actors in the generation pool")
-    threads_per_actor: int | None = Field(None, ge=1, description="torch CPU threads per actor (default: cores / actors)")
+    threads_per_actor: int | None = Field(None, ge=1, description="hf backend: torch CPU threads per actor, and the Ray "
+                                          "CPUs it reserves (default: free CPUs / actors)")
     cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     system_prompt: str | None = Field(None, description="optional system message sent before every prompt")
@@ -165,6 +166,9 @@ class SCDGConfig(StrictModel):
         None, gt=0, description="new tokens per completion (None = tokens_per_sample x samples_per_prompt)")
     prompt: str | None = Field(None, description="override the SCDG template (see tkre/generate/prompts.py)")
     example_prompt: str | None = Field(None, description="override the SCDG per-sample schema block")
+    constrained: bool = Field(True, description="enforce the sample schema while decoding (tkre/generate/schema.py): "
+                              "the decode-time form of the paper's schema constraint; false = the paper's free "
+                              "text + regex parser")
 
     @property
     def new_tokens(self) -> int:

@@ -1,6 +1,7 @@
 """Generation cache: one small JSON file per generated row, written atomically, and per-run claims.
 
-A row's key is a hash of (backend, model id + revision, prompt, sampling parameters, sample index).
+A row's key is a hash of (backend, model id + revision, prompt, sampling parameters, sample index,
+and the decode-time JSON schema for constrained rows).
 Layout: `<root>/<key[:2]>/<key>.json`. A file is written to a unique temporary name in the same
 folder and renamed into place, so a reader sees a complete entry or none -- a run killed half-way
 keeps every row it finished. An entry that cannot be read (a foreign or damaged file) is counted,
@@ -34,10 +35,15 @@ DEFAULT_CACHE = "~/.cache/tkre/generation"
 CLAIMS = ".claims"
 
 
-def row_key(*, backend: str, model: str, revision: str, prompt: str, sampling: dict, sample_index: int) -> str:
-    """The cache key of one generated row."""
-    return stable_hash({"backend": backend, "model": model, "revision": revision, "prompt": prompt,
-                        "sampling": sampling, "sample_index": sample_index}, length=32)
+def row_key(*, backend: str, model: str, revision: str, prompt: str, sampling: dict, sample_index: int,
+            schema: str = "") -> str:
+    """The cache key of one generated row; `schema` identifies the decode-time schema ("" = free text,
+    which keeps the keys free-text rows always had)."""
+    parts = {"backend": backend, "model": model, "revision": revision, "prompt": prompt,
+             "sampling": sampling, "sample_index": sample_index}
+    if schema:
+        parts["schema"] = schema
+    return stable_hash(parts, length=32)
 
 
 class GenerationCache:

@@ -1,8 +1,9 @@
 """SCDG output -> data-layer records, with a reason for every rejected sample.
 
-Pure functions, no model and no Ray. One completion holds zero or more samples in the schema of
-`tkre.generate.prompts.SCDG_EXAMPLE_TEMPLATE`; each sample is cut out with regular expressions at
-its field labels, then validated:
+Pure functions, no model and no Ray. One completion holds zero or more samples, either as free text
+in the schema of `tkre.generate.prompts.SCDG_EXAMPLE_TEMPLATE` (the paper's path: each sample is cut
+out with regular expressions at its field labels) or as JSON in the schema of tkre/generate/schema.py
+(constrained decoding: `parse_json_samples`). Every sample is then validated the same way:
 
 1. it parses (every field label present; `truncated` when the completion stops mid-sample). The
    `Head Type` / `Tail Type` lines are optional: datasets without entity types (SemEval) have none;
@@ -21,6 +22,7 @@ its field labels, then validated:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -113,6 +115,80 @@ def parse_samples(text: str | None) -> list[ParsedSample]:
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
         out.append(_parse_one(text[start:end], last=i + 1 == len(starts)))
     return out
+
+
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```\s*$")
+_JSON_FIELDS = ("relation", "context", "head", "head_type", "tail", "tail_type")
+
+
+def parse_json_samples(text: str | None) -> list[ParsedSample]:
+    """Cut one completion in the JSON schema of tkre/generate/schema.py into samples.
+
+    Accepts {"samples": [...]}, a bare list or one sample object. A completion cut off part-way keeps
+    its complete samples; the rest is one `truncated` sample. Text that is not JSON at all (a server
+    that ignored the schema) goes to the free-text parser."""
+    if text is None or not text.strip():
+        return [ParsedSample(raw=text or "", reason=EMPTY_OUTPUT)]
+    body = _FENCE.sub("", text.strip())
+    if not body.startswith(("{", "[")):
+        return parse_samples(text)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return _salvage(body)
+    if isinstance(data, dict) and isinstance(data.get("samples"), list):
+        items = data["samples"]
+    elif isinstance(data, list):
+        items = data
+    elif isinstance(data, dict) and "relation" in data:
+        items = [data]
+    else:
+        return [ParsedSample(raw=body[:2000], reason=UNPARSEABLE, detail="no 'samples' list")]
+    return [_json_sample(item) for item in items] or [ParsedSample(raw=body, reason=EMPTY_OUTPUT,
+                                                                    detail="no samples")]
+
+
+def _salvage(body: str) -> list[ParsedSample]:
+    """The complete sample objects of a JSON text that does not parse whole (cut off or malformed)."""
+    decoder = json.JSONDecoder()
+    start = body.find("[")
+    pos = start + 1 if start >= 0 else 0
+    out: list[ParsedSample] = []
+    while True:
+        brace = body.find("{", pos)
+        if brace < 0:
+            break
+        try:
+            item, end = decoder.raw_decode(body, brace)
+        except json.JSONDecodeError as e:
+            tail = body[brace:]
+            closed = tail.rstrip().endswith(("}", "]"))
+            out.append(ParsedSample(raw=tail[:2000], reason=UNPARSEABLE if closed else TRUNCATED,
+                                    detail=f"JSON: {e.msg}"))
+            break
+        if isinstance(item, dict) and "samples" in item:  # the root object itself parsed: not a salvage case
+            return [_json_sample(x) for x in item["samples"]] if isinstance(item["samples"], list) else []
+        out.append(_json_sample(item))
+        pos = end
+    return out or [ParsedSample(raw=body[:2000], reason=TRUNCATED, detail="JSON cut off before a sample")]
+
+
+def _json_sample(item) -> ParsedSample:
+    raw = json.dumps(item, ensure_ascii=False) if not isinstance(item, str) else item
+    if not isinstance(item, dict):
+        return ParsedSample(raw=raw, reason=UNPARSEABLE, detail="a sample is not a JSON object")
+    for name in ("relation", "context", "head", "tail"):
+        if name not in item:
+            return ParsedSample(raw=raw, reason=MISSING_FIELD, detail=f"no '{name}' field")
+    values = {}
+    for name in _JSON_FIELDS:
+        value = item.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            return ParsedSample(raw=raw, reason=UNPARSEABLE, detail=f"'{name}' is not a string")
+        values[name] = re.sub(r"\s+", " ", value).strip()
+    return ParsedSample(raw=raw, **values)
 
 
 def _parse_one(chunk: str, *, last: bool) -> ParsedSample:
@@ -257,10 +333,12 @@ class SampleValidator:
         if outcome.example is not None:
             self.synthetic_contexts.add(context_key(outcome.example.tokens))
 
-    def validate_completion(self, text: str | None, relation: str) -> list[Outcome]:
-        """All samples of one completion, in order; accepted ones are remembered."""
+    def validate_completion(self, text: str | None, relation: str, *, json_format: bool = False) -> list[Outcome]:
+        """All samples of one completion, in order; accepted ones are remembered.
+
+        json_format: the completion follows the JSON schema (constrained decoding)."""
         outcomes = []
-        for sample in parse_samples(text):
+        for sample in (parse_json_samples(text) if json_format else parse_samples(text)):
             outcome = self.check(sample, relation)
             self.accept(outcome)
             outcomes.append(outcome)

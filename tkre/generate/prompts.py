@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from tkre.data.records import RelationExample
+from tkre.generate.schema import example_json
 
 EDKG_TEMPLATE = (
     "Take the text below and give an explanation of why the subject \"{subject}\" has the relation "
@@ -46,6 +47,15 @@ SCDG_TEMPLATE = (
     "in exactly the same format:\n"
 )
 
+#: The same request for constrained decoding (tkre/generate/schema.py): samples shown and asked as JSON.
+SCDG_JSON_TEMPLATE = (
+    "Here are samples of the relation \"{relation}\" between a head entity and a tail entity, one JSON "
+    "object per sample; the head and the tail are copied word for word from the context.\n\n"
+    "{examples}\n\n"
+    "Generate {n} more samples like above for the relation \"{relation}\", each with a new context, "
+    "as JSON: {{\"samples\": [...]}}\n"
+)
+
 #: Field labels of the SCDG schema, in order (the parser relies on them).
 SCDG_FIELDS = ("Relation", "Context", "Head Entity", "Head Type", "Tail Entity", "Tail Type")
 
@@ -63,8 +73,16 @@ def scdg_example_block(ex: RelationExample, template: str | None = None) -> str:
 
 
 def scdg_prompt(relation: str, examples: Sequence[RelationExample], n: int, template: str | None = None,
-                example_template: str | None = None) -> str:
-    """The SCDG prompt for one relation: `examples` in the schema, then the request for `n` more."""
+                example_template: str | None = None, *, constrained: bool = False, typed: bool = False) -> str:
+    """The SCDG prompt for one relation: `examples` in the schema, then the request for `n` more.
+
+    constrained: the examples as JSON objects of tkre/generate/schema.py (type fields when `typed`),
+    in `template` or SCDG_JSON_TEMPLATE; the example template applies to the free-text form only."""
+    if constrained:
+        blocks = "\n".join(example_json(ex.relation, ex.text, ex.subject, ex.object,
+                                         (ex.subj_type or "") if typed else None,
+                                         (ex.obj_type or "") if typed else None) for ex in examples)
+        return (template or SCDG_JSON_TEMPLATE).format(relation=relation, examples=blocks, n=n)
     blocks = "\n".join(scdg_example_block(ex, example_template) for ex in examples)
     return (template or SCDG_TEMPLATE).format(relation=relation, examples=blocks, n=n)
 

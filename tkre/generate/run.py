@@ -26,6 +26,7 @@ from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.errors import GenerationError, one_line
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
+from tkre.generate.schema import schema_id
 from tkre.runtime import init_ray
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,14 @@ def check_error_budget(stats: RunStats, max_fraction: float, what: str, *, summa
         f"Successful rows are cached: fix the cause and rerun", summary=summary)
 
 
-def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, **meta: Any) -> dict:
-    """One generation row: its cache key, prompt and a seed derived from the key."""
+def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_index: int, *,
+             schema: str | None = None, **meta: Any) -> dict:
+    """One generation row: its cache key, prompt, a seed derived from the key, and the JSON schema the
+    output must follow ("" = free text; constrained and free rows never share a cache key)."""
     key = row_key(backend=spec.name, model=spec.model_id, revision=spec.revision, prompt=prompt,
-                  sampling=sampling.key(), sample_index=sample_index)
-    return {"key": key, "prompt": prompt, "seed": (sampling.seed + int(key[:7], 16)) % (2 ** 31), **meta}
+                  sampling=sampling.key(), sample_index=sample_index, schema=schema_id(schema))
+    return {"key": key, "prompt": prompt, "seed": (sampling.seed + int(key[:7], 16)) % (2 ** 31),
+            "schema": schema or "", **meta}
 
 
 class GenerateUDF:
@@ -96,12 +100,14 @@ class GenerateUDF:
 
     def __call__(self, batch: dict) -> dict:
         results = self.backend.generate_rows([str(p) for p in batch["prompt"]], self.sampling,
-                                             [int(s) for s in batch["seed"]])
+                                             [int(s) for s in batch["seed"]],
+                                             [str(s) or None for s in batch["schema"]])
         return {"key": [str(k) for k in batch["key"]],
                 "text": [r.text or "" for r in results],
                 "tokens": [int(r.tokens) for r in results],
                 "input_tokens": [int(r.input_tokens) for r in results],
-                "error": [r.error or "" for r in results]}
+                "error": [r.error or "" for r in results],
+                "constrained": [bool(r.constrained) for r in results]}
 
 
 def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig,
@@ -123,7 +129,8 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
         if hit is not None:
             _take_hit(results, key, hit, stats)
         else:
-            todo[key] = {"key": key, "prompt": row["prompt"], "seed": int(row["seed"])}
+            todo[key] = {"key": key, "prompt": row["prompt"], "seed": int(row["seed"]),
+                         "schema": row.get("schema") or ""}
     stats.rows = len(results) + len(todo)
     stats.cache_hits = len(results)
     while todo:
@@ -145,7 +152,7 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
 def _take_hit(results: dict, key: str, hit: dict, stats: RunStats) -> None:
     """A row served from the cache (its tokens count towards what the data set cost)."""
     results[key] = {"text": hit["text"], "tokens": int(hit.get("tokens", 0)), "error": None, "cached": True,
-                    "input_tokens": int(hit.get("input_tokens", 0))}
+                    "input_tokens": int(hit.get("input_tokens", 0)), "constrained": bool(hit.get("constrained", False))}
     stats.input_tokens += results[key]["input_tokens"]
     stats.output_tokens += results[key]["tokens"]
 
@@ -202,17 +209,19 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
                 stats.errors += 1
                 if len(stats.error_samples) < 5:
                     stats.error_samples.append(str(error)[:300])
-                results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False}
+                results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False, "constrained": False}
             else:
                 text, tokens = str(row.get("text") or ""), int(row.get("tokens") or 0)
                 read = int(row.get("input_tokens") or 0)
+                constrained = bool(row.get("constrained"))
                 cache.put(key, {"text": text, "tokens": tokens, "input_tokens": read, "backend": spec.name,
-                                "model": spec.model_id})
+                                "model": spec.model_id, "constrained": constrained})
                 stats.generated += 1
                 stats.tokens += tokens
                 stats.input_tokens += read
                 stats.output_tokens += tokens
-                results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False, "input_tokens": read}
+                results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False, "input_tokens": read,
+                                "constrained": constrained}
             elapsed = time.perf_counter() - t0
             bar.update(task, advance=1, tps=stats.tokens / elapsed if elapsed > 0 else 0.0)
             done = stats.generated + stats.errors
@@ -220,6 +229,7 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
     missing = [r["key"] for r in todo if r["key"] not in results]
     for key in missing:  # should not happen; never silently drop a row
         stats.errors += 1
-        results[key] = {"text": None, "tokens": 0, "error": "row missing from the pipeline output", "cached": False}
+        results[key] = {"text": None, "tokens": 0, "error": "row missing from the pipeline output", "cached": False,
+                        "constrained": False}
     log.info("%s: %d generated, %d errors, %d tokens, %.1f tok/s", desc, stats.generated, stats.errors,
              stats.tokens, stats.tokens / max(time.perf_counter() - t0, 1e-9))

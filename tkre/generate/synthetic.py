@@ -30,6 +30,7 @@ from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_synthetic
 from tkre.generate.prompts import scdg_prompt
 from tkre.generate.quality import scdg_quality
 from tkre.generate.run import RunStats, check_error_budget, generate_rows, make_row
+from tkre.generate.schema import schema_json, scdg_schema
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     relations = [r for r in relations if by_rel.get(r)]
     validator = parse.SampleValidator(golden, type_pairs, source=f"synthetic:{spec.generator}")
     spp = cfg.samples_per_prompt
+    constrained = cfg.constrained
+    schemas = {r: schema_json(scdg_schema(r, spp, type_pairs.get(r) if validator.uses_types else None))
+               for r in relations} if constrained else {}
+    unconstrained_rows = 0  # constrained rows a backend could only answer as free text (reported)
 
     kept: dict[str, list[RelationExample]] = {r: [] for r in relations}
     rejects: list[dict[str, Any]] = []
@@ -82,8 +87,10 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
                 g = prompts_used[r]
                 prompts_used[r] += 1
                 shown = _rotated(by_rel[r], g * cfg.prompt_examples, cfg.prompt_examples)
-                prompt = scdg_prompt(r, shown, spp, cfg.prompt, cfg.example_prompt)
-                rows += [make_row(spec, sampling, prompt, g * sampling.n + j, relation=r) for j in range(sampling.n)]
+                prompt = scdg_prompt(r, shown, spp, cfg.prompt, cfg.example_prompt, constrained=constrained,
+                                     typed=validator.uses_types)
+                rows += [make_row(spec, sampling, prompt, g * sampling.n + j, schema=schemas.get(r), relation=r)
+                         for j in range(sampling.n)]
         results, round_stats = generate_rows(rows, spec, gen, sampling, cache, desc=f"SCDG round {rnd + 1}")
         stats.merge(round_stats)
         for row in rows:
@@ -91,7 +98,9 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
             if res["error"] is not None:
                 outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:300])]
             else:
-                outcomes = validator.validate_completion(res["text"], r)
+                if constrained and not res.get("constrained"):
+                    unconstrained_rows += 1
+                outcomes = validator.validate_completion(res["text"], r, json_format=constrained)
             for o in outcomes:
                 if o.example is not None and len(kept[r]) < per_relation:
                     kept[r].append(o.example)
@@ -107,6 +116,10 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     if short:
         log.warning("SCDG: %d relation(s) still short of %d samples after %d round(s): %s", len(short), per_relation,
                     rounds, ", ".join(f"{r} ({n})" for r, n in short.items()))
+    if unconstrained_rows:
+        log.warning("SCDG: %d of %d constrained prompts were answered without the schema (the backend or "
+                    "server does not support structured outputs); their text went through the free-text "
+                    "parser as well", unconstrained_rows, stats.rows)
     examples = [ex for r in relations for ex in kept[r]]
     write_synthetic(examples, rejects, out)
     reasons = Counter(rej["reason"] for rej in rejects)
@@ -124,10 +137,11 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "model": spec.model_id, "revision": spec.revision, "file": SYNTHETIC_FILE, "rejects_file": REJECTS_FILE,
         "per_relation": per_relation, "rounds": rounds, "max_rounds": cfg.max_rounds,
         "type_check": validator.uses_types, "relations_without_examples": no_examples, "relations_short": short,
+        "constrained": constrained,
         "counts": {"relations": len(relations), "prompts": stats.rows, "samples": total_samples,
                    "valid": total_valid, "kept": len(examples), "rejected": len(rejects),
                    "errors": reasons.get(parse.GENERATION_ERROR, 0), "cache_hits": stats.cache_hits,
-                   "generated": stats.generated},
+                   "generated": stats.generated, "unconstrained": unconstrained_rows},
         "acceptance_rate": round(total_valid / total_samples, 4) if total_samples else 0.0,
         "acceptance": acceptance, "reasons": dict(sorted(reasons.items())),
         "tokens": stats.tokens, "seconds": round(time.perf_counter() - start, 3),

@@ -25,6 +25,7 @@ class RowResult:
     tokens: int = 0
     error: str | None = None
     input_tokens: int = 0  # prompt tokens the model read (cost reports); 0 when the backend cannot tell
+    constrained: bool = False  # the schema was enforced while decoding this row
 
 
 @dataclass
@@ -50,19 +51,24 @@ class Backend:
     """prompts (plain user messages) -> completions. Subclasses implement `_generate_batch`."""
 
     def generate(self, prompts: Sequence[str], sampling: DecodingConfig,
-                 seeds: Sequence[int] | None = None) -> list[str]:
+                 seeds: Sequence[int] | None = None, schemas: Sequence[str | None] | None = None) -> list[str]:
         """Texts for `prompts`, in order; raises GenerationFailed if any prompt failed."""
-        results = self.generate_rows(prompts, sampling, seeds)
+        results = self.generate_rows(prompts, sampling, seeds, schemas)
         errors = [f"prompt {i}: {r.error}" for i, r in enumerate(results) if r.error is not None]
         if errors:
             raise GenerationFailed(f"{len(errors)} of {len(results)} prompts failed: " + "; ".join(errors[:3]))
         return [r.text or "" for r in results]
 
     def generate_rows(self, prompts: Sequence[str], sampling: DecodingConfig,
-                      seeds: Sequence[int] | None = None) -> list[RowResult]:
+                      seeds: Sequence[int] | None = None,
+                      schemas: Sequence[str | None] | None = None) -> list[RowResult]:
         """One RowResult per prompt; never raises for a bad row (ray#59194: one bad row must not
-        fail its batch). Empty prompts fail alone; if the batch fails, each row is retried alone."""
+        fail its batch). Empty prompts fail alone; if the batch fails, each row is retried alone.
+
+        `schemas[i]`: the JSON schema (text, tkre/generate/schema.py) row i must follow, enforced
+        while decoding; None = free text."""
         seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+        schemas = list(schemas) if schemas is not None else [None] * len(prompts)
         results: list[RowResult | None] = [None] * len(prompts)
         todo = []
         for i, p in enumerate(prompts):
@@ -72,17 +78,19 @@ class Backend:
                 todo.append(i)
         if todo:
             try:
-                batch = self._generate_batch([prompts[i] for i in todo], sampling, [seeds[i] for i in todo])
+                batch = self._generate_batch([prompts[i] for i in todo], sampling, [seeds[i] for i in todo],
+                                             [schemas[i] for i in todo])
                 for i, r in zip(todo, batch):
                     results[i] = r
             except Exception as e:  # noqa: BLE001 -- isolate the bad row(s) below
                 log.warning("batch of %d failed (%s: %s); retrying row by row", len(todo), type(e).__name__, e)
                 for i in todo:
                     try:
-                        results[i] = self._generate_batch([prompts[i]], sampling, [seeds[i]])[0]
+                        results[i] = self._generate_batch([prompts[i]], sampling, [seeds[i]], [schemas[i]])[0]
                     except Exception as row_error:  # noqa: BLE001
                         results[i] = RowResult(None, 0, f"{type(row_error).__name__}: {row_error}")
         return [r if r is not None else RowResult(None, 0, "no result") for r in results]
 
-    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int],
+                        schemas: list[str | None]) -> list[RowResult]:
         raise NotImplementedError

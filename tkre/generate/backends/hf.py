@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -96,6 +95,23 @@ def _check_hub_model(name: str, revision: str | None) -> None:
                           + f"use a local model folder or {EMBEDDED_GENERATOR}") from None
 
 
+def default_threads(concurrency: int) -> int:
+    """Torch threads per actor when not configured: the CPUs free for the pool / its actors.
+
+    Each actor reserves exactly as many Ray CPUs as it runs torch threads, so the reservation and the
+    work agree; the CPUs counted are the free ones of a running Ray cluster (what a sweep trial leaves),
+    else this machine's cores (a local Ray started later gets them all)."""
+    cpus = float(os.cpu_count() or 1)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = float(ray.available_resources().get("CPU", 1.0))
+    except Exception:  # noqa: BLE001 -- no Ray or no cluster view: count this machine's cores
+        pass
+    return max(1, int(cpus) // max(1, concurrency))
+
+
 def spec(cfg: GeneratorConfig) -> BackendSpec:
     import torch
 
@@ -104,13 +120,13 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
         _check_hub_model(path, cfg.revision)
         revision = cfg.revision or "main"
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    threads = cfg.threads_per_actor or max(1, (os.cpu_count() or 1) // cfg.concurrency)
+    threads = cfg.threads_per_actor or default_threads(cfg.concurrency)
     return BackendSpec(
         name="hf", cls="tkre.generate.backends.hf:HFBackend",
         init_kwargs={"model": path, "revision": cfg.revision, "device": "cuda" if use_cuda else "cpu",
                      "threads": threads, "system": cfg.system_prompt},
         model_id=cfg.model, revision=revision, generator=f"hf:{_short(cfg.model)}",
-        num_cpus=1.0, num_gpus=1.0 if use_cuda else 0.0)
+        num_cpus=float(threads) if not use_cuda else 1.0, num_gpus=1.0 if use_cuda else 0.0)
 
 
 def _short(name: str) -> str:
@@ -135,37 +151,59 @@ class HFBackend(Backend):
         dtype = torch.float16 if device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=dtype).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.top_k = getattr(self.model.generation_config, "top_k", None)  # what do_sample=True would use
+        self._llt = None  # llguidance tokenizer, built on the first constrained batch
+        self._grammars: dict[str, str] = {}  # schema text -> compiled grammar
 
-    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int],
+                        schemas: list[str | None]) -> list[RowResult]:
         import torch
+
+        from tkre.generate.backends import hf_decoding
 
         inputs = [as_chat_text(self.tokenizer, p, self.system) for p in prompts]
         templated = bool(getattr(self.tokenizer, "chat_template", None))
         enc = self.tokenizer(inputs, return_tensors="pt", padding=True,
                              add_special_tokens=not templated).to(self.device)
-        do_sample = sampling.temperature > 0
-        kwargs = {"max_new_tokens": sampling.max_new_tokens, "do_sample": do_sample,
-                  "pad_token_id": self.tokenizer.pad_token_id}
-        if do_sample:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-            # per-row seeds cannot be honoured inside one batch: seed the batch from its rows' seeds
-            torch.manual_seed(int(hashlib.sha256(json.dumps(seeds).encode()).hexdigest()[:8], 16))
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+        mask = None
+        if any(schemas):
+            grammars = [self._grammar(s) if s else None for s in schemas]
+            mask = hf_decoding.SchemaMask(self._ll_tokenizer(), grammars, self.eos_ids)
+        procs = hf_decoding.processors(temperature=sampling.temperature, top_p=sampling.top_p, top_k=self.top_k,
+                                       seeds=seeds, mask=mask)
+        # greedy search over the processors' output: sampling happens per row in RowSampler
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, max_new_tokens=sampling.max_new_tokens, do_sample=False,
+                                      temperature=None, top_p=None, top_k=None,
+                                      pad_token_id=self.tokenizer.pad_token_id, logits_processor=procs)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         read = enc["attention_mask"].sum(dim=1).tolist()  # prompt tokens per row (left padding excluded)
         results = []
-        for ids, n_in in zip(new, read):
+        for i, (ids, n_in) in enumerate(zip(new, read)):
             n = len(ids)
             for j, t in enumerate(ids):
                 if t in self.eos_ids:
                     n = j + 1
                     break
-            results.append(RowResult(self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), n,
-                                     input_tokens=int(n_in)))
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+            if mask is not None and mask.errors[i]:
+                log.warning("schema matcher stopped on row %d: %s", i, mask.errors[i])
+            results.append(RowResult(text, n, input_tokens=int(n_in), constrained=bool(schemas[i])))
         return results
+
+    def _grammar(self, schema: str) -> str:
+        if schema not in self._grammars:
+            from tkre.generate.backends.hf_decoding import compile_schema
+
+            self._grammars[schema] = compile_schema(schema, self._ll_tokenizer())
+        return self._grammars[schema]
+
+    def _ll_tokenizer(self):
+        if self._llt is None:
+            from tkre.generate.backends.hf_decoding import ll_tokenizer
+
+            self._llt = ll_tokenizer(self.tokenizer, self.model.config.vocab_size)
+        return self._llt
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -7,8 +7,18 @@ Config mapping (GeneratorConfig -> processor config, Ray 2.60 field names):
   vllm.gpu_memory_utilization  -> engine_kwargs["gpu_memory_utilization"]
   vllm.num_replicas            -> concurrency=(n, n): a fixed pool of n engine replicas (= GPUs / TP)
   vllm.batch_size              -> batch_size
+  revision                     -> engine_kwargs["revision"] and ["tokenizer_revision"]
   sampling + the stage's budget -> per-row sampling_params (temperature, top_p, max_tokens, seed)
+  SCDG schema (constrained)    -> per-row sampling_params["structured_outputs"] = {"json": schema}
+                                  (Ray 2.60 turns it into vllm.sampling_params.StructuredOutputsParams)
   per-row error capture        -> should_continue_on_error=True (failed rows carry __inference_error__)
+
+Tokenisation: Ray's ChatTemplate/Tokenize/Detokenize stages load the tokenizer without a revision
+(Ray 2.60's stage constructors take none), and with `detokenize_stage` on, the output is decoded twice
+(vLLM's SamplingParams detokenize by default). So all three stages are off: tkre applies the chat
+template in its preprocess with the tokenizer at the configured revision (loaded once per worker
+process), and the engine tokenises the prompt and detokenises the output itself, with its own
+tokenizer at `tokenizer_revision`.
 
 The engine needs `vllm` (`pip install 'tkre[vllm]'`, GPU machines only); without it `spec()` fails
 with a MissingDependencyError before any work starts.
@@ -16,13 +26,14 @@ with a MissingDependencyError before any work starts.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from typing import Any
+from typing import Any, Sequence
 
-from tkre.config import DecodingConfig, GeneratorConfig
-from tkre.errors import MissingDependencyError
+from tkre.config import EMBEDDED_GENERATOR, DecodingConfig, GeneratorConfig
+from tkre.errors import ConfigError, MissingDependencyError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
-from tkre.generate.prompts import chat_messages
+from tkre.generate.prompts import as_chat_text
 
 INSTALL = "pip install 'tkre[vllm]'"
 ERROR_COLUMN = "__inference_error__"
@@ -34,10 +45,21 @@ def require_vllm() -> None:
                                      "(on a machine with a CUDA GPU), or use --backend hf / openai")
 
 
-def sampling_params(sampling: DecodingConfig, seed: int) -> dict[str, Any]:
-    """vLLM SamplingParams fields for one row."""
-    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
-            "seed": int(seed), "n": 1}
+def check_model(model: str) -> None:
+    """vLLM loads Hugging Face models (Hub ids or folders), not tkre's embedded GGUF generator."""
+    if model.startswith("embedded:"):
+        raise ConfigError(f"generation model {model!r} is tkre's embedded GGUF model for the hf backend; the vllm "
+                          f"backend needs a Hugging Face model id or folder (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)"
+                          f", or use --backend hf with {EMBEDDED_GENERATOR}")
+
+
+def sampling_params(sampling: DecodingConfig, seed: int, schema: str | None = None) -> dict[str, Any]:
+    """vLLM SamplingParams fields for one row; a JSON schema becomes vLLM's structured outputs."""
+    params: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                              "max_tokens": sampling.max_new_tokens, "seed": int(seed), "n": 1}
+    if schema:
+        params["structured_outputs"] = {"json": schema}
+    return params
 
 
 def processor_config(cfg: GeneratorConfig):
@@ -49,20 +71,29 @@ def processor_config(cfg: GeneratorConfig):
         model_source=cfg.model,
         engine_kwargs={"tensor_parallel_size": v.tensor_parallel_size, "max_model_len": v.max_model_len,
                        "gpu_memory_utilization": v.gpu_memory_utilization,
-                       **({"revision": cfg.revision} if cfg.revision else {})},
+                       **({"revision": cfg.revision, "tokenizer_revision": cfg.revision} if cfg.revision else {})},
         concurrency=(v.num_replicas, v.num_replicas),
         batch_size=v.batch_size,
         accelerator_type=None,
         should_continue_on_error=True,
-        chat_template_stage=True, tokenize_stage=True, detokenize_stage=True,
+        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
     )
 
 
-def make_preprocess(sampling: DecodingConfig, system: str | None):
-    """Row {key, prompt, seed, ...} -> the processor's input columns (messages + sampling_params)."""
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model, revision=revision)
+
+
+def make_preprocess(sampling: DecodingConfig, system: str | None, model: str, revision: str | None = None):
+    """Row {key, prompt, seed, schema, ...} -> the engine's input columns (chat-templated prompt + sampling_params)."""
     def preprocess(row: dict) -> dict:
-        return {"key": row["key"], "messages": chat_messages(row["prompt"], system),
-                "sampling_params": sampling_params(sampling, row["seed"])}
+        schema = row.get("schema") or ""
+        return {"key": row["key"], "schema": schema,
+                "prompt": as_chat_text(_tokenizer(model, revision), row["prompt"], system),
+                "sampling_params": sampling_params(sampling, row["seed"], schema or None)}
     return preprocess
 
 
@@ -70,7 +101,8 @@ def postprocess(row: dict) -> dict:
     """Engine output row -> tkre's generation columns (error rows bypass this in Ray)."""
     return {"key": row["key"], "text": (row.get("generated_text") or "").strip(),
             "tokens": int(row.get("num_generated_tokens") or 0),
-            "input_tokens": int(row.get("num_input_tokens") or 0), "error": None}
+            "input_tokens": int(row.get("num_input_tokens") or 0), "error": None,
+            "constrained": bool(row.get("schema"))}
 
 
 def build_vllm_processor(cfg: GeneratorConfig, sampling: DecodingConfig, *, check_installed: bool = True):
@@ -79,11 +111,13 @@ def build_vllm_processor(cfg: GeneratorConfig, sampling: DecodingConfig, *, chec
         require_vllm()
     from ray.data.llm import build_processor
 
-    return build_processor(processor_config(cfg), preprocess=make_preprocess(sampling, cfg.system_prompt),
+    return build_processor(processor_config(cfg),
+                           preprocess=make_preprocess(sampling, cfg.system_prompt, cfg.model, cfg.revision),
                            postprocess=postprocess)
 
 
 def spec(cfg: GeneratorConfig) -> BackendSpec:
+    check_model(cfg.model)
     require_vllm()
     return BackendSpec(name="vllm", cls="tkre.generate.backends.vllm:VLLMBackend",
                        init_kwargs={"cfg": cfg}, model_id=cfg.model, revision=cfg.revision or "main",
@@ -91,22 +125,35 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
 
 
 class VLLMBackend(Backend):
-    """The one interface on top of the processor: builds a Ray Dataset of the prompts and runs it."""
+    """The one interface on top of the processor: all prompts of a call go through ONE processor run
+    (one engine pool), never one engine per batch or per row: the processor already isolates failed
+    rows (should_continue_on_error), so the base class's row-by-row retry is not used."""
 
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
 
-    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int]) -> list[RowResult]:
+    def generate_rows(self, prompts: Sequence[str], sampling: DecodingConfig, seeds: Sequence[int] | None = None,
+                      schemas: Sequence[str | None] | None = None) -> list[RowResult]:
         import ray
 
-        ds = ray.data.from_items([{"key": str(i), "prompt": p, "seed": s} for i, (p, s) in enumerate(zip(prompts, seeds))])
-        rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
-        return [row_result(rows.get(str(i))) for i in range(len(prompts))]
+        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
+        schemas = list(schemas) if schemas is not None else [None] * len(prompts)
+        results: list[RowResult | None] = [None if isinstance(p, str) and p.strip() else RowResult(None, 0, "empty prompt")
+                                           for p in prompts]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            ds = ray.data.from_items([{"key": str(i), "prompt": prompts[i], "seed": int(seeds[i]),
+                                       "schema": schemas[i] or ""} for i in todo])
+            rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
+            for i in todo:
+                results[i] = row_result(rows.get(str(i)), constrained=bool(schemas[i]))
+        return [r if r is not None else RowResult(None, 0, "no result") for r in results]
 
 
-def row_result(row: dict | None) -> RowResult:
+def row_result(row: dict | None, *, constrained: bool = False) -> RowResult:
     if row is None:
         return RowResult(None, 0, "row missing from the processor output")
     if row.get(ERROR_COLUMN):
         return RowResult(None, 0, str(row[ERROR_COLUMN])[:300])
-    return RowResult(row.get("text") or "", int(row.get("tokens") or 0), input_tokens=int(row.get("input_tokens") or 0))
+    return RowResult(row.get("text") or "", int(row.get("tokens") or 0), input_tokens=int(row.get("input_tokens") or 0),
+                     constrained=constrained)

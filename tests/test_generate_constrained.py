@@ -1,0 +1,139 @@
+"""Constrained SCDG (issue 15): the one JSON schema, its parser, and the hf backend enforcing it at decode
+time with llguidance on a tiny Llama; per-row sampling seeds independent of batch-mates; threads and
+reserved CPUs that agree; constrained and free generations cached under different keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tkre.config import DecodingConfig, GeneratorConfig, SCDGConfig
+from tkre.data import relation_type_schema
+from tkre.generate import generate_synthetic, read_rejects
+from tkre.generate import parse
+from tkre.generate.backends import backend_spec, create_backend
+from tkre.generate.schema import scdg_schema, schema_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import make_tiny_llama  # noqa: E402
+
+REL = "Cause-Effect(e1,e2)"
+PAIRS = [["PERSON", "ORGANIZATION"], ["PERSON", "CITY"]]
+#: enough new tokens for any output of the schema (every masked token writes >= 1 character)
+ROOMY = 560
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_c"))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama):
+    return create_backend(GeneratorConfig(model=tiny_llama, threads_per_actor=1))
+
+
+# ------------------------------------------------------------------------------------------ schema + parser
+
+def test_schema_fixes_relation_and_restricts_types():
+    free = scdg_schema(REL, 3)
+    arr = free["properties"]["samples"]
+    assert arr["minItems"] == arr["maxItems"] == 3 and free["required"] == ["samples"]
+    assert arr["items"]["properties"]["relation"] == {"type": "string", "enum": [REL]}
+    assert set(arr["items"]["required"]) == {"relation", "context", "head", "tail"}  # SemEval: no type fields
+    typed = scdg_schema("per:employee_of", 1, PAIRS)["properties"]["samples"]["items"]["anyOf"]
+    assert sorted((b["properties"]["head_type"]["enum"][0], b["properties"]["tail_type"]["enum"][0])
+                  for b in typed) == sorted(map(tuple, PAIRS))
+    with pytest.raises(ValueError):
+        scdg_schema(REL, 0)
+
+
+def test_json_parser_reads_samples_salvages_cut_output_and_falls_back_to_text():
+    good = {"relation": REL, "context": "The fire was caused by a short circuit .", "head": "fire",
+            "tail": "short circuit"}
+    text = json.dumps({"samples": [good, {**good, "context": "Smoke came from the tyres .", "head": "Smoke",
+                                          "tail": "tyres"}]})
+    v = parse.SampleValidator([], {}, source="t")
+    outs = v.validate_completion(text, REL, json_format=True)
+    assert [o.reason for o in outs] == [None, None] and outs[0].example.object == "short circuit"
+    cut = text[: text.rindex("Smoke") + 3]  # stopped by max_new_tokens inside the second sample
+    assert [s.reason for s in parse.parse_json_samples(cut)] == [None, parse.TRUNCATED]
+    assert parse.parse_json_samples('{"samples": [{"relation": "x"}]}')[0].reason == parse.MISSING_FIELD
+    assert parse.parse_json_samples('{"samples": [{"relation": "x", "context": 1, "head": "a", "tail": "b"}]}'
+                                    )[0].reason == parse.UNPARSEABLE
+    assert parse.parse_json_samples("")[0].reason == parse.EMPTY_OUTPUT
+    # a server that ignored the schema answered free text: the free-text parser reads it
+    free = ("Relation: Cause-Effect(e1,e2).\nContext: the smoke came from the fire .\nHead Entity: smoke.\n"
+            "Head Type: .\nTail Entity: fire.\nTail Type: .\n")
+    assert [o.reason for o in v.validate_completion(free, REL, json_format=True)] == [None]
+
+
+# ------------------------------------------------------------------------------------------ hf backend
+
+def test_hf_constrained_outputs_always_parse_and_follow_the_schema(backend):
+    """A random tiny model, sampled and greedy: every constrained output is JSON of its row's schema."""
+    schemas = [schema_json(scdg_schema(REL, 2)), schema_json(scdg_schema("per:employee_of", 1, PAIRS)), None]
+    prompts = ["Write samples.", "Write one typed sample, please, in JSON.", "free text row"]
+    for sampling in (DecodingConfig(temperature=0.9, max_new_tokens=ROOMY), DecodingConfig(temperature=0.0,
+                                                                                          max_new_tokens=ROOMY)):
+        rows = backend.generate_rows(prompts, sampling, [1, 2, 3], schemas)
+        assert [r.constrained for r in rows] == [True, True, False]
+        first, second = (json.loads(r.text)["samples"] for r in rows[:2])
+        assert len(first) == 2 and all(s["relation"] == REL and set(s) == {"relation", "context", "head", "tail"}
+                                       for s in first)
+        [typed] = second
+        assert typed["relation"] == "per:employee_of" and [typed["head_type"], typed["tail_type"]] in PAIRS
+        assert all(0 < r.tokens < ROOMY for r in rows[:2])  # it stopped by itself, at EOS
+
+
+def test_hf_bad_schema_fails_its_row_only(backend):
+    rows = backend.generate_rows(["a", "b"], DecodingConfig(temperature=0.0, max_new_tokens=4), [1, 2],
+                                 ["{not a schema", None])
+    assert rows[0].text is None and "schema" in rows[0].error
+    assert rows[1].error is None and rows[1].text is not None
+
+
+def test_sampled_row_does_not_depend_on_its_batch_mates(backend):
+    s = DecodingConfig(temperature=1.0, top_p=1.0, max_new_tokens=12)
+    alone = backend.generate_rows(["Tell me about rivers."], s, [7])[0].text
+    in_batch = backend.generate_rows(["x", "Tell me about rivers.", "a much longer prompt than the others here"],
+                                     s, [1, 7, 3])[1].text
+    other_batch = backend.generate_rows(["Tell me about rivers.", "y"], s, [7, 99])[0].text
+    assert alone == in_batch == other_batch
+    assert backend.generate_rows(["Tell me about rivers."], s, [8])[0].text != alone  # the seed matters
+
+
+def test_hf_actor_reserves_the_cpus_it_uses(tiny_llama):
+    spec = backend_spec(GeneratorConfig(model=tiny_llama, threads_per_actor=2, device="cpu"))
+    assert spec.num_cpus == 2 and spec.init_kwargs["threads"] == 2
+    default = backend_spec(GeneratorConfig(model=tiny_llama, concurrency=2, device="cpu"))
+    assert default.num_cpus == default.init_kwargs["threads"] >= 1
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+def test_constrained_and_free_scdg_are_cached_apart(ray_local, tiny_llama, semeval, tmp_path):
+    from tkre.data import sample_kshot
+
+    golden = sample_kshot(semeval, 8, 1).train
+    rel = golden[0].relation
+    gen = GeneratorConfig(model=tiny_llama, cache_dir=str(tmp_path / "cache"), threads_per_actor=1,
+                          sampling={"temperature": 0.7})
+    runs = {}
+    for constrained in (True, False, True):
+        cfg = SCDGConfig(generator=gen, samples_per_prompt=1, prompt_examples=1, max_rounds=1, max_new_tokens=ROOMY,
+                         constrained=constrained)
+        runs.setdefault(constrained, []).append(generate_synthetic(
+            golden, relation_type_schema(golden), cfg, tmp_path / f"s{constrained}", per_relation=2,
+            relations=[rel]))
+    c1, c2 = runs[True]
+    [free] = runs[False]
+    assert c1["counts"]["generated"] == 2 and free["counts"]["generated"] == 2  # free did not reuse constrained
+    assert c2["counts"]["cache_hits"] == 2 and c2["counts"]["generated"] == 0
+    assert c1["constrained"] is True and free["constrained"] is False and c1["counts"]["unconstrained"] == 0
+    parse_failures = {parse.UNPARSEABLE, parse.TRUNCATED, parse.MISSING_FIELD, parse.WRONG_RELATION}
+    assert not parse_failures & set(c1["reasons"]), c1["reasons"]
+    assert all(json.loads(r["raw"])["relation"] == rel for r in read_rejects(tmp_path / "sTrue"))
