@@ -99,46 +99,54 @@ class SchemaMask(LogitsProcessor):
 
 
 class RowSampler(LogitsProcessor):
-    """Logits processor, last in the list: sample row i with generator i, return a one-hot choice."""
+    """Logits processor, last in the list: temperature, top-k, top-p, then a draw from row i's own
+    generator; returns a one-hot choice for greedy search to take. The same semantics as transformers'
+    warpers (top-k then the smallest top set holding `top_p` of the mass, at least one token), worked
+    on the candidates only (at most top-k of them) instead of sorting the whole vocabulary."""
 
-    def __init__(self, seeds: Sequence[int]):
+    def __init__(self, seeds: Sequence[int], *, temperature: float, top_k: int | None, top_p: float):
         import numpy as np
 
         self.generators = [np.random.default_rng(int(s)) for s in seeds]
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def _pick(self, row, rng) -> int:
+        import numpy as np
+
+        candidates = np.flatnonzero(np.isfinite(row))  # what the schema left
+        if candidates.size == 0:
+            return 0  # nothing allowed at all (cannot happen with a live schema)
+        x = row[candidates].astype(np.float64) / self.temperature
+        if self.top_k and candidates.size > self.top_k:
+            keep = np.argpartition(-x, self.top_k - 1)[: self.top_k]
+            candidates, x = candidates[keep], x[keep]
+        order = np.argsort(-x, kind="stable")
+        candidates, x = candidates[order], x[order]
+        p = np.exp(x - x[0])
+        p /= p.sum()
+        if self.top_p < 1.0:
+            n = int(np.searchsorted(np.cumsum(p), self.top_p, side="left")) + 1
+            candidates, p = candidates[:n], p[:n] / p[:n].sum()
+        cdf = np.cumsum(p)
+        return int(candidates[min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)])
 
     def __call__(self, input_ids, scores):
         import numpy as np
         import torch
 
-        logits = scores.detach().to("cpu", torch.float64).numpy()
+        logits = scores.detach().float().cpu().numpy()
         out = np.full(logits.shape, -np.inf, dtype=np.float32)
         for i, rng in enumerate(self.generators):
-            row = logits[i]
-            top = row.max()
-            if not np.isfinite(top):
-                choice = 0  # nothing allowed at all (cannot happen with a live schema): greedy's pick
-            else:
-                cdf = np.cumsum(np.exp(row - top))
-                choice = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(row) - 1)
-            out[i, choice] = 0.0
+            out[i, self._pick(logits[i], rng)] = 0.0
         return torch.from_numpy(out).to(scores.device, scores.dtype)
 
 
 def processors(*, temperature: float, top_p: float, top_k: int | None, seeds: Sequence[int],
                mask: SchemaMask | None) -> list:
-    """[schema mask] + [temperature, top-k, top-p, per-row sampler] when sampling (greedy: mask only).
+    """[schema mask] + [per-row sampler (temperature, top-k, top-p)] when sampling; greedy: the mask only.
 
-    The warpers are transformers' own, in the order `generate(do_sample=True)` applies them; the
-    caller runs `generate(do_sample=False)` so the one-hot output of `RowSampler` is what greedy takes."""
-    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
+    The caller runs `generate(do_sample=False)`, so the one-hot output of `RowSampler` is what greedy takes."""
     out: list = [mask] if mask is not None else []
     if temperature > 0:
-        if temperature != 1.0:
-            out.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            out.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            out.append(TopPLogitsWarper(top_p))
-        out.append(RowSampler(seeds))
+        out.append(RowSampler(seeds, temperature=temperature, top_k=top_k, top_p=top_p))
     return out
