@@ -193,8 +193,9 @@ def test_api_key_is_a_secretstr_masked_everywhere(monkeypatch):
 def _scdg(url, tmp_path, golden, rel, name, max_new_tokens=560):
     from tkre.data import relation_type_schema
 
-    gen = _cfg(url, tmp_path, max_retries=1).model_copy(update={"sampling": {"temperature": 0.7}})
-    cfg = SCDGConfig(generator=GeneratorConfig.model_validate(gen.model_dump()), max_rounds=1, samples_per_prompt=1,
+    gen = GeneratorConfig.model_validate({**_cfg(url, tmp_path, max_retries=1).model_dump(),
+                                          "sampling": {"temperature": 0.7}})
+    cfg = SCDGConfig(generator=gen, max_rounds=1, samples_per_prompt=1,
                      prompt_examples=1, max_new_tokens=max_new_tokens, constrained=True)
     return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, per_relation=2,
                               relations=[rel])

@@ -98,7 +98,7 @@ def test_hf_backend_left_padded_batch_matches_one_by_one(tiny_llama):
 class _Flaky(Backend):
     """Fails any batch containing 'BAD' (what a malformed prompt does to an engine batch)."""
 
-    def _generate_batch(self, prompts, sampling, seeds):
+    def _generate_batch(self, prompts, sampling, seeds, schemas):
         if any("BAD" in p for p in prompts):
             raise RuntimeError("malformed prompt")
         return [RowResult(p.upper(), 1) for p in prompts]
