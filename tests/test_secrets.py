@@ -41,7 +41,7 @@ DRIVER = textwrap.dedent('''
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:3]
     gen = GeneratorConfig(backend="openai", model="tiny", cache_dir=cache, batch_size=4,
                           sampling={"temperature": 0.0},
-                          openai=OpenAIConfig(base_url=base_url, api_key_env="OPENAI_API_KEY", retry_base_s=0.05))
+                          openai=OpenAIConfig(base_url=base_url, api_key_env="OPENAI_API_KEY"))
     cfg = EDKGConfig(generator=gen, max_new_tokens=4)
     m = generate_explanations(golden, cfg, out)
     print("RESULT " + json.dumps({"status": status, "sees": sees, "written": m["counts"]["written"]}), flush=True)
