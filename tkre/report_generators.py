@@ -199,13 +199,17 @@ def _scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, t
 
 
 def plot_acceptance_vs_cost(scdg: pd.DataFrame, out: Path) -> Path | None:
-    pts = [(r["setting"], float(r["cost USD"]), float(r["acceptance"])) for _, r in scdg.iterrows()
-           if r["cost USD"] is not None and not pd.isna(r["cost USD"]) and r["acceptance"] is not None]
-    if not pts:
+    """Acceptance against cost; when every setting is free (local models), against SCDG tokens instead."""
+    rows = [r for _, r in scdg.iterrows() if r["acceptance"] is not None and not pd.isna(r["acceptance"])]
+    priced = [r for r in rows if r["cost USD"] is not None and not pd.isna(r["cost USD"])]
+    if priced and any(float(r["cost USD"]) > 0 for r in priced):
+        return _scatter([(r["setting"], float(r["cost USD"]), float(r["acceptance"])) for r in priced],
+                        "SCDG cost (USD)", "acceptance (kept / asked)", "SCDG acceptance vs cost", out)
+    if not rows:
         return None
-    local = all(x == 0 for _, x, _ in pts)
-    return _scatter(pts, "SCDG cost (USD)" + (" -- all local models: 0" if local else ""),
-                    "acceptance (kept / asked)", "SCDG acceptance vs cost", out)
+    return _scatter([(r["setting"], float(r["input tokens"] + r["output tokens"]), float(r["acceptance"]))
+                     for r in rows], "SCDG tokens (input + output)", "acceptance (kept / asked)",
+                    "SCDG acceptance vs tokens (every setting local: cost 0)", out)
 
 
 def plot_f1_vs_tokens(role_tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
