@@ -103,15 +103,25 @@ def test_served_model_answers_like_the_in_process_backend(tmp_path, tiny_llama):
         assert [r.text for r in served] == [r.text for r in direct]
         assert [r.tokens for r in served] == [r.tokens for r in direct]
         assert [r.input_tokens for r in served] == [r.input_tokens for r in direct] and direct[0].input_tokens > 5
-        # a JSON-schema response format is refused (the client falls back to free text), not ignored
+        # a JSON-schema response format is enforced while decoding (even a random model answers the schema)
         import urllib.error
         import urllib.request
 
-        body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-                           "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}).encode()
-        req = urllib.request.Request(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        def post(fmt: dict):
+            body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40,
+                               "temperature": 0, "response_format": fmt}).encode()
+            req = urllib.request.Request(f"{url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read())
+
+        schema = {"type": "object", "properties": {"r": {"enum": ["yes", "no"]}}, "required": ["r"],
+                  "additionalProperties": False}
+        answer = post({"type": "json_schema", "json_schema": {"name": "t", "schema": schema, "strict": True}})
+        assert json.loads(answer["choices"][0]["message"]["content"])["r"] in ("yes", "no")
+        # another format is refused (the client then falls back to free text), never silently ignored
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=30)
+            post({"type": "json_object"})
         assert err.value.code == 400 and b"not supported" in err.value.read()
     finally:
         os.killpg(proc.pid, 15)
@@ -149,3 +159,21 @@ def test_compare_generators_generation_only_end_to_end(tmp_path, ray_local, seme
         assert s.connect_ex(("127.0.0.1", port)) != 0
     table = pd.read_parquet(out.results_path)
     assert json.loads(table.set_index("variant").loc["hf_local", "scdg.acceptance_json"])
+
+
+def test_shipped_comparison_is_generation_only_with_three_offline_settings():
+    from tkre.compare import _settings, check_prices, local_servers
+    from tkre.sweep_config import load_sweep, resolve_sweep_file
+
+    path = resolve_sweep_file("generators_compare")
+    sweep = load_sweep(path)
+    settings = dict(_settings(sweep))
+    assert len(settings) >= 3
+    for cfg in settings.values():
+        st = cfg.stages
+        assert st.edkg and st.scdg and not (st.pretrain_stage1 or st.pretrain_stage2 or st.finetune)
+    scdg = {v: (cfg.resolved_scdg().generator.backend, cfg.scdg.constrained) for v, cfg in settings.items()}
+    assert ("hf", False) in scdg.values() and ("hf", True) in scdg.values()
+    assert any(backend == "openai" for backend, _ in scdg.values())
+    check_prices(sweep, str(path))  # all local: nothing to price
+    assert [(s.host, s.port, s.model) for s in local_servers(sweep)] == [("127.0.0.1", 8765, "embedded:smollm2")]

@@ -11,8 +11,9 @@ Requests are micro-batched: the requests that arrive while a batch is being gene
 together (up to `batch_size`, grouped by sampling parameters and system message) and run as one
 left-padded `generate` in a worker thread, so a client with several requests in flight gets the
 batching the in-process `hf` backend has. Each response carries `usage` (prompt and completion
-tokens). `response_format` other than text is refused with HTTP 400 (the client then falls back to
-free text and its parser); `n` > 1 likewise.
+tokens). `response_format: {"type": "json_schema", ...}` is enforced while decoding, as the hf
+backend enforces SCDG's schema (so tkre's openai backend gets structured outputs from it); other
+formats (json_object) and `n` > 1 are refused with HTTP 400.
 
 Written with aiohttp (already a dependency for tests' fixture and the client side); a full serving
 stack (vLLM's server, TGI) needs a GPU or far more setup than a CPU test machine has.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ class _Pending:
     system: str | None
     params: tuple  # (temperature, top_p, max_tokens)
     seed: int
+    schema: str | None  # JSON schema text (response_format json_schema): enforced while decoding
     future: asyncio.Future = field(repr=False)
 
 
@@ -95,7 +98,8 @@ class Server:
 
                 def run(items=items, decoding=decoding, system=system):
                     self.backend.system = system
-                    return self.backend.generate_rows([p.prompt for p in items], decoding, [p.seed for p in items])
+                    return self.backend.generate_rows([p.prompt for p in items], decoding, [p.seed for p in items],
+                                                      [p.schema for p in items])
 
                 try:
                     results = await loop.run_in_executor(None, run)
@@ -116,9 +120,13 @@ class Server:
         try:
             body = await request.json()
             prompt, system = split_messages(body.get("messages"))
-            fmt = (body.get("response_format") or {}).get("type", "text")
-            if fmt != "text":
-                raise ValueError(f"response_format {fmt!r} is not supported by tkre serve (only text)")
+            fmt = body.get("response_format") or {"type": "text"}
+            schema = None
+            if fmt.get("type") == "json_schema":
+                schema = json.dumps((fmt.get("json_schema") or {}).get("schema") or {})
+            elif fmt.get("type") != "text":
+                raise ValueError(f"response_format {fmt.get('type')!r} is not supported by tkre serve "
+                                 f"(text and json_schema are)")
             if int(body.get("n") or 1) != 1:
                 raise ValueError("n > 1 is not supported by tkre serve")
             params = (float(body.get("temperature") if body.get("temperature") is not None else 1.0),
@@ -129,7 +137,7 @@ class Server:
             self.counters["rejected"] += 1
             return web.json_response({"error": {"message": str(e), "type": "invalid_request_error"}}, status=400)
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(prompt, system, params, seed, future))
+        await self.queue.put(_Pending(prompt, system, params, seed, schema, future))
         try:
             r = await future
         except Exception as e:  # noqa: BLE001
