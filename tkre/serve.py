@@ -90,6 +90,8 @@ class Server:
             batch = [await self.queue.get()]
             while len(batch) < self.batch_size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+            # a client that gave up (time-out, disconnect) cancelled its future: do not generate for it
+            batch = [p for p in batch if not p.future.done()]
             groups: dict[tuple, list[_Pending]] = {}
             for p in batch:
                 groups.setdefault((p.params, p.system), []).append(p)
