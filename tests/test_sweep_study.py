@@ -28,6 +28,7 @@ def test_study_grid_is_five_seeds_by_six_variants_on_embedded_models():
         assert c.pretrain.encoder == c.finetune.encoder == "embedded:minilm"
         assert c.edkg.generator.model == c.resolved_scdg().generator.model == "embedded:smollm2"
         assert c.edkg.generator.backend == "hf"
+        assert c.scdg.constrained is True and "constrained" in c.scdg.model_fields_set  # stated in the file
     by = {p["variant"]: c for p, c in trials if c.data.seed == 1}
     s = {v: c.stages for v, c in by.items()}
     assert not any((s["golden_only"].edkg, s["golden_only"].scdg, s["golden_only"].pretrain_stage1,
