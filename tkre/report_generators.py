@@ -242,11 +242,13 @@ def plot_outcomes(scdg: pd.DataFrame, reasons: pd.DataFrame, out: Path) -> Path 
     ax.bar(settings, kept, label="kept", color="tab:green")
     bottom = kept[:]
     if not reasons.empty:
-        for _, r in reasons.iterrows():
+        colours = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+                   "tab:olive", "tab:cyan", "navy", "gold", "black"]  # green is "kept"
+        for i, (_, r) in enumerate(reasons.iterrows()):
             vals = [float(r.get(s, 0)) for s in settings]
             if sum(vals) == 0:
                 continue
-            ax.bar(settings, vals, bottom=bottom, label=str(r["reason"]))
+            ax.bar(settings, vals, bottom=bottom, label=str(r["reason"]), color=colours[i % len(colours)])
             bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("SCDG samples")
     ax.set_title("What became of the SCDG samples (kept, reject reasons)")
