@@ -363,7 +363,7 @@ def report_cmd(sweep_dir: str = typer.Argument(..., help="a sweep directory (hol
     from tkre.report import write_report
 
     rep = write_report(sweep_dir, out)
-    console.print(rep.markdown_text_tables)
+    console.print(rep.markdown_text_tables, soft_wrap=True, markup=False, highlight=False)  # tables stay whole in logs
     console.print(f"report: {rep.markdown_path}" + (f" (uploaded to {rep.published})" if rep.published else ""))
 
 
@@ -381,7 +381,7 @@ def quickstart_cmd(storage: Optional[str] = typer.Option(None, "--storage", help
     out = run_sweep("quickstart", resume=True, address=address, storage_path=storage)
     _exit_if_all_trials_failed(out)
     rep = write_report(out.sweep_dir)
-    console.print(rep.markdown_text_tables)
+    console.print(rep.markdown_text_tables, soft_wrap=True, markup=False, highlight=False)  # tables stay whole in logs
     console.print(f"{len(out.rows)} trials in {out.seconds:.0f}s; report: {rep.markdown_path}")
 
 
