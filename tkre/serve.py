@@ -7,9 +7,9 @@ comparison's third setting, tests, demos). What it is not: a production server -
 for that. It listens on 127.0.0.1 unless told otherwise (a non-loopback host is refused without
 `allow_remote`, since the server has no authentication).
 
-Requests are micro-batched: the requests that arrive while a batch is being generated are taken
-together (up to `batch_size`, grouped by sampling parameters and system message) and run as one
-left-padded `generate` in a worker thread, so a client with several requests in flight gets the
+Requests are micro-batched: the requests that arrive while a batch is being generated, or within
+50 ms of the first one, are taken together (up to `batch_size`, grouped by sampling parameters and
+system message) and run as one left-padded `generate` in a worker thread, so a client with several requests in flight gets the
 batching the in-process `hf` backend has. Each response carries `usage` (prompt and completion
 tokens). `response_format: {"type": "json_schema", ...}` is enforced while decoding, as the hf
 backend enforces SCDG's schema (so tkre's openai backend gets structured outputs from it); other
@@ -79,6 +79,7 @@ class Server:
         self.backend = spec.build()
         self.model_name = model
         self.batch_size = batch_size
+        self.gather_s = 0.05
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.counters = {"requests": 0, "completions": 0, "batches": 0, "rejected": 0}
 
@@ -88,6 +89,7 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            await asyncio.sleep(self.gather_s)  # requests sent together arrive a few ms apart: take them together
             while len(batch) < self.batch_size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             # a client that gave up (time-out, disconnect) cancelled its future: do not generate for it
