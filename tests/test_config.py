@@ -109,8 +109,8 @@ def test_generation_defaults_are_the_papers():
     assert s.model_copy(update={"samples_per_prompt": 3}).new_tokens == 3 * s.tokens_per_sample  # sized for asks
     assert s.model_copy(update={"max_new_tokens": 160}).new_tokens == 160
     assert e.edkg.generator.sampling.temperature == 0.1  # reference code
-    assert e.synthetic_asked() == e.data.k == 8
-    assert e.model_copy(update={"stages": e.stages.model_copy(update={"scdg": False})}).synthetic_asked() == 0
+    assert e.synthetic_asked_per_relation() == e.data.k == 8
+    assert e.model_copy(update={"stages": e.stages.model_copy(update={"scdg": False})}).synthetic_asked_per_relation() == 0
 
 
 def test_scdg_inherits_edkg_generator_unless_set():
@@ -131,7 +131,7 @@ def _keys(cfg: ExperimentConfig) -> tuple[str, str]:
     from tkre.artifacts import artifact_key
     from tkre.pipeline import edkg_key_config, scdg_key_config
 
-    scdg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked())
+    scdg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation())
     return artifact_key("edkg", edkg_key_config(cfg.edkg), {}), artifact_key("scdg", scdg, {})
 
 

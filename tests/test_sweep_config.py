@@ -176,9 +176,9 @@ def test_table2_measures_golden_only_for_both_backbones_on_all_four_datasets():
 
 def test_fig6_grid_reaches_the_zero_point_and_every_amount_once_per_seed():
     trials = _trials("synthetic_scale_fig6")
-    asked = sorted((c.synthetic_asked(), c.data.seed) for _, c in trials)
+    asked = sorted((c.synthetic_asked_per_relation(), c.data.seed) for _, c in trials)
     assert asked == sorted((n, s) for n in (0, 1, 4, 8, 16, 32, 64) for s in (1, 2, 3))
-    zero = [c for _, c in trials if c.synthetic_asked() == 0]
+    zero = [c for _, c in trials if c.synthetic_asked_per_relation() == 0]
     assert zero and all(not c.stages.scdg and c.stages.edkg and c.stages.pretrain_stage2 for c in zero)
 
 

@@ -48,7 +48,7 @@ def test_a_seeds_variants_share_generation_and_stage1():
     for seed in (1, 2, 3, 4, 5):
         cfgs = {p["variant"]: c for p, c in trials if c.data.seed == seed}
         edkg = {stable_hash(edkg_key_config(c.edkg)) for c in cfgs.values() if c.stages.edkg}
-        scdg = {stable_hash(scdg_key_config(c.resolved_scdg(), c.synthetic_asked()))
+        scdg = {stable_hash(scdg_key_config(c.resolved_scdg(), c.synthetic_asked_per_relation()))
                 for c in cfgs.values() if c.stages.scdg}
         stage1 = {v: stable_hash(stage1_key_config(c.pretrain)) for v, c in cfgs.items()
                   if c.stages.pretrain_stage1 and c.stages.edkg}

@@ -309,7 +309,7 @@ class ExperimentConfig(StrictModel):
         """The SCDG section with its generator resolved (None inherits EDKG's whole generator)."""
         return self.scdg.with_generator(self.edkg.generator)
 
-    def synthetic_asked(self) -> int:
+    def synthetic_asked_per_relation(self) -> int:
         """Synthetic samples asked per relation: scdg.samples_per_relation, else K (0 when SCDG is off)."""
         return (self.scdg.samples_per_relation or self.data.k) if self.stages.scdg else 0
 

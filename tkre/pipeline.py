@@ -169,7 +169,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if cfg.stages.scdg:
         from tkre.generate import generate_synthetic
 
-        per_relation = cfg.synthetic_asked()
+        per_relation = cfg.synthetic_asked_per_relation()
         resolved = cfg.resolved_scdg()
         scdg = resolved.model_copy(update={"generator": with_cache(resolved.generator)})
         scdg_cfg = scdg_key_config(resolved, per_relation)
@@ -279,7 +279,7 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         masking=cfg.pretrain.masking if pretrained else None,
         edkg_generator=edkg.summary["generator"] if edkg else None,
         scdg_generator=scdg.summary["generator"] if scdg else None,
-        relations=relations, synthetic_asked=cfg.synthetic_asked() * relations if scdg else 0,
+        relations=relations, synthetic_asked=cfg.synthetic_asked_per_relation() * relations if scdg else 0,
         synthetic_kept=scdg.summary["counts"]["kept"] if scdg else 0,
         synthetic_used=metrics["counts"]["synthetic_used"] if metrics else 0,
         dev_micro_f1=metrics.get("dev_micro_f1"), dev_macro_f1=metrics.get("dev_macro_f1"),

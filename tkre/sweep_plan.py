@@ -47,7 +47,8 @@ def planned_artifact_keys(cfg: ExperimentConfig) -> dict[str, str]:
     if cfg.stages.edkg:
         keys["edkg"] = artifact_key("edkg", edkg_key_config(cfg.edkg), split)
     if cfg.stages.scdg:
-        keys["scdg"] = artifact_key("scdg", scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked()), split)
+        scdg_cfg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation())
+        keys["scdg"] = artifact_key("scdg", scdg_cfg, split)
     scdg = {"scdg": keys["scdg"]} if "scdg" in keys else {}
     init = None
     if cfg.stages.pretrain_stage1 and "edkg" in keys:
@@ -109,7 +110,7 @@ def trial_summary(t: PlannedTrial) -> dict[str, Any]:
                                   ("s2", c.stages.pretrain_stage2)) if flag]
     return {"trial": t.name, "variant": t.variant or "-", "dataset": c.data.dataset, "K": c.data.k,
             "seed": c.data.seed, "backbone": c.finetune.backbone, "stages": "+".join(on) or "finetune",
-            "synth/rel": c.synthetic_asked(), "cap": c.finetune.synthetic_cap_per_relation,
+            "synth/rel": c.synthetic_asked_per_relation(), "cap": c.finetune.synthetic_cap_per_relation,
             "searched": ("best" if t.phase == "evaluate" else "open") if t.searched else "-"}
 
 
