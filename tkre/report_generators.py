@@ -143,15 +143,18 @@ def _json_counts(g: pd.DataFrame, col: str) -> dict[str, dict]:
     return out
 
 
+def _per_setting(df: pd.DataFrame, col: str, cell) -> dict[str, dict[str, object]]:
+    """SCDG setting -> {key of the JSON counts in `col` -> cell(its summed counts)}: one table column each."""
+    return {setting: {k: cell(c) for k, c in _json_counts(g, col).items()}
+            for setting, g in _role_runs(df, "scdg").groupby("setting", sort=False)}
+
+
 def acceptance_table(df: pd.DataFrame) -> pd.DataFrame:
     """Relations x settings: kept / asked per relation (SCDG)."""
     if not _has_role(df, "scdg"):
         return pd.DataFrame()
-    cols = {}
-    for setting, g in _role_runs(df, "scdg").groupby("setting", sort=False):
-        per = _json_counts(g, "scdg.acceptance_json")
-        cols[setting] = {r: (f"{c['kept']}/{c['asked']}" if c.get("asked") else "") for r, c in per.items()}
-    table = pd.DataFrame(cols)
+    table = pd.DataFrame(_per_setting(df, "scdg.acceptance_json",
+                                      lambda c: f"{c['kept']}/{c['asked']}" if c.get("asked") else ""))
     table.index.name = "relation"
     return table.sort_index().fillna("").reset_index()
 
@@ -160,11 +163,7 @@ def reasons_table(df: pd.DataFrame) -> pd.DataFrame:
     """Reject reasons x settings: counts (SCDG), most frequent first."""
     if not _has_role(df, "scdg"):
         return pd.DataFrame()
-    cols = {}
-    for setting, g in _role_runs(df, "scdg").groupby("setting", sort=False):
-        per = _json_counts(g, "scdg.reasons_json")
-        cols[setting] = {r: int(c["n"]) for r, c in per.items()}
-    table = pd.DataFrame(cols).fillna(0).astype(int)
+    table = pd.DataFrame(_per_setting(df, "scdg.reasons_json", lambda c: int(c["n"]))).fillna(0).astype(int)
     if table.empty:
         return pd.DataFrame()
     table = table.loc[table.sum(axis=1).sort_values(ascending=False, kind="stable").index]
