@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
