@@ -5,6 +5,7 @@ reserved CPUs that agree; constrained and free generations cached under differen
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,12 +44,37 @@ def test_schema_fixes_relation_and_restricts_types():
     arr = free["properties"]["samples"]
     assert arr["minItems"] == arr["maxItems"] == 3 and free["required"] == ["samples"]
     assert arr["items"]["properties"]["relation"] == {"type": "string", "enum": [REL]}
-    assert set(arr["items"]["required"]) == {"relation", "context", "head", "tail"}  # SemEval: no type fields
+    assert set(arr["items"]["required"]) == {"relation", "context"}  # SemEval: no type fields; entities marked
+    pattern = re.compile(arr["items"]["properties"]["context"]["pattern"])
+    assert pattern.match("The <head>fire</head> came from a <tail>short circuit</tail> .")
+    assert pattern.match("<tail>Smoke</tail> came from the <head>tyres</head> .")  # either order
+    for bad in ("The fire came from a <tail>short circuit</tail> .",  # the head is not marked
+                "The <head>fire</head> and <head>smoke</head> came from a <tail>spark</tail> .",  # twice
+                "The <head></head> came from a <tail>spark</tail> .",  # empty entity
+                'The <head>fire</head> said "hi" to a <tail>spark</tail> .'):  # a quote: no JSON escapes
+        assert not pattern.match(bad), bad
     typed = scdg_schema("per:employee_of", 1, PAIRS)["properties"]["samples"]["items"]["anyOf"]
     assert sorted((b["properties"]["head_type"]["enum"][0], b["properties"]["tail_type"]["enum"][0])
                   for b in typed) == sorted(map(tuple, PAIRS))
     with pytest.raises(ValueError):
         scdg_schema(REL, 0)
+
+
+def test_json_parser_reads_marked_entities_where_they_are_marked():
+    v = parse.SampleValidator([], {}, source="t")
+    text = json.dumps({"samples": [
+        {"relation": REL, "context": "The  fire near the <head> fire </head> came from a <tail>short circuit</tail> ."},
+        {"relation": REL, "context": "<tail>Smoke</tail> came from the <head>tyres</head> ."},
+        {"relation": REL, "context": "The <head>fir</head>e came from a <tail>spark</tail> ."},  # inside a word
+        {"relation": REL, "context": "The <head>fire</head> came from a spark ."}]})  # no tail mark
+    outs = v.validate_completion(text, REL, json_format=True)
+    assert [o.reason for o in outs] == [None, None, parse.SUBJECT_NOT_IN_CONTEXT, parse.UNPARSEABLE]
+    first, second = outs[0].example, outs[1].example
+    # the marked occurrence (the second "fire"), not the first one a search would find; spaces normalised
+    assert " ".join(first.tokens) == "The fire near the fire came from a short circuit ."
+    assert (first.subj_start, first.subj_end, first.object) == (4, 5, "short circuit")
+    assert (second.subject, second.object, second.obj_start) == ("tyres", "Smoke", 0)
+    assert "inside a word" in outs[2].detail and "marked once" in outs[3].detail
 
 
 def test_json_parser_reads_samples_salvages_cut_output_and_falls_back_to_text():
@@ -57,7 +83,7 @@ def test_json_parser_reads_samples_salvages_cut_output_and_falls_back_to_text():
     text = json.dumps({"samples": [good, {**good, "context": "Smoke came from the tyres .", "head": "Smoke",
                                           "tail": "tyres"}]})
     v = parse.SampleValidator([], {}, source="t")
-    outs = v.validate_completion(text, REL, json_format=True)
+    outs = v.validate_completion(text, REL, json_format=True)  # entity fields (a server's own JSON) still read
     assert [o.reason for o in outs] == [None, None] and outs[0].example.object == "short circuit"
     cut = text[: text.rindex("Smoke") + 3]  # stopped by max_new_tokens inside the second sample
     assert [s.reason for s in parse.parse_json_samples(cut)] == [None, parse.TRUNCATED]
@@ -82,7 +108,8 @@ def test_hf_constrained_outputs_always_parse_and_follow_the_schema(backend):
         rows = backend.generate_rows(prompts, sampling, [1, 2, 3], schemas)
         assert [r.constrained for r in rows] == [True, True, False]
         first, second = (json.loads(r.text)["samples"] for r in rows[:2])
-        assert len(first) == 2 and all(s["relation"] == REL and set(s) == {"relation", "context", "head", "tail"}
+        assert len(first) == 2 and all(s["relation"] == REL and set(s) == {"relation", "context"}
+                                       and s["context"].count("<head>") == s["context"].count("<tail>") == 1
                                        for s in first)
         [typed] = second
         assert typed["relation"] == "per:employee_of" and [typed["head_type"], typed["tail_type"]] in PAIRS

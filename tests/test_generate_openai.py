@@ -203,8 +203,8 @@ def _scdg(url, tmp_path, golden, rel, name, max_new_tokens=560):
 
 def test_constrained_scdg_through_response_format(ray_local, tiny_llama, semeval, tmp_path):
     """The server masks with the schema: every completion is JSON of the schema, so no sample is ever
-    unparseable, truncated, missing a field or of another relation (the tiny model writes nonsense, so
-    the validator still rejects it for entities that are not in the context)."""
+    unparseable, truncated, missing a field or of another relation, and both entities are marked in
+    every context (the tiny model writes nonsense; the validator still judges it)."""
     from tkre.data import sample_kshot
 
     golden = sample_kshot(semeval, 8, 1).train
@@ -218,7 +218,8 @@ def test_constrained_scdg_through_response_format(ray_local, tiny_llama, semeval
     assert not bad & set(m["reasons"]), m["reasons"]
     for r in read_rejects(tmp_path / "s"):
         sample = json.loads(r["raw"])
-        assert sample["relation"] == rel and set(sample) == {"relation", "context", "head", "tail"}
+        assert sample["relation"] == rel and set(sample) == {"relation", "context"}
+        assert sample["context"].count("<head>") == sample["context"].count("<tail>") == 1
 
 
 @pytest.mark.parametrize("mode", ["refuse", "ignore"])

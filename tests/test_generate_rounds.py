@@ -85,3 +85,17 @@ def test_rounds_stop_at_max_rounds_and_report_the_shortfall(tmp_path, fake_backe
     assert len(llm.rounds) == 4 and all(r == [B, B] for r in llm.rounds[1:])
     assert m["rounds"] == m["max_rounds"] == 4 and m["relations_short"] == {B: 0}
     assert llm.budgets == {77}  # an explicit budget wins
+
+
+def test_successive_prompts_show_the_golden_samples_in_new_orders():
+    """K = 8 shown 8 at a time: every prompt shows the same set, so from the second prompt on the order
+    changes (seeded by relation and prompt index: the same on every run)."""
+    golden = [_ex(i, "r") for i in range(8)]
+    prompts = [synthetic.shown_examples(golden, "r", g, 8) for g in range(4)]
+    assert prompts[0] == golden  # the first prompt: the golden order
+    assert all(sorted(p, key=lambda e: e.id) == sorted(golden, key=lambda e: e.id) for p in prompts)
+    assert len({tuple(e.id for e in p) for p in prompts}) == 4
+    assert synthetic.shown_examples(golden, "r", 2, 8) == prompts[2]
+    assert synthetic.shown_examples(golden, "other", 2, 8) != prompts[2]
+    # more golden samples than shown: successive prompts start further on
+    assert {e.id for e in synthetic.shown_examples(golden, "r", 1, 3)} == {golden[i].id for i in (3, 4, 5)}

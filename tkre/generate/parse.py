@@ -3,7 +3,9 @@
 Pure functions, no model and no Ray. One completion holds zero or more samples, either as free text
 in the schema of `tkre.generate.prompts.SCDG_EXAMPLE_TEMPLATE` (the paper's path: each sample is cut
 out with regular expressions at its field labels) or as JSON in the schema of tkre/generate/schema.py
-(constrained decoding: `parse_json_samples`). Every sample is then validated the same way:
+(constrained decoding: `parse_json_samples`; there the head and the tail are marked inside the context,
+<head>...</head> and <tail>...</tail>, and their positions come with the sample). Every sample is then
+validated the same way:
 
 1. it parses (every field label present; `truncated` when the completion stops mid-sample). The
    `Head Type` / `Tail Type` lines are optional: datasets without entity types (SemEval) have none;
@@ -12,7 +14,8 @@ out with regular expressions at its field labels) or as JSON in the schema of tk
 3. context, head and tail are non-empty and both entities occur in the context as whole tokens
    (tokenised like the data layer's generic format, matched case-insensitively); when an entity
    occurs more than once, the (head, tail) occurrence pair that does not overlap and lies closest
-   together is taken, ties broken by the earliest head, then the earliest tail (deterministic);
+   together is taken, ties broken by the earliest head, then the earliest tail (deterministic). A
+   marked entity is taken where it is marked; the marks must fall on whole tokens;
 4. the (head type, tail type) pair is in the relation's schema -- skipped when the dataset has no
    entity types (SemEval). Type names are compared normalised, as the reference code
    (UESTC-GQJ/TKRE) does: case, spaces, hyphens and underscores do not matter (`STATE OR PROVINCE`
@@ -77,6 +80,8 @@ class ParsedSample:
     tail_type: str = ""
     reason: str | None = None  # set when parsing failed
     detail: str = ""
+    head_span: tuple[int, int] | None = None  # character span in `context` where the head was marked
+    tail_span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,10 +178,60 @@ def _salvage(body: str) -> list[ParsedSample]:
     return out or [ParsedSample(raw=body[:2000], reason=TRUNCATED, detail="JSON cut off before a sample")]
 
 
+_MARK = re.compile(r"<(/?)(head|tail)>")
+
+
+def unmark_context(marked: str) -> tuple[str, dict[str, tuple[int, int]]] | str:
+    """A context with <head>...</head> and <tail>...</tail> -> (plain context with single spaces, the
+    character span of each marked entity, surrounding spaces left out), or why it cannot be read."""
+    plain, spans, opened, pos = [], {}, {}, 0
+    for m in _MARK.finditer(marked):
+        plain.append(marked[pos:m.start()])
+        pos, at, name = m.end(), len("".join(plain)), m.group(2)
+        if not m.group(1):
+            if name in opened or name in spans:
+                return f"<{name}> marked twice"
+            opened[name] = at
+        elif name not in opened:
+            return f"</{name}> without <{name}>"
+        else:
+            spans[name] = (opened.pop(name), at)
+    plain.append(marked[pos:])
+    if opened or set(spans) != {"head", "tail"}:
+        return "the head and the tail must both be marked once"
+    text = "".join(plain)
+    # single spaces, as the data layer joins tokens; the spans move with the characters they cover
+    keep = [i for i, ch in enumerate(text) if not (ch.isspace() and (i == 0 or text[i - 1].isspace()))]
+    index = {old: new for new, old in enumerate(keep)}
+    out = "".join(" " if text[i].isspace() else text[i] for i in keep)
+    result = {}
+    for name, (a, b) in spans.items():
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a == b:
+            return f"<{name}> marks no text"
+        result[name] = (index[a], index[b - 1] + 1)
+    lead = len(out) - len(out.lstrip())
+    return out.strip(), {k: (a - lead, b - lead) for k, (a, b) in result.items()}
+
+
 def _json_sample(item) -> ParsedSample:
     raw = json.dumps(item, ensure_ascii=False) if not isinstance(item, str) else item
     if not isinstance(item, dict):
         return ParsedSample(raw=raw, reason=UNPARSEABLE, detail="a sample is not a JSON object")
+    if "head" not in item and "tail" not in item and isinstance(item.get("context"), str) \
+            and isinstance(item.get("relation"), str):  # the constrained schema: entities marked in context
+        unmarked = unmark_context(item["context"])
+        if isinstance(unmarked, str):
+            return ParsedSample(raw=raw, reason=UNPARSEABLE, detail=unmarked)
+        context, spans = unmarked
+        types = {k: re.sub(r"\s+", " ", v).strip() if isinstance(v, str) else ""
+                 for k in ("head_type", "tail_type") for v in [item.get(k) or ""]}
+        return ParsedSample(raw=raw, relation=item["relation"].strip(), context=context,
+                            head=context[slice(*spans["head"])], tail=context[slice(*spans["tail"])],
+                            head_span=spans["head"], tail_span=spans["tail"], **types)
     for name in ("relation", "context", "head", "tail"):
         if name not in item:
             return ParsedSample(raw=raw, reason=MISSING_FIELD, detail=f"no '{name}' field")
@@ -247,6 +302,15 @@ def find_mentions(tokens: list[str], mention: list[str]) -> list[tuple[int, int]
     return [(i, i + m) for i in range(n - m + 1) if low[i:i + m] == want]
 
 
+def token_span(pieces: list[tuple[str, int, int]], chars: tuple[int, int]) -> tuple[int, int] | None:
+    """The [start, end) token span covering exactly the character span `chars`; None when the span cuts
+    through a token (a mark in the middle of a word) or covers none."""
+    inside = [i for i, (_, a, b) in enumerate(pieces) if a >= chars[0] and b <= chars[1]]
+    if not inside or pieces[inside[0]][1] != chars[0] or pieces[inside[-1]][2] != chars[1]:
+        return None
+    return inside[0], inside[-1] + 1
+
+
 def choose_pair(heads: list[tuple[int, int]], tails: list[tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """The non-overlapping (head, tail) occurrence pair closest together; ties: earliest head, then tail."""
     best = None
@@ -292,12 +356,17 @@ class SampleValidator:
                 return reject(EMPTY_FIELD, name)
         pieces = tokenize_with_offsets(sample.context)
         tokens = [t for t, _, _ in pieces]
-        heads = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.head)])
-        tails = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.tail)])
+        if sample.head_span is not None and sample.tail_span is not None:  # marked: where it is marked
+            heads = [s] if (s := token_span(pieces, sample.head_span)) else []
+            tails = [s] if (s := token_span(pieces, sample.tail_span)) else []
+        else:
+            heads = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.head)])
+            tails = find_mentions(tokens, [t for t, _, _ in tokenize_with_offsets(sample.tail)])
+        marked = " (marked inside a word)" if sample.head_span is not None else ""
         if not heads:
-            return reject(SUBJECT_NOT_IN_CONTEXT, sample.head)
+            return reject(SUBJECT_NOT_IN_CONTEXT, sample.head + marked)
         if not tails:
-            return reject(OBJECT_NOT_IN_CONTEXT, sample.tail)
+            return reject(OBJECT_NOT_IN_CONTEXT, sample.tail + marked)
         pair = choose_pair(heads, tails)
         if pair is None:
             return reject(ENTITIES_OVERLAP, f"{sample.head!r} / {sample.tail!r}")

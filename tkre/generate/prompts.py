@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tkre.data.records import RelationExample
+from tkre.data.records import RelationExample, example_text_and_spans
 from tkre.generate.schema import example_json
 
 EDKG_TEMPLATE = (
@@ -50,7 +50,8 @@ SCDG_TEMPLATE = (
 #: The same request for constrained decoding (tkre/generate/schema.py): samples shown and asked as JSON.
 SCDG_JSON_TEMPLATE = (
     "Here are samples of the relation \"{relation}\" between a head entity and a tail entity, one JSON "
-    "object per sample; the head and the tail are copied word for word from the context.\n\n"
+    "object per sample; in each context the head entity is marked <head>...</head> and the tail entity "
+    "<tail>...</tail>.\n\n"
     "{examples}\n\n"
     "Generate {n} more samples like above for the relation \"{relation}\", each with a new context, "
     "as JSON: {{\"samples\": [...]}}\n"
@@ -79,12 +80,16 @@ def scdg_prompt(relation: str, examples: Sequence[RelationExample], n: int, temp
     constrained: the examples as JSON objects of tkre/generate/schema.py (type fields when `typed`),
     in `template` or SCDG_JSON_TEMPLATE; the example template applies to the free-text form only."""
     if constrained:
-        blocks = "\n".join(example_json(ex.relation, ex.text, ex.subject, ex.object,
-                                         (ex.subj_type or "") if typed else None,
-                                         (ex.obj_type or "") if typed else None) for ex in examples)
+        blocks = "\n".join(_example_json(ex, typed) for ex in examples)
         return (template or SCDG_JSON_TEMPLATE).format(relation=relation, examples=blocks, n=n)
     blocks = "\n".join(scdg_example_block(ex, example_template) for ex in examples)
     return (template or SCDG_TEMPLATE).format(relation=relation, examples=blocks, n=n)
+
+
+def _example_json(ex: RelationExample, typed: bool) -> str:
+    text, head, tail = example_text_and_spans(ex.tokens, (ex.subj_start, ex.subj_end), (ex.obj_start, ex.obj_end))
+    return example_json(ex.relation, text, head, tail, (ex.subj_type or "") if typed else None,
+                        (ex.obj_type or "") if typed else None)
 
 
 def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:

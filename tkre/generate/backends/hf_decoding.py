@@ -39,9 +39,13 @@ class SchemaError(ValueError):
 
 def ll_tokenizer(hf_tokenizer, n_vocab: int):
     """llguidance's view of a fast HF tokenizer (about 1 s; build once per backend)."""
+    import llguidance
     import llguidance.hf
 
-    return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab)
+    from tkre.generate.schema import text_slices
+
+    return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab,
+                                        slices=llguidance.LLTokenizer.general_slices() + text_slices())
 
 
 def compile_schema(schema_text: str, tokenizer) -> str:
