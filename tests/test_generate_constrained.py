@@ -116,6 +116,42 @@ def test_hf_constrained_outputs_always_parse_and_follow_the_schema(backend):
         assert all(0 < r.tokens < ROOMY for r in rows[:2])  # it stopped by itself, at EOS
 
 
+def test_decode_drops_finished_rows_and_writes_what_generate_writes(backend):
+    """The hf backend's own decode loop: the same tokens as transformers' `generate` over the same
+    processors (greedy and sampled), while a row that is done leaves the batch at once."""
+    import torch
+
+    from tkre.generate.backends import hf_decoding
+
+    tok, model = backend.tokenizer, backend.model
+    schemas = [schema_json(scdg_schema(REL, 1)), None, None]
+    enc = tok(["Write one sample.", "a free row", "another free row, longer"], return_tensors="pt", padding=True)
+    for temperature in (0.0, 0.9):
+        def procs():
+            mask = hf_decoding.SchemaMask(backend._ll_tokenizer(), [backend._grammar(x) if x else None
+                                                                    for x in schemas], backend.eos_ids)
+            return hf_decoding.processors(temperature=temperature, top_p=0.95, top_k=None, seeds=[1, 2, 3],
+                                          mask=mask)
+        batch_sizes: list[int] = []
+        hook = model.register_forward_pre_hook(lambda m, a, kw: batch_sizes.append(kw["input_ids"].shape[0]),
+                                               with_kwargs=True)
+        try:
+            mine = hf_decoding.decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=ROOMY,
+                                      eos_ids=backend.eos_ids, procs=procs())
+        finally:
+            hook.remove()
+        with torch.inference_mode():
+            ref = model.generate(**enc, max_new_tokens=ROOMY, do_sample=False, temperature=None, top_p=None,
+                                 top_k=None, pad_token_id=tok.pad_token_id, logits_processor=procs())
+        for row, ids in enumerate(ref[:, enc["input_ids"].shape[1]:].tolist()):
+            end = next((j + 1 for j, t in enumerate(ids) if t in backend.eos_ids), len(ids))
+            assert mine[row] == ids[:end], (temperature, row)
+        lengths = [len(m) for m in mine]
+        assert len(set(lengths)) > 1, lengths  # the check below needs rows of different lengths
+        # step k computes exactly the rows that have not ended before it
+        assert batch_sizes == [sum(n > k for n in lengths) for k in range(max(lengths))], lengths
+
+
 def test_hf_bad_schema_fails_its_row_only(backend):
     rows = backend.generate_rows(["a", "b"], DecodingConfig(temperature=0.0, max_new_tokens=4), [1, 2],
                                  ["{not a schema", None])

@@ -1,4 +1,4 @@
-"""transformers backend: `model.generate` on left-padded batches, CPU or GPU.
+"""transformers backend: left-padded batches decoded by `hf_decoding.decode` (finished rows leave the batch), CPU or GPU.
 
 The embedded default `embedded:smollm2` ships as a GGUF file (shared/models.md). Dequantising it
 takes ~27 s on 2 cores, so the first use converts it once into a plain HF folder under
@@ -157,8 +157,6 @@ class HFBackend(Backend):
 
     def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int],
                         schemas: list[str | None]) -> list[RowResult]:
-        import torch
-
         from tkre.generate.backends import hf_decoding
 
         inputs = [as_chat_text(self.tokenizer, p, self.system) for p in prompts]
@@ -171,12 +169,10 @@ class HFBackend(Backend):
             mask = hf_decoding.SchemaMask(self._ll_tokenizer(), grammars, self.eos_ids)
         procs = hf_decoding.processors(temperature=sampling.temperature, top_p=sampling.top_p, top_k=self.top_k,
                                        seeds=seeds, mask=mask)
-        # greedy search over the processors' output: sampling happens per row in RowSampler
-        with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=sampling.max_new_tokens, do_sample=False,
-                                      temperature=None, top_p=None, top_k=None,
-                                      pad_token_id=self.tokenizer.pad_token_id, logits_processor=procs)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        # greedy search over the processors' output (sampling happens per row in RowSampler), finished
+        # rows leaving the batch
+        new = hf_decoding.decode(self.model, enc["input_ids"], enc["attention_mask"],
+                                 max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids, procs=procs)
         read = enc["attention_mask"].sum(dim=1).tolist()  # prompt tokens per row (left padding excluded)
         results = []
         for i, (ids, n_in) in enumerate(zip(new, read)):
