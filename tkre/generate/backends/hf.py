@@ -1,4 +1,5 @@
-"""transformers backend: left-padded batches decoded by `hf_decoding.decode` (finished rows leave the batch), CPU or GPU.
+"""transformers backend: left-padded batches, decoded by `hf_decoding.decode` (a finished row leaves the
+batch at once), CPU or GPU.
 
 The embedded default `embedded:smollm2` ships as a GGUF file (shared/models.md). Dequantising it
 takes ~27 s on 2 cores, so the first use converts it once into a plain HF folder under
