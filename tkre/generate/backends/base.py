@@ -50,6 +50,9 @@ class BackendSpec:
 class Backend:
     """prompts (plain user messages) -> completions. Subclasses implement `_generate_batch`."""
 
+    #: when a batch raises, try each of its rows alone (False: the batch's exception propagates)
+    retry_rows_alone = True
+
     def generate(self, prompts: Sequence[str], sampling: DecodingConfig,
                  seeds: Sequence[int] | None = None, schemas: Sequence[str | None] | None = None) -> list[str]:
         """Texts for `prompts`, in order; raises GenerationFailed if any prompt failed."""
@@ -83,6 +86,8 @@ class Backend:
                 for i, r in zip(todo, batch):
                     results[i] = r
             except Exception as e:  # noqa: BLE001 -- isolate the bad row(s) below
+                if not self.retry_rows_alone:
+                    raise
                 log.warning("batch of %d failed (%s: %s); retrying row by row", len(todo), type(e).__name__, e)
                 for i in todo:
                     try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Any, Sequence
+from typing import Any
 
 from tkre.config import EMBEDDED_GENERATOR, DecodingConfig, GeneratorConfig
 from tkre.errors import ConfigError, MissingDependencyError
@@ -126,28 +126,23 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
 
 class VLLMBackend(Backend):
     """The one interface on top of the processor: all prompts of a call go through ONE processor run
-    (one engine pool), never one engine per batch or per row: the processor already isolates failed
-    rows (should_continue_on_error), so the base class's row-by-row retry is not used."""
+    (one engine pool), never one engine per batch or per row."""
+
+    #: the processor already isolates failed rows (should_continue_on_error); a row-by-row retry would
+    #: start an engine pool per row
+    retry_rows_alone = False
 
     def __init__(self, cfg: GeneratorConfig):
         self.cfg = cfg
 
-    def generate_rows(self, prompts: Sequence[str], sampling: DecodingConfig, seeds: Sequence[int] | None = None,
-                      schemas: Sequence[str | None] | None = None) -> list[RowResult]:
+    def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int],
+                        schemas: list[str | None]) -> list[RowResult]:
         import ray
 
-        seeds = list(seeds) if seeds is not None else [sampling.seed + i for i in range(len(prompts))]
-        schemas = list(schemas) if schemas is not None else [None] * len(prompts)
-        results: list[RowResult | None] = [None if isinstance(p, str) and p.strip() else RowResult(None, 0, "empty prompt")
-                                           for p in prompts]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            ds = ray.data.from_items([{"key": str(i), "prompt": prompts[i], "seed": int(seeds[i]),
-                                       "schema": schemas[i] or ""} for i in todo])
-            rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
-            for i in todo:
-                results[i] = row_result(rows.get(str(i)), constrained=bool(schemas[i]))
-        return [r if r is not None else RowResult(None, 0, "no result") for r in results]
+        ds = ray.data.from_items([{"key": str(i), "prompt": p, "seed": int(seed), "schema": schema or ""}
+                                  for i, (p, seed, schema) in enumerate(zip(prompts, seeds, schemas))])
+        rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
+        return [row_result(rows.get(str(i)), constrained=bool(schema)) for i, schema in enumerate(schemas)]
 
 
 def row_result(row: dict | None, *, constrained: bool = False) -> RowResult:
