@@ -213,8 +213,7 @@ def unmark_context(marked: str) -> tuple[str, dict[str, tuple[int, int]]] | str:
         if a == b:
             return f"<{name}> marks no text"
         result[name] = (index[a], index[b - 1] + 1)
-    lead = len(out) - len(out.lstrip())
-    return out.strip(), {k: (a - lead, b - lead) for k, (a, b) in result.items()}
+    return out.rstrip(), result  # `keep` drops a leading space: the spans need no shift
 
 
 def _json_sample(item) -> ParsedSample:
