@@ -176,16 +176,11 @@ class HFBackend(Backend):
                                  max_new_tokens=sampling.max_new_tokens, eos_ids=self.eos_ids, procs=procs)
         read = enc["attention_mask"].sum(dim=1).tolist()  # prompt tokens per row (left padding excluded)
         results = []
-        for i, (ids, n_in) in enumerate(zip(new, read)):
-            n = len(ids)
-            for j, t in enumerate(ids):
-                if t in self.eos_ids:
-                    n = j + 1
-                    break
-            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+        for i, (ids, n_in) in enumerate(zip(new, read)):  # `decode` ends each row at its EOS
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             if mask is not None and mask.errors[i]:
                 log.warning("schema matcher stopped on row %d: %s", i, mask.errors[i])
-            results.append(RowResult(text, n, input_tokens=int(n_in), constrained=bool(schemas[i])))
+            results.append(RowResult(text, len(ids), input_tokens=int(n_in), constrained=bool(schemas[i])))
         return results
 
     def _grammar(self, schema: str) -> str:
