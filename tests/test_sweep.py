@@ -96,8 +96,15 @@ def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, seme
     assert "no_such_model" in line and "\x1b" not in text
 
 
-def _run_cli(args: list[str], log: Path) -> subprocess.Popen:
+def _run_cli(args: list[str], log: Path, *, wandb_home: Path | None = None) -> subprocess.Popen:
+    """The CLI in a new process; `wandb_home`: W&B as a user without a key gets it (on, offline),
+    with that folder as HOME so that no login of this machine is found."""
     env = {**os.environ, "RAY_ADDRESS": "local", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    if wandb_home is not None:
+        wandb_home.mkdir(exist_ok=True)
+        for var in ("WANDB_MODE", "WANDB_API_KEY", "NETRC"):
+            env.pop(var, None)
+        env["HOME"] = str(wandb_home)
     return subprocess.Popen([sys.executable, "-m", "tkre.cli", *args], stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env=env, start_new_session=True,
                             cwd=str(Path(__file__).parent))
@@ -125,7 +132,10 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
              "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 600}
     path = write_sweep(tmp_path / "killme.yaml", sweep)
     sweep_dir = tmp_path / "store" / "sweeps" / "killme"
-    proc = _run_cli(["sweep", str(path)], tmp_path / "first.log")
+    # W&B as a user without a key has it (on, offline) in both runs: the restored Tuner unpickles W&B's
+    # callback, which refused to start ("No WandB API key found") until resume settled the offline mode
+    home = tmp_path / "home"
+    proc = _run_cli(["sweep", str(path)], tmp_path / "first.log", wandb_home=home)
     try:
         deadline = time.time() + 480
         while time.time() < deadline and not any(e["event"] == "end" for e in _events(sweep_dir)):
@@ -142,7 +152,7 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     stored = {m: m.read_bytes() for m in (tmp_path / "store" / "artifacts").glob("*/*/manifest.json")}
     assert {m.parent.parent.name for m in stored} >= {"split", "finetune"}, stored
 
-    proc = _run_cli(["sweep", str(path), "--resume"], tmp_path / "resume.log")
+    proc = _run_cli(["sweep", str(path), "--resume"], tmp_path / "resume.log", wandb_home=home)
     try:
         assert proc.wait(600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     finally:
@@ -162,6 +172,8 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     # kill took the stored split (`reused`), so nothing finished before the kill was built twice
     for manifest, data in stored.items():
         assert manifest.read_bytes() == data, manifest
+    logged = {d.name.rsplit("-", 1)[1] for d in sweep_dir.glob("wandb/offline-run-*")}
+    assert logged == set(rows["trial_id"])  # every trial logged to W&B offline, those run after the resume too
     stored_keys = {(m.parent.parent.name, m.parent.name) for m in stored}
     resumed = rows[~rows["trial_id"].isin(ended_before)]
     assert len(resumed) == n - len(ended_before) and resumed["reused.split"].astype(bool).all()

@@ -206,6 +206,10 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
         log.info("phase %s: restoring from %s (unfinished trials resume, finished ones are kept)", phase.name, path)
+        if sweep.wandb.enabled:  # the restored W&B callback checks for a key unless the mode says offline
+            from tkre.tracking import settle_wandb_mode
+
+            settle_wandb_mode()
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=sweep.restart_errored)
     search_alg = scheduler = None

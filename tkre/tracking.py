@@ -45,6 +45,16 @@ def wandb_mode() -> str | None:
     return None if wandb_key_configured() else "offline"
 
 
+def settle_wandb_mode() -> str | None:
+    """`wandb_mode()`, made this process's WANDB_MODE when it is offline for want of a key: W&B's Tune
+    callback (a new one, or one a restored Tuner unpickles) then skips its key check."""
+    mode = wandb_mode()
+    if mode == "offline" and not os.environ.get("WANDB_MODE"):
+        log.info("W&B: no API key and no `wandb login`: runs stay offline on disk (`wandb sync` them later)")
+        os.environ["WANDB_MODE"] = "offline"
+    return mode
+
+
 def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str | None) -> list:
     """Tune callbacks for W&B ([] when switched off or wandb is missing)."""
     if not enabled or os.environ.get("WANDB_MODE") == "disabled":
@@ -54,10 +64,7 @@ def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str |
     except ImportError:  # pragma: no cover
         log.warning("wandb not installed: W&B logging off")
         return []
-    mode = wandb_mode()
-    if mode == "offline" and not os.environ.get("WANDB_MODE"):
-        log.info("W&B: no API key and no `wandb login`: runs stay offline on disk (`wandb sync` them later)")
-        os.environ["WANDB_MODE"] = "offline"
+    mode = settle_wandb_mode()
     kwargs: dict[str, Any] = {"mode": mode} if mode else {}
     if directory:
         kwargs["dir"] = directory
