@@ -47,10 +47,22 @@ def test_yaml_errors_name_file_line_field(tmp_path):
     f.write_text("data:\n  dataset: semeval\n  kk: 8\n")
     with pytest.raises(ConfigError) as e:
         load_config(f, ExperimentConfig)
-    assert f"{f}:3: data.kk: unknown key" in str(e.value)
+    assert f"{f}:3: data.kk: unknown key; did you mean k?" in str(e.value)
     f.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(f, ExperimentConfig)
+
+
+def test_unknown_yaml_key_gets_a_hint(tmp_path):
+    f = tmp_path / "exp.yaml"
+    cases = [("finetune:\n  epoch: 2\n", "2: finetune.epoch: unknown key; did you mean epochs?"),  # a misspelling
+             ("pretrain:\n  tau: 0.1\n", "2: pretrain.tau: unknown key; did you mean scl.tau?"),  # one level too high
+             ("zzz: 1\n", "1: zzz: unknown key (known: name, data, stages,")]  # nothing close: what is allowed
+    for text, expected in cases:
+        f.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(f, ExperimentConfig)
+        assert f"{f}:{expected}" in str(e.value)
 
 
 def test_yaml_section_loading(tmp_path):

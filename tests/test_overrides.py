@@ -19,6 +19,10 @@ def test_dotted_overrides_set_nested_fields_and_validate_once():
     assert (cfg.pretrain.scl.tau, cfg.finetune.resources.num_workers, cfg.data.k, cfg.data.seed) == (0.05, 2, 16, 3)
     with pytest.raises(ConfigError, match=r"src: pretrain.scl.tua: unknown field 'tua' in pretrain.scl"):
         apply_overrides({}, {"pretrain.scl.tua": 1}, source="src")
+    with pytest.raises(ConfigError, match=r"'tua' in pretrain.scl; did you mean pretrain.scl.tau\?"):  # misspelt
+        apply_overrides({}, {"pretrain.scl.tua": 1}, source="src")
+    with pytest.raises(ConfigError, match=r"'foo' in the config \(known: name, data,"):  # nothing close
+        apply_overrides({}, {"foo.x": 1}, source="src")
     with pytest.raises(ConfigError, match=r"did you mean pretrain.scl.tau\?"):  # a field that moved into a section
         apply_overrides({}, {"pretrain.tau": 0.1}, source="src")
     with pytest.raises(ConfigError, match=r"src: data.k.x: data.k is a value, not a section"):

@@ -8,8 +8,9 @@ one-line description: `tkre ... --help` and the README reuse them. Unknown keys 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -353,9 +354,45 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     return (data if data is not None else {}), (_key_lines(node) if node is not None else {})
 
 
+def field_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (directly, or as the element of an Optional/list/dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = field_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def unknown_key_hint(model: type[BaseModel] | None, loc: tuple, *, dotted: bool = False) -> str:
+    """For an unknown key at `loc` of `model`: `; did you mean ...?` with a close spelling among the
+    keys allowed there, or the sub-section that has the key; else ` (known: ...)`. `dotted` names a
+    suggestion by its whole path from `model` (for `--set a.b.c`), else from where the key stands."""
+    for part in loc[:-1]:
+        if model is None:
+            return ""
+        f = model.model_fields.get(part) if isinstance(part, str) else None
+        if f is not None:
+            model = field_model(f.annotation)
+        # else: a dict key or list index inside a field whose element model `model` already is
+    if model is None:
+        return ""
+    key, known = str(loc[-1]), list(model.model_fields)
+    at = [str(p) for p in loc[:-1]] if dotted else []
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    moved = [name for name, f in model.model_fields.items()
+             if (sub := field_model(f.annotation)) is not None and key in sub.model_fields]
+    if close:
+        return f"; did you mean {'.'.join([*at, close[0]])}?"
+    if moved:
+        return f"; did you mean {', '.join('.'.join([*at, m, key]) for m in moved)}?"
+    return f" (known: {', '.join(known)})"
+
+
 def validation_error_message(err: ValidationError, source: str, lines: dict[tuple, int] | None = None,
-                             prefix: tuple = ()) -> str:
-    """One line per problem: `file:line: field.path: message`."""
+                             prefix: tuple = (), model: type[BaseModel] | None = None) -> str:
+    """One line per problem: `file:line: field.path: message` (an unknown key of `model` gets a hint)."""
     out = []
     for e in err.errors():
         loc = prefix + tuple(e["loc"])
@@ -367,7 +404,7 @@ def validation_error_message(err: ValidationError, source: str, lines: dict[tupl
         field = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + unknown_key_hint(model, tuple(e["loc"]))
         out.append(f"{source}{f':{line}' if line else ''}: {field}: {msg}")
     return "\n".join(out)
 
@@ -384,7 +421,7 @@ def load_config(path: str | Path, model: type[M], *, section: str | None = None)
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_error_message(e, str(path), lines, prefix)) from None
+        raise ConfigError(validation_error_message(e, str(path), lines, prefix, model)) from None
 
 
 def validate_config(data: dict, model: type[M], source: str = "<config>") -> M:
@@ -392,4 +429,4 @@ def validate_config(data: dict, model: type[M], source: str = "<config>") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_error_message(e, source)) from None
+        raise ConfigError(validation_error_message(e, source, model=model)) from None

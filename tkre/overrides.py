@@ -13,38 +13,25 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tkre.config import ExperimentConfig, read_yaml, validation_error_message
+from tkre.config import ExperimentConfig, field_model, read_yaml, unknown_key_hint, validation_error_message
 from tkre.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _field_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
-        found = _field_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def check_path(path: str, model: type[BaseModel] = ExperimentConfig) -> str | None:
     """None if `path` (e.g. `pretrain.scl.tau`) names a field of `model`; else what is wrong."""
-    parts = path.split(".")
+    parts, root = path.split("."), model
     for i, part in enumerate(parts):
         if part not in model.model_fields:
             where = ".".join(parts[:i]) or "the config"
-            moved = [name for name, f in model.model_fields.items()
-                     if (sub := _field_model(f.annotation)) is not None and part in sub.model_fields]
-            hint = f"; did you mean {', '.join('.'.join([*parts[:i], m, *parts[i:]]) for m in moved)}?" if moved else ""
-            return f"unknown field {part!r} in {where} (known: {', '.join(model.model_fields)}){hint}"
-        sub = _field_model(model.model_fields[part].annotation)
+            return f"unknown field {part!r} in {where}{unknown_key_hint(root, tuple(parts[:i + 1]), dotted=True)}"
+        sub = field_model(model.model_fields[part].annotation)
         if i < len(parts) - 1:
             if sub is None:
                 return f"{'.'.join(parts[:i + 1])} is a value, not a section"
@@ -99,7 +86,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any], model: type[M] = Expe
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_error_message(e, source, lines, prefix)) from None
+        raise ConfigError(validation_error_message(e, source, lines, prefix, model)) from None
 
 
 def section_of(data: Any, model: type[BaseModel], section: str | None) -> tuple[Any, tuple]:

@@ -167,11 +167,11 @@ def load_sweep(path: str | Path) -> SweepConfig:
     try:
         sweep = SweepConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(validation_error_message(e, str(path), lines)) from None
+        raise ConfigError(validation_error_message(e, str(path), lines, model=SweepConfig)) from None
     try:
         ExperimentConfig.model_validate(sweep.base)
     except ValidationError as e:
-        raise ConfigError(validation_error_message(e, str(path), lines, ("base",))) from None
+        raise ConfigError(validation_error_message(e, str(path), lines, ("base",), ExperimentConfig)) from None
     problems = []
     for name, overrides in sweep.variants.items():
         for key in overrides:
