@@ -121,6 +121,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(30)
 
 
+def _saved_terminated(phase_dir: Path) -> set[str]:
+    """Trials that Tune's newest saved experiment state records as finished."""
+    files = sorted(phase_dir.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    try:
+        trials = [json.loads(t[0]) for t in json.loads(files[-1].read_text())["trial_data"]] if files else []
+    except (ValueError, OSError):  # caught mid-write: not yet
+        return set()
+    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+
+
 def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     from tkre.sweep import optuna_trial_count
 
@@ -141,10 +151,17 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
         while time.time() < deadline and not any(e["event"] == "end" for e in _events(sweep_dir)):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(1)
-        time.sleep(8)  # > TUNE_GLOBAL_CHECKPOINT_S (2 s): the finished trial is in the saved experiment state
+        # kill once Tune's saved state (written every TUNE_GLOBAL_CHECKPOINT_S = 2 s) holds every trial
+        # that ended so far as finished: a trial ending in the last moment before a kill is rerun, rightly
+        while time.time() < deadline:
+            ended = {e["trial_id"] for e in _events(sweep_dir) if e["event"] == "end"}
+            if ended <= _saved_terminated(sweep_dir / "search-000"):
+                break
+            time.sleep(0.5)
     finally:
         _kill_group(proc)
     ended_before = {e["trial_id"] for e in _events(sweep_dir) if e["event"] == "end"}
+    assert ended_before <= _saved_terminated(sweep_dir / "search-000"), "a trial ended during the kill: rerun"
     assert ended_before, "no trial finished before the kill"
     assert not (sweep_dir / "search-000.done.json").exists()
     phase_dir = sweep_dir / "search-000"
@@ -273,3 +290,83 @@ def test_remote_sweep_dir_plan_markers_and_events(tmp_path, monkeypatch):
     assert len(list((bucket / "runs" / "sweeps" / "s" / "events").iterdir())) == 3
     path = sdir.write_results([TrialRow(sweep="s", phase="grid", trial_id="t1", status="error").to_flat()])
     assert path == "mock://runs/sweeps/s/results.parquet" and len(sdir.read_results()) == 1
+
+
+def _reserved_placement_groups() -> list[dict]:
+    from ray.util import placement_group_table
+
+    return [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+
+
+def _wait_until(predicate, timeout_s: float = 60.0) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return predicate()
+
+
+def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray_local, semeval, tiny_encoder_dir):
+    """ASHA stops trials before their pipeline is done: each stopped trial's pipeline is cancelled
+    (tkre.sweep_runs) and nothing stays reserved. The leak this guards against (a Train run's placement
+    group kept after its owner was killed; a 16-trial CLI search on 2 CPUs stalled on it) did not
+    reproduce in this in-process sweep with the old code; test_pipeline_outlives_... reproduces the
+    kill itself. This one checks that the cancelling path runs end to end without breaking a search."""
+    import ray
+
+    from tkre.sweep import run_sweep
+
+    data = write_mini_dataset(semeval, tmp_path / "data")
+    sweep = {"name": "asha", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=12),
+             "search": {"space": {"finetune.lr": {"type": "loguniform", "low": 1e-7, "high": 1e-1}},
+                        "num_samples": 5, "seed": 0, "asha": {"grace_period": 1, "reduction_factor": 2}},
+             "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 150}
+    assert _wait_until(lambda: not _reserved_placement_groups(), 30)  # nothing left by earlier tests
+    out = run_sweep(write_sweep(tmp_path / "asha.yaml", sweep))
+    rows = pd.read_parquet(out.results_path)
+    assert len(rows) == 5 and (rows["status"] == "early_stopped").any(), rows[["status", "epochs_run"]]
+    assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
+    assert _wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2 - 1e-6, 30), ray.available_resources()
+
+
+def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
+    """PipelineRuns owns the pipeline: the 'trial' actor that started it is killed (as Tune ends a
+    stopped trial) and the Train run goes on; the driver's callback then cancels it, and Ray Train
+    removes its placement group. A second cancel finds nothing to do."""
+    import ray
+
+    from tkre.sweep_runs import RUNS_ACTOR, CancelEndedPipelines, start_pipeline_runs
+
+    runs = start_pipeline_runs()
+
+    def train_forever(cfg):
+        time.sleep(600)
+
+    def train_run_that_does_not_end():  # a pipeline whose Ray Train run outlasts its trial
+        from ray.train import ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        TorchTrainer(train_forever, scaling_config=ScalingConfig(num_workers=1,
+                                                                resources_per_worker={"CPU": 0.5})).fit()
+
+    @ray.remote(num_cpus=0)
+    class Trial:
+        def start(self, trial_id):
+            return ray.get(ray.get_actor(RUNS_ACTOR).start.remote(trial_id, train_run_that_does_not_end))
+
+    assert _wait_until(lambda: not _reserved_placement_groups(), 30)
+    trial = Trial.remote()
+    [ref] = ray.get(trial.start.remote("t1"))
+    assert _wait_until(lambda: [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"], 60)
+    ray.kill(trial)  # what Tune does to a trial it stops
+    time.sleep(3)
+    assert [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"]  # the run outlived its trial
+    assert not ray.wait([ref], timeout=0)[0]
+
+    class _Trial:  # what Tune hands the callback
+        trial_id = "t1"
+    CancelEndedPipelines().on_trial_complete(0, [], _Trial())
+    assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
+    assert ray.wait([ref], timeout=30)[0]  # the pipeline ended (cancelled)
+    assert ray.get(runs.cancel.remote("t1")) is False  # already forgotten

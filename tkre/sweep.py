@@ -10,7 +10,9 @@ Phases (each one Tune experiment under `<storage>/sweeps/<name>/<phase>`):
 A trial is a *function* trainable (Ray Train v2 does not run under Tuner(TorchTrainer)): it builds the
 experiment and runs `tkre.pipeline.run_experiment` in a Ray task scheduled *outside* the trial's
 placement group (Tune captures child tasks into it), passing `TuneReportCallback()` so fine-tuning's
-per-epoch reports reach Tune. Resources that cannot deadlock on a small machine:
+per-epoch reports reach Tune. The task is owned by the driver's `tkre.sweep_runs.PipelineRuns`, not by
+the trial: a trial that Tune ends early (ASHA, time budget) has its pipeline cancelled gently, so
+Ray Train gives its placement group back. Resources that cannot deadlock on a small machine:
 - the trial itself holds a small CPU fraction (`resources.trial_cpus`);
 - Ray Train workers reserve their own placement group; `max_concurrent_trials` is lowered so that the
   training workers of all concurrent trials fit the cluster at once (`tkre.resources.fit_trials`);
@@ -87,19 +89,6 @@ def sweep_dir(sweep: SweepConfig, storage: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- the trial
-def _pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel,
-                   variant: str | None) -> dict:
-    """Runs in a plain Ray task outside the trial's placement group; progress goes to `channel`;
-    returns the flat results row."""
-    from tkre.artifacts import ArtifactStore
-    from tkre.pipeline import run_experiment
-
-    cfg = ExperimentConfig.model_validate_json(cfg_json)
-    store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
-    with progress.use(channel):
-        return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
-
-
 def _trial_point(config: dict) -> dict[str, Any]:
     out = dict(config.get("point", {}))
     out.update({k: v for k, v in config.items() if k != "point"})
@@ -121,7 +110,8 @@ def run_trial(config: dict, *, spec: dict) -> None:
     import ray
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from tkre.sweep_runs import RUNS_ACTOR, pipeline_task
 
     sweep = SweepConfig.model_validate(spec["sweep"])
     overrides = trial_overrides(config)
@@ -129,19 +119,16 @@ def run_trial(config: dict, *, spec: dict) -> None:
     SweepDir(spec["sweep_dir"]).append_event({"event": "start", "trial_id": trial_id, "phase": spec["phase"],
                                               "overrides": overrides, "pid": os.getpid(), "time": time.time()})
     cfg = experiment_for(sweep, overrides)
-    task = ray.remote(_pipeline_task).options(
-        num_cpus=0, max_retries=0,
-        # placement_group=None: do NOT inherit the trial's placement group (Tune captures child
-        # tasks into it); Ray Train and Ray Data inside reserve their own resources.
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     channel = spec["progress"].tagged(trial=trial_id, variant=overrides.get("variant"))  # the console line
+    runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep_runs)
     # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
     # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
-    ref = task.remote(cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
-                      sweep.resources.generation_slots, channel, overrides.get("variant"))
+    [ref] = ray.get(runs.start.remote(trial_id, pipeline_task, cfg.model_dump_json(exclude_unset=True),
+                                      [TuneReportCallback()], sweep.resources.generation_slots, channel,
+                                      overrides.get("variant")))
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
-        ray.cancel(ref, force=True, recursive=True)
+        ray.get(runs.cancel.remote(trial_id))
         raise TimeoutError(f"trial exceeded trial_timeout_s={sweep.trial_timeout_s:g}s (watchdog): cancelled")
     row = ray.get(ref)
     if row.get("reused.finetune"):  # no epochs ran: replay the stored history so ASHA/Optuna see it
@@ -202,6 +189,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     from ray.tune.schedulers import ASHAScheduler
 
     from tkre.console import TrialLines  # one line per trial event instead of status tables (verbose=0)
+    from tkre.sweep_runs import CancelEndedPipelines
 
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
@@ -210,8 +198,14 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
             from tkre.tracking import settle_wandb_mode
 
             settle_wandb_mode()
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                  restart_errored=sweep.restart_errored)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=sweep.restart_errored)
+        # a Tuner pickled by an older tkre lacks the pipeline-cancelling callback (private accessor:
+        # Tuner.restore takes no run config; without it, stopped trials' pipelines only run to their end)
+        run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+        if run_config is not None and not any(isinstance(c, CancelEndedPipelines) for c in run_config.callbacks or []):
+            run_config.callbacks = [*(run_config.callbacks or []), CancelEndedPipelines()]
+        return tuner
     search_alg = scheduler = None
     num_samples = 1
     metric = mode = None
@@ -237,7 +231,8 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
-                                callbacks=[TrialLines(), *_wandb_callbacks(sweep, root)], verbose=0)
+                                callbacks=[TrialLines(), CancelEndedPipelines(), *_wandb_callbacks(sweep, root)],
+                                verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
                       run_config=run_config)
 
@@ -327,6 +322,9 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
     channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
+    from tkre.sweep_runs import start_pipeline_runs
+
+    runs = start_pipeline_runs()  # owns the trials' pipelines: an early-ended trial's is cancelled gently
     rows: list[dict] = []
     results_path = ""
     for phase in phases:
@@ -347,6 +345,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
         with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
             result_grid = tuner.fit()
+        ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
         phase_rows = _phase_rows(result_grid, phase, sweep)
         rows.extend(phase_rows)
         results_path = sdir.write_results(rows)

@@ -1,0 +1,106 @@
+"""Who owns a sweep trial's pipeline: one actor per sweep driver, so that a trial ending early
+cancels its pipeline gently instead of killing it.
+
+A trial (tkre.sweep.run_trial) runs its experiment in a Ray task. When Tune ends a trial before its
+pipeline is done -- an ASHA stop, the sweep's time budget, a crashed trial -- it ends the trial's
+actor, and a task that actor owned would be killed with it. Ray Train then loses its run
+ungracefully: the run's placement group stays reserved until the driver's job ends (Ray removes a
+placement group only when both its creator and its job are dead; Train's own cleaner asks the
+dashboard's state API, which tkre runs without). A few stopped trials then hold every CPU, and the
+next trials wait forever (seen: a 16-trial search stalled after its second ASHA stop on 2 CPUs).
+
+So the driver starts a `PipelineRuns` actor (`start_pipeline_runs`) that submits every trial's
+pipeline task and owns it; the trial only waits on the reference. When Tune reports a trial ended
+(`CancelEndedPipelines`, a Tune callback on the driver), its pipeline, if still running, is cancelled
+with `ray.cancel`: KeyboardInterrupt inside the pipeline, Ray Train aborts its run and removes its
+placement group (Ray Data pools stop the same way); force only after a grace period. Nothing in Ray
+or Tune does this for a task launched from a function trainable, hence this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune import Callback
+
+from tkre import progress
+from tkre.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+#: The driver's PipelineRuns actor, by name (in the driver's own Ray namespace: two sweeps on one
+#: cluster each have their own).
+RUNS_ACTOR = "tkre_pipeline_runs"
+
+
+def pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel,
+                  variant: str | None) -> dict:
+    """One experiment in a plain Ray task (outside any placement group); progress goes to `channel`;
+    returns the flat results row."""
+    from tkre.artifacts import ArtifactStore
+    from tkre.pipeline import run_experiment
+
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
+    with progress.use(channel):
+        return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
+
+
+class PipelineRuns:
+    """The owner of every trial's pipeline task (see the module docstring)."""
+
+    def __init__(self):
+        self._refs: dict[str, Any] = {}
+
+    def start(self, trial_id: str, fn, *args) -> list:
+        """Start `fn(*args)` (`pipeline_task`) as a task for a trial; returns [its ObjectRef] (in a list,
+        so the caller gets the reference to wait on, not the row)."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        task = ray.remote(fn).options(
+            num_cpus=0, max_retries=0,
+            # in no placement group: Ray Train and Ray Data inside reserve their own resources
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+        ref = self._refs[trial_id] = task.remote(*args)
+        return [ref]
+
+    def cancel(self, trial_id: str, grace_s: float = 60.0) -> bool:
+        """Cancel a trial's pipeline if it still runs (True) and forget it; False if it had ended."""
+        import ray
+
+        ref = self._refs.pop(trial_id, None)
+        if ref is None or ray.wait([ref], timeout=0)[0]:
+            return False
+        log.warning("trial %s ended before its pipeline: cancelling the pipeline", trial_id)
+        ray.cancel(ref)  # KeyboardInterrupt: Ray Train aborts its run and gives its placement group back
+        if not ray.wait([ref], timeout=grace_s)[0]:
+            ray.cancel(ref, force=True, recursive=True)
+        return True
+
+    def cancel_all(self) -> list[str]:
+        """Cancel every pipeline still running (a phase that ended on its time budget); their trials."""
+        return [t for t in list(self._refs) if self.cancel(t)]
+
+
+def start_pipeline_runs():
+    """The driver's PipelineRuns actor (created once per Ray namespace; threaded, so a cancel that
+    waits for its pipeline does not hold up the next trial's start)."""
+    import ray
+
+    return ray.remote(PipelineRuns).options(name=RUNS_ACTOR, get_if_exists=True, num_cpus=0,
+                                            max_concurrency=64).remote()
+
+
+class CancelEndedPipelines(Callback):
+    """Tune callback (driver): a trial that ended -- done, stopped, failed -- has its pipeline
+    cancelled if it still runs, and forgotten otherwise. Stateless: Tune pickles it with the run."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        import ray
+
+        ray.get_actor(RUNS_ACTOR).cancel.remote(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.on_trial_complete(iteration, trials, trial)
