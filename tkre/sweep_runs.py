@@ -2,12 +2,14 @@
 cancels its pipeline gently instead of killing it.
 
 A trial (tkre.sweep.run_trial) runs its experiment in a Ray task. When Tune ends a trial before its
-pipeline is done -- an ASHA stop, the sweep's time budget, a crashed trial -- it ends the trial's
-actor, and a task that actor owned would be killed with it. Ray Train then loses its run
-ungracefully: the run's placement group stays reserved until the driver's job ends (Ray removes a
-placement group only when both its creator and its job are dead; Train's own cleaner asks the
-dashboard's state API, which tkre runs without). A few stopped trials then hold every CPU, and the
-next trials wait forever (seen: a 16-trial search stalled after its second ASHA stop on 2 CPUs).
+pipeline is done -- an ASHA stop, the sweep's time budget, a crashed trial -- the trial's actor goes,
+and a task that actor owned is killed with it. Ray Train then loses its run ungracefully: the run's
+placement group stays reserved until the driver's job ends (Ray removes a placement group only when
+both its creator and its job are dead; Train's own cleaner asks the dashboard's state API, which tkre
+runs without). A few stopped trials then hold every CPU and the next trials wait forever. Seen: the
+16-trial `cpu_semeval_search` on 2 CPUs stalled after its second ASHA stop, 1.9 CPUs reserved by
+two groups whose runs were gone; `ray.kill` of a task's owner leaves the group reserved (tested).
+Not every stop kills the task in time to leak (in-process test sweeps did not show it).
 
 So the driver starts a `PipelineRuns` actor (`start_pipeline_runs`) that submits every trial's
 pipeline task and owns it; the trial only waits on the reference. When Tune reports a trial ended
