@@ -65,7 +65,17 @@ def compile_schema(schema_text: str, tokenizer) -> str:
     return grammar
 
 
-class SchemaMask(LogitsProcessor):
+class _RowProcessor(LogitsProcessor):
+    """A processor with per-row state: `decode` sets `rows` (batch position -> row) at every step, as
+    finished rows leave the batch; left unset (inside `model.generate`), a batch position is its row."""
+
+    rows: list[int] | None = None
+
+    def batch_rows(self, batch: int) -> Sequence[int]:
+        return self.rows if self.rows is not None else range(batch)
+
+
+class SchemaMask(_RowProcessor):
     """Logits processor: row i may only continue its JSON schema (None = free row)."""
 
     def __init__(self, tokenizer, grammars: Sequence[str | None], eos_ids: set[int]):
@@ -76,23 +86,23 @@ class SchemaMask(LogitsProcessor):
         self.started = False
         self.done = [m is None for m in self.matchers]
         self.errors: list[str | None] = [None] * len(self.matchers)
-        self.rows: list[int] | None = None  # batch position -> row, set by `decode` (None: position = row)
 
     def __call__(self, input_ids, scores):
         import numpy as np
         import torch
 
         batch, vocab = scores.shape
-        rows = self.rows if self.rows is not None else range(batch)
+        rows = self.batch_rows(batch)
         if self.started:  # feed each live row the token chosen at the previous step
             for pos, i in enumerate(rows):
                 if self.done[i]:
                     continue
+                m = self.matchers[i]
                 token = int(input_ids[pos, -1])
-                if token in self.eos_ids or not self.matchers[i].consume_token(token):
+                if token in self.eos_ids or not m.consume_token(token):
                     self.done[i] = True
-                    if self.matchers[i].is_error():
-                        self.errors[i] = self.matchers[i].get_error()[:300]
+                    if m.is_error():
+                        self.errors[i] = m.get_error()[:300]
         self.started = True
         words = (vocab + 31) // 32
         mask = np.full((batch, words), -1, dtype=np.int32)  # all bits set: a free row allows every token
@@ -107,7 +117,7 @@ class SchemaMask(LogitsProcessor):
         return scores.masked_fill(torch.from_numpy(blocked).to(scores.device), float("-inf"))
 
 
-class RowSampler(LogitsProcessor):
+class RowSampler(_RowProcessor):
     """Logits processor, last in the list: temperature, top-k, top-p, then a draw from row i's own
     generator; returns a one-hot choice for greedy search to take. The same semantics as transformers'
     warpers (top-k then the smallest top set holding `top_p` of the mass, at least one token), worked
@@ -118,7 +128,6 @@ class RowSampler(LogitsProcessor):
 
         self.generators = [np.random.default_rng(int(s)) for s in seeds]
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.rows: list[int] | None = None  # batch position -> row, set by `decode` (None: position = row)
 
     def _pick(self, row, rng) -> int:
         import numpy as np
@@ -146,8 +155,7 @@ class RowSampler(LogitsProcessor):
 
         logits = scores.detach().float().cpu().numpy()
         out = np.full(logits.shape, -np.inf, dtype=np.float32)
-        rows = self.rows if self.rows is not None else range(len(self.generators))
-        for pos, i in enumerate(rows):
+        for pos, i in enumerate(self.batch_rows(len(self.generators))):
             out[pos, self._pick(logits[pos], self.generators[i])] = 0.0
         return torch.from_numpy(out).to(scores.device, scores.dtype)
 
