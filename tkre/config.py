@@ -381,10 +381,10 @@ def unknown_key_hint(model: type[BaseModel] | None, loc: tuple, *, dotted: bool 
     key, known = str(loc[-1]), list(model.model_fields)
     at = [str(p) for p in loc[:-1]] if dotted else []
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    moved = [name for name, f in model.model_fields.items()
-             if (sub := field_model(f.annotation)) is not None and key in sub.model_fields]
     if close:
         return f"; did you mean {'.'.join([*at, close[0]])}?"
+    moved = [name for name, f in model.model_fields.items()
+             if (sub := field_model(f.annotation)) is not None and key in sub.model_fields]
     if moved:
         return f"; did you mean {', '.join('.'.join([*at, m, key]) for m in moved)}?"
     return f" (known: {', '.join(known)})"
