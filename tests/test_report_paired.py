@@ -131,3 +131,21 @@ def test_tkre_report_writes_the_paired_section(tmp_path):
     assert "## Paired comparison with golden-only" in md
     assert "| TKRE - golden-only | 5 | s1: +0.5, s2: +1.5, s3: +2.5, s4: +3.5, s5: -1.0 | +1.40 |" in md
     assert "Table 3" in md and "| w/o EDKG |" in md
+    # the per-seed differences plotted (one panel: one cell), referenced from the report
+    from PIL import Image
+
+    png = tmp_path / "report" / "paired_differences.png"
+    assert "![paired_differences](paired_differences.png)" in md
+    with Image.open(png) as im:
+        assert im.size == (780, 456)  # 6.5 x 3.8 in at 120 dpi: one panel
+
+
+def test_paired_plot_has_a_panel_per_cell(tmp_path):
+    from tkre.report_paired import plot_paired_differences
+
+    df = pd.DataFrame(_rows("golden_only", GOLDEN) + _rows("tkre", TKRE)
+                      + _rows("golden_only", GOLDEN, k=16) + _rows("tkre", TKRE, k=16))
+    from PIL import Image
+
+    with Image.open(plot_paired_differences(paired_comparisons(df), tmp_path / "p.png")) as im:
+        assert im.size == (1560, 456)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from tkre.io import atomic_write_text, stable_hash
-from tkre.report_paired import paired_section
+from tkre.report_paired import paired_comparisons, paired_section, plot_paired_differences
 from tkre.results import PLAN_FILE, SweepDir
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     plots: list[Path] = []
     ok = _finished(df)
     parts += paired_section(ok, paper_number)  # per-seed differences with golden-only, tests, Table 3
+    comparisons = paired_comparisons(ok)
+    if comparisons:
+        plots.append(plot_paired_differences(comparisons, out_dir / "paired_differences.png"))
     if ok["synthetic_asked"].nunique() > 1:
         plots.append(_plot_f1_vs_kept(ok, out_dir / "f1_vs_synthetic.png"))
     labels = {generator_label(e, s) for e, s in zip(ok["edkg_generator"], ok["scdg_generator"])}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -187,6 +188,40 @@ def table3(df: pd.DataFrame, paper: PaperLookup | None = None) -> dict[str, pd.D
             row["avg paper"] = _num(sum(theirs) / len(theirs)) if None not in theirs else ""
             rows.append(row)
         out[str(backbone)] = pd.DataFrame(rows)
+    return out
+
+
+def plot_paired_differences(comparisons: list[PairedComparison], out: Path) -> Path:
+    """One panel per (dataset, K, backbone) cell: each variant's per-seed differences with golden-only
+    (dots, labelled by seed), their mean ± one std (bar) and mean ± two std (thin line: the issue-16 aim
+    is a mean above twice the std, i.e. the thin line clear of zero)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = sorted({(c.dataset, c.k, c.backbone) for c in comparisons})
+    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.8), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        mine = [c for c in comparisons if (c.dataset, c.k, c.backbone) == cell and c.n]
+        for x, c in enumerate(mine):
+            offsets = [0.25 * (i / max(1, c.n - 1) - 0.5) for i in range(c.n)]
+            ax.scatter([x + o for o in offsets], c.differences, s=16, color="tab:blue", zorder=3)
+            for o, seed, d in zip(offsets, c.seeds, c.differences):
+                ax.annotate(str(seed), (x + o, d), textcoords="offset points", xytext=(3, 2), fontsize=6)
+            if c.n >= 2:
+                ax.errorbar([x + 0.3], [c.mean], yerr=[2 * c.std], color="tab:gray", lw=0.8, capsize=2)
+                ax.errorbar([x + 0.3], [c.mean], yerr=[c.std], color="tab:red", lw=2.5, marker="D", ms=4)
+        ax.axhline(0, color="black", lw=0.8, ls="--")
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels([TABLE3.get(c.variant, c.variant) + (f"\n[{c.setting}]" if c.setting else "")
+                            for c in mine], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("Δ test micro-F1 vs golden-only (pp)")
+        ax.set_title(f"{_DATASET_NAMES.get(cell[0], cell[0])} K={cell[1]} {cell[2]}: per seed, mean ± std (± 2 std)",
+                     fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
     return out
 
 
