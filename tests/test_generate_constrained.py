@@ -32,9 +32,10 @@ def tiny_llama(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama_c"))
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_llama):
-    return create_backend(GeneratorConfig(model=tiny_llama, threads_per_actor=1))
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def backend(tiny_llama, request):
+    """The hf backend on CPU (float32), and on a CUDA GPU (float16) with --run-gpu."""
+    return create_backend(GeneratorConfig(model=tiny_llama, threads_per_actor=1, device=request.param))
 
 
 # ------------------------------------------------------------------------------------------ schema + parser
@@ -125,7 +126,8 @@ def test_decode_drops_finished_rows_and_writes_what_generate_writes(backend):
 
     tok, model = backend.tokenizer, backend.model
     schemas = [schema_json(scdg_schema(REL, 1)), None, None]
-    enc = tok(["Write one sample.", "a free row", "another free row, longer"], return_tensors="pt", padding=True)
+    enc = tok(["Write one sample.", "a free row", "another free row, longer"], return_tensors="pt",
+              padding=True).to(model.device)
     for temperature in (0.0, 0.9):
         def procs():
             mask = hf_decoding.SchemaMask(backend._ll_tokenizer(), [backend._grammar(x) if x else None

@@ -12,10 +12,25 @@ import functools
 from pathlib import Path
 
 
-@functools.lru_cache(maxsize=1)
-def smollm2_tokenizer():
+def _saved_tokenizer(name: str):
+    """The tokenizer saved under $TKRE_TEST_TOKENIZER_DIR/<name> when that variable is set: for a machine
+    without the embedded model packages (the GPU check machine); None otherwise."""
+    import os
+
     from transformers import AutoTokenizer
 
+    root = os.environ.get("TKRE_TEST_TOKENIZER_DIR")
+    return AutoTokenizer.from_pretrained(Path(root) / name) if root else None
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer, from the embedded GGUF (or a saved copy: see `_saved_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    saved = _saved_tokenizer("smollm2")
+    if saved:
+        return saved
     from tkre.models import embedded_file
 
     gguf = embedded_file("embedded:smollm2")
@@ -44,9 +59,11 @@ def make_tiny_encoder(out: str | Path, *, seed: int = 0) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from tkre.models import resolve_encoder
+    tok = _saved_tokenizer("minilm")
+    if tok is None:
+        from tkre.models import resolve_encoder
 
-    tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
+        tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512)
