@@ -8,6 +8,7 @@ golden-only, test micro-F1 in percentage points), their mean ± std, and two pai
 scipy.stats: Wilcoxon's signed-rank test (two-sided; exact for small samples without ties, so with
 n seeds its p-value cannot fall below 2 / 2^n) and the paired t-test. Seeds that only one side has
 are listed, never dropped silently; several rows for one seed and variant are averaged and listed.
+`plot_paired_differences` draws the per-seed differences, their mean ± std and ± 2 std.
 
 The paper's numbers are passed in (`paper(dataset, k, backbone, variant)`, tkre.report.paper_number)
 and printed in columns labelled as the paper's. Input: finished grid/evaluate trials with a test
