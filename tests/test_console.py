@@ -29,3 +29,31 @@ def test_a_line_for_each_stage_epoch_and_tenth_of_rows_only():
 def test_failure_reason_is_the_traceback_last_line_without_colours():
     trace = "Traceback (most recent call last):\n  File \"x.py\"\n\x1b[36mray::_pipeline_task()\x1b[39m\nOSError: no model\n\n"
     assert last_line(trace) == "OSError: no model"
+
+
+def test_search_trial_lines_leave_the_test_score_out():
+    """A search selects on dev: its console lines show dev micro-F1 only; grid/evaluate lines show both.
+    The setting survives Tune's pickling of the callback (tuner.pkl, a restored search)."""
+    import io
+    import pickle
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from tkre.console import TrialLines
+
+    def finished_line(lines: TrialLines) -> str:
+        out = io.StringIO()
+        lines._console = Console(file=out, width=200)
+        trial = SimpleNamespace(trial_id="t1", config={}, last_result={"dev_micro_f1": 0.4, "test_micro_f1": 0.5})
+        lines.on_trial_start(0, [], trial)
+        lines.on_trial_complete(0, [], trial)
+        return out.getvalue().splitlines()[-1]
+
+    assert "dev_micro_f1 0.4000 test_micro_f1 0.5000" in finished_line(TrialLines(live=False))
+    search = pickle.loads(pickle.dumps(TrialLines(live=False, show_test=False)))
+    line = finished_line(search)
+    assert "dev_micro_f1 0.4000" in line and "test" not in line
+    old = TrialLines(live=False)  # pickled before show_test existed: shows both, as it did
+    old.__setstate__({"heartbeat_s": 60.0, "live_wanted": False})
+    assert "test_micro_f1" in finished_line(old)

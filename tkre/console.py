@@ -74,8 +74,10 @@ class TrialLines(Callback):
     """Per-trial progress lines for a sweep (see the module docstring). The channel is the driver's
     current one (`progress.use`) when the experiment starts, so a restored Tuner gets today's."""
 
-    def __init__(self, heartbeat_s: float = 60.0, live: bool | None = None):
-        self.heartbeat_s, self.live_wanted = heartbeat_s, live
+    def __init__(self, heartbeat_s: float = 60.0, live: bool | None = None, show_test: bool = True):
+        """`show_test=False` for search phases: a search selects on dev, so its trials' lines leave the
+        test score out (it stays in the results table, which the report keeps out of its tables)."""
+        self.heartbeat_s, self.live_wanted, self.show_test = heartbeat_s, live, show_test
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -86,9 +88,10 @@ class TrialLines(Callback):
         self._console = None
 
     def __getstate__(self) -> dict:  # Tune pickles its run config (tuner.pkl): keep no handles
-        return {"heartbeat_s": self.heartbeat_s, "live_wanted": self.live_wanted}
+        return {"heartbeat_s": self.heartbeat_s, "live_wanted": self.live_wanted, "show_test": self.show_test}
 
     def __setstate__(self, state: dict) -> None:
+        self.show_test = True  # pickled before the field existed
         self.__dict__.update(state)
         self._init_runtime()
 
@@ -127,8 +130,8 @@ class TrialLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         r = trial.last_result or {}
-        scores = " ".join(f"{k} {r[k]:.4f}" for k in ("dev_micro_f1", "test_micro_f1")
-                          if isinstance(r.get(k), (int, float)))
+        keys = ("dev_micro_f1", "test_micro_f1") if self.show_test else ("dev_micro_f1",)
+        scores = " ".join(f"{k} {r[k]:.4f}" for k in keys if isinstance(r.get(k), (int, float)))
         self._end(trial.trial_id, "finished" + (f" {scores}" if scores else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
