@@ -109,3 +109,31 @@ def test_plan_shows_five_seeds_by_six_variants_and_the_shared_artifacts(monkeypa
     counts = {stage: (len(groups), sum(len(names) for _, names in groups)) for stage, groups in shared.items()}
     assert counts == {"split": (5, 30), "edkg": (5, 20), "scdg": (5, 20), "stage1": (10, 20), "stage2": (25, 25),
                       "finetune": (30, 30)}
+
+
+def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
+    """cpu_semeval_mlm_head (issue 16 item 3): the study's base exactly; `as_chosen` is the study's TKRE
+    trial (the same planned artifact keys, so it is reused); each other variant changes only the
+    MLM-head fields, and so reuses the study's EDKG and SCDG and trains its own stage 1."""
+    from tkre.sweep_plan import plan_trials
+
+    heads = load_sweep(resolve_sweep_file("cpu_semeval_mlm_head"))
+    study, _ = _study()
+    assert heads.base == study.base
+    fields = {"pretrain.mlm_head_init", "pretrain.mlm_head_warmup_epochs"}
+    assert all(set(v) <= fields for v in heads.variants.values())
+    chosen = experiment_for(study, {"variant": "tkre", "data.seed": 1}).pretrain
+    assert (chosen.mlm_head_init, chosen.mlm_head_warmup_epochs) == ("embeddings", 1)
+    combos = {(experiment_for(heads, {"variant": v}).pretrain.mlm_head_init,
+               experiment_for(heads, {"variant": v}).pretrain.mlm_head_warmup_epochs) for v in heads.variants}
+    assert combos == {("embeddings", 1), ("random", 1), ("embeddings", 0), ("random", 0)}
+    planned = {(t.variant, t.experiment.data.seed): t.artifacts for t in plan_trials(heads)}
+    in_study = {(t.variant, t.experiment.data.seed): t.artifacts for t in plan_trials(study)}
+    assert sorted({s for _, s in planned}) == [1, 2, 3]
+    for (variant, seed), keys in planned.items():
+        tkre = in_study[("tkre", seed)]
+        if variant == "as_chosen":
+            assert keys == tkre
+        else:
+            assert keys["edkg"] == tkre["edkg"] and keys["scdg"] == tkre["scdg"]
+            assert keys["stage1"] != tkre["stage1"] and keys["finetune"] != tkre["finetune"]
