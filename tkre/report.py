@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from tkre.io import atomic_write_text, stable_hash
+from tkre.plots import pyplot, save_figure
 from tkre.report_paired import paired_comparisons, paired_section, plot_paired_differences
 from tkre.results import PLAN_FILE, SweepDir
 
@@ -148,25 +149,9 @@ def _markdown(df: pd.DataFrame) -> str:
     return df.astype(str).replace({"nan": "", "None": ""}).to_markdown(index=False, disable_numparse=True)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    _pyplot().close(fig)
-    return out
-
-
 def _plot_f1_vs_kept(ok: pd.DataFrame, out: Path) -> Path:
     """Fig. 6: test micro-F1 against the synthetic samples kept per relation (mean over seeds)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ok = ok.assign(kept_per_relation=ok["synthetic_kept"].astype(float) / ok["relations"].astype(float))
     for (dataset, k, backbone), g in ok.groupby(["dataset", "k", "backbone"]):
@@ -178,11 +163,11 @@ def _plot_f1_vs_kept(ok: pd.DataFrame, out: Path) -> Path:
     ax.set_ylabel("test micro-F1 (%)")
     ax.set_title("F1 vs synthetic data kept")
     ax.legend()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _plot_per_generator(ok: pd.DataFrame, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     labels = [generator_label(e, s) for e, s in zip(ok["edkg_generator"], ok["scdg_generator"])]
     stats = ok.assign(generator=labels).groupby("generator")["test_micro_f1"].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -190,7 +175,7 @@ def _plot_per_generator(ok: pd.DataFrame, out: Path) -> Path:
     ax.set_ylabel("test micro-F1 (%)")
     ax.set_title("F1 per generator")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def optuna_study(df: pd.DataFrame, space: dict[str, dict], metric: str = "dev_micro_f1", mode: str = "max"):
@@ -217,12 +202,12 @@ def _plot_optuna(study, out_dir: Path, metric: str) -> list[Path]:
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    _pyplot()
+    pyplot()
     paths = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = ovm.plot_optimization_history(study, target_name=metric)
-        paths.append(_save(ax.figure, out_dir / "optuna_history.png"))
+        paths.append(save_figure(ax.figure, out_dir / "optuna_history.png"))
         if len(study.trials) >= 2:
             try:
                 ax = ovm.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
@@ -230,7 +215,7 @@ def _plot_optuna(study, out_dir: Path, metric: str) -> list[Path]:
             except (RuntimeError, ValueError) as e:  # degenerate trials: say so, keep the report
                 log.warning("parameter importances not plotted: %s", e)
             else:
-                paths.append(_save(ax.figure, out_dir / "optuna_importance.png"))
+                paths.append(save_figure(ax.figure, out_dir / "optuna_importance.png"))
     return paths
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tkre.plots import pyplot, save_figure
+
 ROLES = ("edkg", "scdg")
 _SUM = ("prompts", "input_tokens", "output_tokens", "fresh_output_tokens", "generation_seconds", "seconds",
         "asked", "samples", "parsed", "valid", "kept", "explanations")
@@ -172,17 +174,8 @@ def reasons_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------- plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, title: str, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, x, y in points:
         ax.scatter([x], [y], s=50)
@@ -191,10 +184,7 @@ def _scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.margins(0.25)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_acceptance_vs_cost(scdg: pd.DataFrame, out: Path) -> Path | None:
@@ -233,7 +223,7 @@ def plot_outcomes(scdg: pd.DataFrame, reasons: pd.DataFrame, out: Path) -> Path 
     """Stacked bars: what became of the samples asked per setting (kept, each reject reason)."""
     if scdg.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     settings = list(scdg["setting"])
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     bottom = [0.0] * len(settings)
@@ -253,10 +243,7 @@ def plot_outcomes(scdg: pd.DataFrame, reasons: pd.DataFrame, out: Path) -> Path 
     ax.set_title("What became of the SCDG samples (kept, reject reasons)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     plt.setp(ax.get_xticklabels(), rotation=15, ha="right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _markdown(df: pd.DataFrame) -> str:

@@ -25,6 +25,8 @@ from typing import Callable
 
 import pandas as pd
 
+from tkre.plots import pyplot, save_figure
+
 BASELINE = "golden_only"
 #: Table 3's rows, in the paper's order, with the paper's names.
 TABLE3 = {"tkre": "TKRE", "no_edkg": "w/o EDKG", "no_scdg": "w/o SCDG", "bert_masking": "w/o MSLM (BERT masking)",
@@ -196,11 +198,7 @@ def plot_paired_differences(comparisons: list[PairedComparison], out: Path) -> P
     """One panel per (dataset, K, backbone) cell: each variant's per-seed differences with golden-only
     (dots, labelled by seed), their mean ± one std (bar) and mean ± two std (thin line: the issue-16 aim
     is a mean above twice the std, i.e. the thin line clear of zero)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cells = sorted({(c.dataset, c.k, c.backbone) for c in comparisons})
     fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.8), squeeze=False)
     for ax, cell in zip(axes[0], cells):
@@ -220,10 +218,7 @@ def plot_paired_differences(comparisons: list[PairedComparison], out: Path) -> P
         ax.set_ylabel("Δ test micro-F1 vs golden-only (pp)")
         ax.set_title(f"{_DATASET_NAMES.get(cell[0], cell[0])} K={cell[1]} {cell[2]}: per seed, mean ± std (± 2 std)",
                      fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def paired_section(df: pd.DataFrame, paper: PaperLookup | None = None) -> list[str]:
