@@ -254,8 +254,8 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     parts += text
     plots: list[Path] = []
     ok = _finished(df)
-    parts += paired_section(ok, paper_number)  # per-seed differences with golden-only, tests, Table 3
     comparisons = paired_comparisons(ok)
+    parts += paired_section(ok, paper_number, comparisons)  # per-seed differences with golden-only, tests, Table 3
     if comparisons:
         plots.append(plot_paired_differences(comparisons, out_dir / "paired_differences.png"))
     if ok["synthetic_asked"].nunique() > 1:

@@ -221,9 +221,11 @@ def plot_paired_differences(comparisons: list[PairedComparison], out: Path) -> P
     return save_figure(fig, out)
 
 
-def paired_section(df: pd.DataFrame, paper: PaperLookup | None = None) -> list[str]:
-    """Markdown lines of the report's paired section ([] when no cell holds golden-only and another variant)."""
-    comparisons = paired_comparisons(df)
+def paired_section(df: pd.DataFrame, paper: PaperLookup | None = None,
+                   comparisons: list[PairedComparison] | None = None) -> list[str]:
+    """Markdown lines of the report's paired section ([] when no cell holds golden-only and another variant).
+    `comparisons`: `paired_comparisons(df)` when the caller already has it (the report also plots them)."""
+    comparisons = paired_comparisons(df) if comparisons is None else comparisons
     if not comparisons:
         return []
     lines = ["## Paired comparison with golden-only", "",
