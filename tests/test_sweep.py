@@ -338,9 +338,7 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
     removes its placement group. A second cancel finds nothing to do."""
     import ray
 
-    from tkre.sweep_runs import RUNS_ACTOR, CancelEndedPipelines, start_pipeline_runs
-
-    runs = start_pipeline_runs()
+    from tkre.sweep_runs import RUNS_ACTOR, CancelEndedPipelines, pipeline_runs
 
     def train_forever(cfg):
         time.sleep(600)
@@ -357,18 +355,25 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
         def start(self, trial_id):
             return ray.get(ray.get_actor(RUNS_ACTOR).start.remote(trial_id, train_run_that_does_not_end))
 
-    assert _wait_until(lambda: not _reserved_placement_groups(), 30)
-    trial = Trial.remote()
-    [ref] = ray.get(trial.start.remote("t1"))
-    assert _wait_until(lambda: [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"], 60)
-    ray.kill(trial)  # what Tune does to a trial it stops
-    time.sleep(3)
-    assert [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"]  # the run outlived its trial
-    assert not ray.wait([ref], timeout=0)[0]
+    with pipeline_runs() as runs:
+        assert _wait_until(lambda: not _reserved_placement_groups(), 30)
+        trial = Trial.remote()
+        [ref] = ray.get(trial.start.remote("t1"))
+        assert _wait_until(lambda: [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"], 60)
+        ray.kill(trial)  # what Tune does to a trial it stops
+        time.sleep(3)
+        assert [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"]  # the run outlived its trial
+        assert not ray.wait([ref], timeout=0)[0]
 
-    class _Trial:  # what Tune hands the callback
-        trial_id = "t1"
-    CancelEndedPipelines().on_trial_complete(0, [], _Trial())
-    assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
-    assert ray.wait([ref], timeout=30)[0]  # the pipeline ended (cancelled)
-    assert ray.get(runs.cancel.remote("t1")) is False  # already forgotten
+        class _Trial:  # what Tune hands the callback
+            trial_id = "t1"
+        CancelEndedPipelines().on_trial_complete(0, [], _Trial())
+        assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
+        assert ray.wait([ref], timeout=30)[0]  # the pipeline ended (cancelled)
+        assert ray.get(runs.cancel.remote("t1")) is False  # already forgotten
+    # on the way out the actor is gone and its name free at once: a next sweep in this driver
+    # starts its own (a dying one found by name failed this test's lookup once in CI)
+    with pytest.raises(ValueError):
+        ray.get_actor(RUNS_ACTOR)
+    with pipeline_runs() as again:
+        assert ray.get(again.cancel_all.remote()) == []

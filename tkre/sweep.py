@@ -323,34 +323,35 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
     channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
-    from tkre.sweep_runs import start_pipeline_runs
+    from tkre.sweep_runs import pipeline_runs
 
-    runs = start_pipeline_runs()  # owns the trials' pipelines: an early-ended trial's is cancelled gently
     rows: list[dict] = []
     results_path = ""
-    for phase in phases:
-        done = sdir.read_json(f"{phase.name}.done.json")
-        if done is not None:
-            rows.extend(done["rows"])
-            log.info("phase %s: already finished, skipped", phase.name)
-            continue
-        if phase.kind == "evaluate":
-            phase.points = _best_points(rows, sweep, phases)
-            if not phase.points:
+    # the runs actor owns the trials' pipelines: an early-ended trial's is cancelled gently
+    with pipeline_runs() as runs:
+        for phase in phases:
+            done = sdir.read_json(f"{phase.name}.done.json")
+            if done is not None:
+                rows.extend(done["rows"])
+                log.info("phase %s: already finished, skipped", phase.name)
                 continue
-        if phase.kind != "search":
-            phase.points = _with_run_constants(phase.points, sweep)
-        spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
-                                        {"cpu": sweep.resources.trial_cpus})
-        tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
-        with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
-            result_grid = tuner.fit()
-        ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
-        phase_rows = _phase_rows(result_grid, phase, sweep)
-        rows.extend(phase_rows)
-        results_path = sdir.write_results(rows)
-        sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
+            if phase.kind == "evaluate":
+                phase.points = _best_points(rows, sweep, phases)
+                if not phase.points:
+                    continue
+            if phase.kind != "search":
+                phase.points = _with_run_constants(phase.points, sweep)
+            spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel}
+            trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
+                                            {"cpu": sweep.resources.trial_cpus})
+            tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
+            with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
+                result_grid = tuner.fit()
+            ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
+            phase_rows = _phase_rows(result_grid, phase, sweep)
+            rows.extend(phase_rows)
+            results_path = sdir.write_results(rows)
+            sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
     channel.close()  # the inbox actor; the results table is written below
     results_path = sdir.write_results(rows)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)

@@ -11,7 +11,7 @@ runs without). A few stopped trials then hold every CPU and the next trials wait
 two groups whose runs were gone; `ray.kill` of a task's owner leaves the group reserved (tested).
 Not every stop kills the task in time to leak (in-process test sweeps did not show it).
 
-So the driver starts a `PipelineRuns` actor (`start_pipeline_runs`) that submits every trial's
+So the driver starts a `PipelineRuns` actor (`pipeline_runs`) that submits every trial's
 pipeline task and owns it; the trial only waits on the reference. When Tune reports a trial ended
 (`CancelEndedPipelines`, a Tune callback on the driver), its pipeline, if still running, is cancelled
 with `ray.cancel`: KeyboardInterrupt inside the pipeline, Ray Train aborts its run and removes its
@@ -22,6 +22,8 @@ or Tune does this for a task launched from a function trainable, hence this modu
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from typing import Any
 
 from ray.tune import Callback
@@ -86,13 +88,33 @@ class PipelineRuns:
         return [t for t in list(self._refs) if self.cancel(t)]
 
 
-def start_pipeline_runs():
-    """The driver's PipelineRuns actor (created once per Ray namespace; threaded, so a cancel that
-    waits for its pipeline does not hold up the next trial's start)."""
+@contextmanager
+def pipeline_runs(name_free_timeout_s: float = 30.0):
+    """The driver's PipelineRuns actor for one sweep (threaded, so a cancel that waits for its
+    pipeline does not hold up the next trial's start). On the way out -- done, failed or interrupted
+    -- every pipeline still running is cancelled gently, the actor is killed and its name is free
+    again before this returns: a named actor that merely went out of scope dies later, and a next
+    sweep in the same driver (tests, notebooks) would find the dying one by name."""
     import ray
 
-    return ray.remote(PipelineRuns).options(name=RUNS_ACTOR, get_if_exists=True, num_cpus=0,
-                                            max_concurrency=64).remote()
+    runs = ray.remote(PipelineRuns).options(name=RUNS_ACTOR, num_cpus=0, max_concurrency=64).remote()
+    try:
+        yield runs
+    finally:
+        try:
+            ray.get(runs.cancel_all.remote())
+        finally:
+            ray.kill(runs)
+            deadline = time.monotonic() + name_free_timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(RUNS_ACTOR)
+                except ValueError:  # gone: the name is free
+                    break
+                time.sleep(0.1)
+            else:
+                log.warning("the %s actor was killed but still held its name after %.0f s",
+                            RUNS_ACTOR, name_free_timeout_s)
 
 
 class CancelEndedPipelines(Callback):
