@@ -4,11 +4,14 @@ base is the study's outside the searched fields."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tkre.io import stable_hash
 from tkre.pipeline import edkg_key_config, scdg_key_config, stage1_key_config
 from tkre.sweep import plan_phases
 from tkre.sweep_config import experiment_for, grid_points, load_sweep, resolve_sweep_file
 
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu_semeval"
 VARIANTS = ["golden_only", "tkre", "no_edkg", "no_scdg", "bert_masking", "no_scl"]
 
 
@@ -137,3 +140,62 @@ def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
         else:
             assert keys["edkg"] == tkre["edkg"] and keys["scdg"] == tkre["scdg"]
             assert keys["stage1"] != tkre["stage1"] and keys["finetune"] != tkre["finetune"]
+
+
+def test_steps_control_is_golden_only_with_as_many_steps_as_tkre_and_reuses_the_studys_trials():
+    """cpu_semeval_steps: the study's base exactly; its TKRE and 10-epoch golden-only are the study's own
+    trials (the same planned artifact keys); its `golden_only` (the baseline the report pairs with) differs
+    from the study's only in fine-tuning epochs, enough for at least TKRE's optimizer steps."""
+    import math
+
+    import pandas as pd
+
+    from tkre.sweep_plan import plan_trials
+
+    committed = pd.read_parquet(RESULTS / "results.parquet")  # the study's rows: synthetic samples used
+    control = load_sweep(resolve_sweep_file("cpu_semeval_steps"))
+    study, _ = _study()
+    assert control.base == study.base
+    planned = {(t.variant, t.experiment.data.seed): t for t in plan_trials(control)}
+    in_study = {(t.variant, t.experiment.data.seed): t for t in plan_trials(study)}
+    assert sorted({s for _, s in planned}) == [1, 2, 3, 4, 5]
+    for seed in (1, 2, 3, 4, 5):
+        assert planned[("tkre", seed)].artifacts == in_study[("tkre", seed)].artifacts
+        assert planned[("golden_only_10_epochs", seed)].artifacts == in_study[("golden_only", seed)].artifacts
+        matched, ten = planned[("golden_only", seed)].experiment, in_study[("golden_only", seed)].experiment
+        assert _without(matched, ["finetune.epochs"]) == _without(ten, ["finetune.epochs"])
+        tkre = in_study[("tkre", seed)].experiment
+        golden = 18 * matched.data.k  # SemEval: 18 relations x K golden samples
+        used = int(committed.loc[(committed["variant"] == "tkre") & (committed["seed"] == seed), "synthetic_used"].iloc[0])
+        steps = lambda n, cfg: math.ceil(n / cfg.finetune.batch_size) * cfg.finetune.epochs  # noqa: E731
+        assert steps(golden, matched) >= steps(golden + used, tkre), seed
+
+
+def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
+    """results/cpu_semeval: 30 ok rows (the study file's 5 seeds x 6 variants), each traceable to its config,
+    data, generator, model, seed and package version; the headline both READMEs quote (TKRE - golden-only,
+    mean ± std in pp) is computed from those rows, not typed in."""
+    import json
+
+    import pandas as pd
+
+    from tkre.config import ExperimentConfig
+    from tkre.report_paired import paired_comparisons
+
+    df = pd.read_parquet(RESULTS / "results.parquet")
+    assert sorted(zip(df["variant"], df["seed"])) == sorted((v, s) for v in VARIANTS for s in (1, 2, 3, 4, 5))
+    assert set(df["status"]) == {"ok"} and df["test_micro_f1"].between(0, 1).all()
+    for col in ("trial_id", "experiment_config", "data_hash", "tkre_version", "encoder", "seed"):
+        assert df[col].notna().all(), col
+    _, trials = _study()
+    planned = {(p["variant"], c.data.seed): c for p, c in trials}
+    for row in df.itertuples():
+        ran = ExperimentConfig.model_validate(json.loads(row.experiment_config))
+        assert ran.data.seed == row.seed and ran.stages == planned[(row.variant, row.seed)].stages
+        assert pd.notna(row.edkg_generator) == ran.stages.edkg, (row.variant, row.seed)
+        assert pd.notna(row.scdg_generator) == ran.stages.scdg, (row.variant, row.seed)
+    (tkre,) = [c for c in paired_comparisons(df) if c.variant == "tkre"]
+    assert tkre.n == 5
+    headline = f"{tkre.mean:+.2f} ± {tkre.std:.2f}"
+    for doc in (RESULTS.parents[1] / "README.md", RESULTS / "README.md"):
+        assert headline in doc.read_text(), (doc, headline)
