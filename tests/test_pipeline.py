@@ -52,6 +52,8 @@ def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, 
     assert 0 <= row.test_micro_f1 <= 1 and row.edkg_generator.startswith("hf:") and row.variant == "tkre"
     assert row.scdg_generator == row.edkg_generator and row.synthetic_asked == 2 * row.relations
     assert row.synthetic_kept == len(read_synthetic(store / "scdg" / row.artifact["scdg"]))
+    # every stage's Train run folder went once its artifact was stored (the artifacts hold the models)
+    assert [p.name for p in (tmp_path / "store" / "train").iterdir()] == []
     # w/o SCL: same generation and stage 1, new stage 2 and fine-tuning
     no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
         update={"scl": cfg.pretrain.scl.model_copy(update={"lambda2": 0.0})})}))
@@ -97,3 +99,9 @@ def test_scdg_only_row_counts_synthetic_data(tmp_path, ray_local, semeval, tiny_
     assert row.synthetic_kept == len(read_synthetic(scdg_dir)) == manifest["summary"]["counts"]["kept"]
     assert row.synthetic_used == row.synthetic_kept and row.artifact["stage1"] is None
     assert row.to_flat()["synthetic_kept"] == row.synthetic_kept  # a number in the table, never empty
+    # the fine-tuning run's Train folder (epoch checkpoints with optimizer state) is gone once the
+    # artifact holds the model; nothing else is left under train/
+    ft_dir = tmp_path / "store" / "artifacts" / "finetune" / row.artifact["finetune"]
+    assert (ft_dir / "checkpoint" / "config.json").is_file()
+    assert not (tmp_path / "store" / "train" / f"finetune-{row.artifact['finetune']}").exists()
+    assert not any((tmp_path / "store" / "train").glob("finetune-*"))

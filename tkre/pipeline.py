@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tkre.artifacts import Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path
+from tkre.artifacts import (Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path,
+                            resolve_filesystem)
 from tkre.config import (DataConfig, EDKGConfig, ExperimentConfig, FinetuneConfig, GeneratorConfig, PretrainConfig,
                          SCDGConfig)
 from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
@@ -89,6 +93,27 @@ def stage2_key_config(p: PretrainConfig) -> dict:
 def train_storage(storage: str) -> str:
     """Where Ray Train keeps run checkpoints (a URI stays a URI)."""
     return join_uri(storage, "train") if is_remote(storage) else str(local_path(storage) / "train")
+
+
+def drop_train_runs(runs: str, *run_names: str) -> None:
+    """Delete Ray Train run folders under `runs` (`train_storage`) once their stage's artifact is stored.
+
+    A run folder holds the epoch checkpoints Train keeps (the best and the latest, each with optimizer
+    state: ~700 MB for one MiniLM fine-tuning); they serve only to resume a run that was interrupted,
+    and the artifact has a copy of the model the run produced. Kept, they add up: 55 GB under
+    `~/tkre_runs/train` after issue 16's 30-trial study and its searches. A failed delete is a warning:
+    the trial's result is already safe."""
+    for name in run_names:
+        target = join_uri(runs, name) if is_remote(runs) else str(Path(runs) / name)
+        try:
+            if is_remote(runs):
+                fs, path = resolve_filesystem(target)
+                if fs.get_file_info(path).type != pafs.FileType.NotFound:
+                    fs.delete_dir(path)
+            elif os.path.isdir(target):
+                shutil.rmtree(target)
+        except Exception as e:  # noqa: BLE001 -- cleanup must not fail a finished stage
+            log.warning("could not delete the Train run folder %s (%s); its artifact is stored", target, e)
 
 
 def _read_examples(path: Path) -> list[RelationExample]:
@@ -201,6 +226,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             "stage1", key, lambda out: pretrain_stage1(
                 cfg.pretrain, init=init, golden=golden, explanations=explanations, out_dir=out,
                 run_name=f"stage1-{key}", storage_path=runs), config=s1_cfg, inputs=inputs)
+        drop_train_runs(runs, f"stage1-{key}", f"stage1-{key}_head_warmup")
         init, init_key = str(arts["stage1"].path / "checkpoint"), key
     elif cfg.stages.pretrain_stage1:
         log.info("stage-1 pre-training skipped: it needs the EDKG corpus (stages.edkg is off)")
@@ -216,6 +242,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             "stage2", key, lambda out: pretrain_stage2(
                 cfg.pretrain, init=stage2_init, golden=golden, synthetic=synthetic, relations=dataset.relations,
                 out_dir=out, run_name=f"stage2-{key}", storage_path=runs), config=s2_cfg, inputs=inputs)
+        drop_train_runs(runs, f"stage2-{key}")
         init, init_key = str(arts["stage2"].path / "checkpoint"), key
 
     # ---------------------------------------------------------------- fine-tuning + test
@@ -238,6 +265,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
             synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
             callbacks=callbacks), config=ft_cfg, inputs=inputs)
+    drop_train_runs(runs, f"finetune-{key}")
     return _finish(cfg, variant, dataset, relations_in_split, arts, timer, t_start)
 
 
