@@ -18,8 +18,11 @@ head):
 Measured (MiniLM, MSLM loss on SemEval 8-shot seed-1 golden texts, masks fixed; one seed, 2026-11):
 at the start 10.70 with the random head vs 11.35 with "embeddings" (uniform = 10.33); after 3
 epochs head-only (lr 1e-3) 7.33 vs 7.44; after 3 epochs of the whole model (lr 1e-4) 7.00 vs 7.07.
-So "embeddings" does not lower the MSLM loss here; the warm-up's effect on fine-tuning F1 is not
-measured yet (issue 16's study is where to measure both on dev).
+So "embeddings" does not lower the MSLM loss at the start. On dev, in the CPU study's TKRE setting
+(sweeps/cpu_semeval_mlm_head.yaml, seeds 1-3; results/cpu_semeval/README.md): with neither remedy,
+dev micro-F1 is 1.18 ± 0.59 points below both (lower on every seed); "embeddings" alone matches both
+(+0.13 ± 0.44) and ends stage 1 with the lowest held-out MSLM loss (6.27 vs 6.35 with neither); the
+warm-up alone recovers most of it (-0.28 ± 0.27).
 
 Hand-written because transformers has no "initialise the missing head sensibly" helper (its
 `_init_weights` is the random init this replaces).
