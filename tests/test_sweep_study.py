@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tkre.io import stable_hash
 from tkre.pipeline import edkg_key_config, scdg_key_config, stage1_key_config
 from tkre.sweep import plan_phases
@@ -142,35 +144,6 @@ def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
             assert keys["stage1"] != tkre["stage1"] and keys["finetune"] != tkre["finetune"]
 
 
-def test_steps_control_is_golden_only_with_as_many_steps_as_tkre_and_reuses_the_studys_trials():
-    """cpu_semeval_steps: the study's base exactly; its TKRE and 10-epoch golden-only are the study's own
-    trials (the same planned artifact keys); its `golden_only` (the baseline the report pairs with) differs
-    from the study's only in fine-tuning epochs, enough for at least TKRE's optimizer steps."""
-    import math
-
-    import pandas as pd
-
-    from tkre.sweep_plan import plan_trials
-
-    committed = pd.read_parquet(RESULTS / "results.parquet")  # the study's rows: synthetic samples used
-    control = load_sweep(resolve_sweep_file("cpu_semeval_steps"))
-    study, _ = _study()
-    assert control.base == study.base
-    planned = {(t.variant, t.experiment.data.seed): t for t in plan_trials(control)}
-    in_study = {(t.variant, t.experiment.data.seed): t for t in plan_trials(study)}
-    assert sorted({s for _, s in planned}) == [1, 2, 3, 4, 5]
-    for seed in (1, 2, 3, 4, 5):
-        assert planned[("tkre", seed)].artifacts == in_study[("tkre", seed)].artifacts
-        assert planned[("golden_only_10_epochs", seed)].artifacts == in_study[("golden_only", seed)].artifacts
-        matched, ten = planned[("golden_only", seed)].experiment, in_study[("golden_only", seed)].experiment
-        assert _without(matched, ["finetune.epochs"]) == _without(ten, ["finetune.epochs"])
-        tkre = in_study[("tkre", seed)].experiment
-        golden = 18 * matched.data.k  # SemEval: 18 relations x K golden samples
-        used = int(committed.loc[(committed["variant"] == "tkre") & (committed["seed"] == seed), "synthetic_used"].iloc[0])
-        steps = lambda n, cfg: math.ceil(n / cfg.finetune.batch_size) * cfg.finetune.epochs  # noqa: E731
-        assert steps(golden, matched) >= steps(golden + used, tkre), seed
-
-
 def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
     """results/cpu_semeval: 30 ok rows (the study file's 5 seeds x 6 variants), each traceable to its config,
     data, generator, model, seed and package version; the headline both READMEs quote (TKRE - golden-only,
@@ -194,8 +167,68 @@ def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
         assert ran.data.seed == row.seed and ran.stages == planned[(row.variant, row.seed)].stages
         assert pd.notna(row.edkg_generator) == ran.stages.edkg, (row.variant, row.seed)
         assert pd.notna(row.scdg_generator) == ran.stages.scdg, (row.variant, row.seed)
-    (tkre,) = [c for c in paired_comparisons(df) if c.variant == "tkre"]
-    assert tkre.n == 5
-    headline = f"{tkre.mean:+.2f} ± {tkre.std:.2f}"
-    for doc in (RESULTS.parents[1] / "README.md", RESULTS / "README.md"):
-        assert headline in doc.read_text(), (doc, headline)
+    # the headlines: the study's, and its three controls' (fine-tuned longer), each TKRE -
+    # golden-only over the 5 seeds as `tkre report` pairs them
+    for rows in [df] + [pd.read_csv(RESULTS / f) for f in ("steps_results.csv", "epochs15_results.csv",
+                                                           "steps15_results.csv")]:
+        assert set(rows["status"]) == {"ok"}
+        (tkre,) = [c for c in paired_comparisons(rows) if c.variant == "tkre"]
+        assert tkre.n == 5
+        headline = f"{tkre.mean:+.2f} ± {tkre.std:.2f}".replace("-", "−")  # the READMEs print a minus sign
+        for doc in (RESULTS.parents[1] / "README.md", RESULTS / "README.md"):
+            assert headline in doc.read_text(), (doc, headline)
+
+
+def test_fifteen_epoch_control_reuses_the_step_matched_golden_only_and_the_studys_pretraining():
+    """cpu_semeval_15_epochs: the study's base exactly; its golden-only is cpu_semeval_steps' (same planned
+    artifacts); its TKRE is the study's up to stage 2 and fine-tunes for 15 epochs, nothing else changed."""
+    study, _ = _study()
+    assert load_sweep(resolve_sweep_file("cpu_semeval_15_epochs")).base == study.base
+    planned, steps, in_study = _planned("cpu_semeval_15_epochs"), _planned("cpu_semeval_steps"), _planned("cpu_semeval")
+    assert sorted(planned) == sorted((v, s) for v in ("golden_only", "tkre") for s in (1, 2, 3, 4, 5))
+    for seed in (1, 2, 3, 4, 5):
+        assert planned[("golden_only", seed)].artifacts == steps[("golden_only", seed)].artifacts
+        mine, theirs = planned[("tkre", seed)], in_study[("tkre", seed)]
+        assert {k: v for k, v in mine.artifacts.items() if k != "finetune"} == \
+            {k: v for k, v in theirs.artifacts.items() if k != "finetune"}
+        assert mine.artifacts["finetune"] != theirs.artifacts["finetune"]
+        assert mine.experiment.finetune.epochs == 15 == planned[("golden_only", seed)].experiment.finetune.epochs
+        assert _without(mine.experiment, ["finetune.epochs"]) == _without(theirs.experiment, ["finetune.epochs"])
+
+
+def _planned(name: str) -> dict:
+    from tkre.sweep_plan import plan_trials
+
+    return {(t.variant, t.experiment.data.seed): t for t in plan_trials(load_sweep(resolve_sweep_file(name)))}
+
+
+@pytest.mark.parametrize("control, tkre_from, golden_10_from", [
+    ("cpu_semeval_steps", "cpu_semeval", "cpu_semeval"),  # TKRE at 10 epochs; the study's golden-only kept
+    ("cpu_semeval_steps_15", "cpu_semeval_15_epochs", None),  # TKRE at 15 epochs
+])
+def test_step_matched_golden_only_takes_at_least_tkres_optimizer_steps(control, tkre_from, golden_10_from):
+    """The step-matched controls: the study's base exactly; TKRE is `tkre_from`'s trial (the same planned
+    artifacts, so reused); `golden_only` (the baseline the report pairs with) differs from the study's only
+    in fine-tuning epochs, enough for at least the optimizer steps TKRE takes with the synthetic samples
+    the study kept (its committed rows)."""
+    import math
+
+    import pandas as pd
+
+    committed = pd.read_parquet(RESULTS / "results.parquet")
+    study, _ = _study()
+    assert load_sweep(resolve_sweep_file(control)).base == study.base
+    planned, tkre_src, in_study = _planned(control), _planned(tkre_from), _planned("cpu_semeval")
+    assert sorted({s for _, s in planned}) == [1, 2, 3, 4, 5]
+    for seed in (1, 2, 3, 4, 5):
+        assert planned[("tkre", seed)].artifacts == tkre_src[("tkre", seed)].artifacts
+        if golden_10_from:
+            assert planned[("golden_only_10_epochs", seed)].artifacts == in_study[("golden_only", seed)].artifacts
+        matched, ten = planned[("golden_only", seed)].experiment, in_study[("golden_only", seed)].experiment
+        assert _without(matched, ["finetune.epochs"]) == _without(ten, ["finetune.epochs"])
+        tkre = planned[("tkre", seed)].experiment
+        golden = 18 * matched.data.k  # SemEval: 18 relations x K golden samples
+        used = int(committed.loc[(committed["variant"] == "tkre") & (committed["seed"] == seed),
+                                 "synthetic_used"].iloc[0])
+        steps = lambda n, cfg: math.ceil(n / cfg.finetune.batch_size) * cfg.finetune.epochs  # noqa: E731
+        assert steps(golden, matched) >= steps(golden + used, tkre), seed
