@@ -217,6 +217,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if cfg.stages.pretrain_stage1 and "edkg" in arts:
         from tkre.generate import read_explanations
         from tkre.pretrain import pretrain_stage1
+        from tkre.pretrain.stages import head_warmup_run_name
 
         s1_cfg = stage1_key_config(cfg.pretrain)
         inputs = {"edkg": arts["edkg"].key, "split": split_key}
@@ -226,7 +227,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             "stage1", key, lambda out: pretrain_stage1(
                 cfg.pretrain, init=init, golden=golden, explanations=explanations, out_dir=out,
                 run_name=f"stage1-{key}", storage_path=runs), config=s1_cfg, inputs=inputs)
-        drop_train_runs(runs, f"stage1-{key}", f"stage1-{key}_head_warmup")
+        drop_train_runs(runs, f"stage1-{key}", head_warmup_run_name(f"stage1-{key}"))
         init, init_key = str(arts["stage1"].path / "checkpoint"), key
     elif cfg.stages.pretrain_stage1:
         log.info("stage-1 pre-training skipped: it needs the EDKG corpus (stages.edkg is off)")

@@ -35,6 +35,11 @@ from tkre.runtime import init_ray
 logger = logging.getLogger(__name__)
 
 
+def head_warmup_run_name(stage1_run_name: str) -> str:
+    """The Ray Train run name of stage 1's head-only warm-up (tkre.pipeline deletes that run's folder too)."""
+    return f"{stage1_run_name}_head_warmup"
+
+
 def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
                     explanations: list[dict] | None, out_dir, run_name: str | None = None,
                     storage_path: str | None = None, callbacks: list | None = None) -> dict:
@@ -49,7 +54,7 @@ def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
     if cfg.stage1.enabled and cfg.mlm_head_warmup_epochs > 0:
         warm = _run_stage(cfg, cfg.stage1.model_copy(update={"epochs": cfg.mlm_head_warmup_epochs}), "head_warmup",
                           init=init, texts=texts, relations=None, counts=counts, out_dir=Path(out_dir) / "head_warmup",
-                          run_name=f"{run_name or 'pretrain_stage1'}_head_warmup", storage_path=storage_path,
+                          run_name=head_warmup_run_name(run_name or 'pretrain_stage1'), storage_path=storage_path,
                           callbacks=callbacks, head_only=True)
         init = warm["checkpoint"]
     summary = _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
