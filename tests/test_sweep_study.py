@@ -120,8 +120,6 @@ def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
     """cpu_semeval_mlm_head (issue 16 item 3): the study's base exactly; `as_chosen` is the study's TKRE
     trial (the same planned artifact keys, so it is reused); each other variant changes only the
     MLM-head fields, and so reuses the study's EDKG and SCDG and trains its own stage 1."""
-    from tkre.sweep_plan import plan_trials
-
     heads = load_sweep(resolve_sweep_file("cpu_semeval_mlm_head"))
     study, _ = _study()
     assert heads.base == study.base
@@ -132,11 +130,10 @@ def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
     combos = {(experiment_for(heads, {"variant": v}).pretrain.mlm_head_init,
                experiment_for(heads, {"variant": v}).pretrain.mlm_head_warmup_epochs) for v in heads.variants}
     assert combos == {("embeddings", 1), ("random", 1), ("embeddings", 0), ("random", 0)}
-    planned = {(t.variant, t.experiment.data.seed): t.artifacts for t in plan_trials(heads)}
-    in_study = {(t.variant, t.experiment.data.seed): t.artifacts for t in plan_trials(study)}
+    planned, in_study = _planned("cpu_semeval_mlm_head"), _planned("cpu_semeval")
     assert sorted({s for _, s in planned}) == [1, 2, 3]
-    for (variant, seed), keys in planned.items():
-        tkre = in_study[("tkre", seed)]
+    for (variant, seed), trial in planned.items():
+        keys, tkre = trial.artifacts, in_study[("tkre", seed)].artifacts
         if variant == "as_chosen":
             assert keys == tkre
         else:
@@ -227,8 +224,7 @@ def test_step_matched_golden_only_takes_at_least_tkres_optimizer_steps(control, 
         matched, ten = planned[("golden_only", seed)].experiment, in_study[("golden_only", seed)].experiment
         assert _without(matched, ["finetune.epochs"]) == _without(ten, ["finetune.epochs"])
         tkre = planned[("tkre", seed)].experiment
-        golden = 18 * matched.data.k  # SemEval: 18 relations x K golden samples
-        used = int(committed.loc[(committed["variant"] == "tkre") & (committed["seed"] == seed),
-                                 "synthetic_used"].iloc[0])
+        row = committed[(committed["variant"] == "tkre") & (committed["seed"] == seed)].iloc[0]
+        golden, used = int(row["relations"]) * matched.data.k, int(row["synthetic_used"])  # K per relation
         steps = lambda n, cfg: math.ceil(n / cfg.finetune.batch_size) * cfg.finetune.epochs  # noqa: E731
         assert steps(golden, matched) >= steps(golden + used, tkre), seed
