@@ -86,7 +86,7 @@ def main() -> None:
     from tkre.finetune.evaluate import predict
     from tkre.finetune.spec import FinetuneSpec
     from tkre.finetune.task import FinetuneTask
-    from tkre.models import resolve_encoder
+    from tkre.model_sources import resolve_encoder
     from tkre.train_loop import LoopSettings, fit
 
     ds = load_dataset("semeval")

@@ -57,7 +57,7 @@ def main() -> None:
     from tkre.generate.cache import GenerationCache
     from tkre.generate.prompts import edkg_prompt
     from tkre.generate.run import generate_rows, make_row
-    from tkre.runtime import init_ray
+    from tkre.cluster.runtime import init_ray
 
     golden = sample_kshot(load_dataset("semeval"), 8, 1).train[:args.prompts]
     prompts = [edkg_prompt(ex) for ex in golden]
@@ -65,7 +65,7 @@ def main() -> None:
     cfg = GeneratorConfig(batch_size=args.batch_size, concurrency=1, threads_per_actor=threads,
                           sampling=SamplingConfig(temperature=0.0))
     decoding = cfg.sampling.decoding(args.max_new_tokens)
-    spec = backend_spec(cfg)  # converts the embedded GGUF once (cached in ~/.cache/tkre/models)
+    spec = backend_spec(cfg)  # converts the embedded GGUF once (cached in ~/.cache/tkre/model_sources)
     model_dir = spec.init_kwargs["model"]
 
     seq_tokens, seq_s = sequential(model_dir, prompts, args.max_new_tokens, threads)

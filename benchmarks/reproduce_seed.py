@@ -6,7 +6,7 @@ directory must give the committed test micro-F1 of that seed exactly.
     python benchmarks/reproduce_seed.py cpu_semeval --seed 1 --variants golden_only tkre \\
         --results results/cpu_semeval/results.csv
 
-Each trial is the sweep's own experiment (tkre.sweep_plan.plan_trials: the same resolved config the
+Each trial is the sweep's own experiment (tkre.sweep.plan.plan_trials: the same resolved config the
 sweep ran), with storage_path moved to a new, empty directory, so nothing stored is reused: not the
 K-shot split, the explanations, the synthetic samples, the generation cache nor any checkpoint. The
 trials run one after the other through tkre.pipeline.run_experiment (Ray Train on a local Ray, as in
@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from tkre.pipeline import run_experiment
-from tkre.sweep_config import load_sweep, resolve_sweep_file
-from tkre.sweep_plan import plan_trials
+from tkre.sweep.config import load_sweep, resolve_sweep_file
+from tkre.sweep.plan import plan_trials
 
 
 def committed_f1(results: Path, variant: str, seed: int) -> float:

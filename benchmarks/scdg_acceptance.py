@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from tkre.data import load_dataset, relation_type_schema, sample_kshot
-    from tkre.runtime import init_ray
+    from tkre.cluster.runtime import init_ray
 
     golden = sample_kshot(load_dataset("semeval"), args.k, 1).train
     relations = sorted({ex.relation for ex in golden})[: args.relations] if args.relations else None

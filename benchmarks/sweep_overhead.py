@@ -39,7 +39,7 @@ def main() -> None:
     from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
     from tiny_models import make_tiny_encoder
     from tkre.data import load_dataset
-    from tkre.sweep import run_sweep
+    from tkre.sweep.run import run_sweep
 
     root = Path(tempfile.mkdtemp(prefix="tkre-sweep-overhead-"))
     data = write_mini_dataset(load_dataset("semeval"), root / "data")

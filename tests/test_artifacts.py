@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from tkre.artifacts import ArtifactStore, artifact_key, check_storage_writable, file_lock
+from tkre.store.artifacts import ArtifactStore, artifact_key, check_storage_writable, file_lock
 from tkre.errors import ConfigError
 
 
@@ -123,7 +123,7 @@ def test_remote_code_path_with_pyarrow_filesystem(tmp_path, monkeypatch):
     remote_root = tmp_path / "bucket"
     remote_root.mkdir()
     subtree = pafs.SubTreeFileSystem(str(remote_root), pafs.LocalFileSystem())
-    monkeypatch.setattr("tkre.artifacts.resolve_filesystem", lambda uri: (subtree, "runs"))
+    monkeypatch.setattr("tkre.store.artifacts.resolve_filesystem", lambda uri: (subtree, "runs"))
     store = ArtifactStore("mock://bucket/runs", cache_dir=str(tmp_path / "cache1"))
     assert store.remote
     calls: list = []
@@ -188,7 +188,7 @@ def test_ray_lock_lease_is_renewed_while_the_holder_lives_and_expires_when_it_is
     `finally` (force-cancelled task, lost node) frees the lock within about one lease (item 7)."""
     import ray
 
-    from tkre.artifacts import ray_actor_lock
+    from tkre.store.artifacts import ray_actor_lock
 
     name = f"test/lease-{time.time_ns()}"
 

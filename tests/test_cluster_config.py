@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tkre.cluster import (_ray_autoscaler_validators, docker_env, load_cluster_yaml, node_shapes,
+from tkre.cluster.cluster_yaml import (_ray_autoscaler_validators, docker_env, load_cluster_yaml, node_shapes,
                           passthrough_env, secret_findings, validate_cluster_config)
 from tkre.errors import ConfigError
 
@@ -116,7 +116,7 @@ def test_missing_or_broken_cluster_file_is_a_clear_error(tmp_path):
 
 
 def test_driver_runtime_env_skips_keys_a_submitted_job_already_sets():
-    from tkre.cluster import driver_runtime_env
+    from tkre.cluster.cluster_yaml import driver_runtime_env
 
     shell = {"WANDB_API_KEY": "k" * 40, "OPENAI_API_KEY": "sk-x", "WANDB_MODE": "online", "PATH": "/bin",
              "WANDB_PROJECT": "p"}

@@ -9,7 +9,7 @@ has ONE logical CPU, so two concurrent 1-CPU trials must use both nodes.
 The default-suite sweep is plain Ray Tune driven by tkre's cluster-fit check (`fit_trials`) and
 tkre's real `ArtifactStore`; each trial is a small real function with per-epoch
 checkpoints (~60 s on 2 cores). The slow test runs tkre's own sweep entry point
-(`tkre.sweep.run_sweep(address=...)`, golden-only, tiny encoder, real Ray Train) on the same kind of
+(`tkre.sweep.run.run_sweep(address=...)`, golden-only, tiny encoder, real Ray Train) on the same kind of
 two-node cluster and checks that Train workers ran on both nodes (~2.5 min).
 """
 
@@ -38,7 +38,7 @@ def _trial(config: dict) -> None:
     import ray
     from ray import tune
 
-    from tkre.artifacts import ArtifactStore, artifact_key
+    from tkre.store.artifacts import ArtifactStore, artifact_key
 
     node = ray.get_runtime_context().get_node_id()
     trial_id = tune.get_context().get_trial_id()
@@ -93,9 +93,9 @@ def run_two_node_sweep(out_dir: Path, *, kill_worker: bool) -> dict:
     from ray import tune
     from ray.cluster_utils import Cluster
 
-    from tkre.artifacts import ArtifactStore
+    from tkre.store.artifacts import ArtifactStore
     from tkre.errors import ConfigError
-    from tkre.resources import cluster_capacity, fit_trials
+    from tkre.cluster.resources import cluster_capacity, fit_trials
 
     storage = out_dir / "store"
     storage.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _tiny_encoder(out: Path) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from tkre.models import resolve_encoder
+    from tkre.model_sources import resolve_encoder
 
     tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def run_tkre_sweep_on_two_nodes(out_dir: Path) -> dict:
     ray._private.utils.write_ray_address = lambda *a, **k: None
     ray._common.utils.reset_ray_address = lambda *a, **k: None
     from tkre.data import load_dataset
-    from tkre.sweep import run_sweep
+    from tkre.sweep.run import run_sweep
 
     data = write_mini_dataset(load_dataset("semeval"), out_dir / "data")
     encoder = _tiny_encoder(out_dir / "encoder")
@@ -275,7 +275,7 @@ def test_worker_node_killed_mid_sweep_sweep_finishes_nothing_lost(killed_sweep):
 
 @pytest.mark.slow
 def test_tkre_sweep_entry_point_spreads_train_workers_over_both_nodes(tmp_path):
-    """`tkre.sweep.run_sweep(address=...)` on the two-node cluster: both trials finish, and their Ray
+    """`tkre.sweep.run.run_sweep(address=...)` on the two-node cluster: both trials finish, and their Ray
     Train workers (1 CPU each, two trials at a time) ran on both nodes. Several minutes on 2 cores."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path]),
            "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tkre.cluster import NodeShape
+from tkre.cluster.cluster_yaml import NodeShape
 from tkre.config import ExperimentConfig, ResourcesConfig
 from tkre.errors import ConfigError
-from tkre.resources import ClusterCapacity, Request, capacity_from_nodes, cluster_capacity, fit_trials, trial_requests
+from tkre.cluster.resources import ClusterCapacity, Request, capacity_from_nodes, cluster_capacity, fit_trials, trial_requests
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -70,7 +70,7 @@ def test_trial_requests_follow_the_stages_that_run():
 def test_bad_resource_values_are_config_errors():
     from pydantic import ValidationError
 
-    from tkre.sweep_config import SweepResources
+    from tkre.sweep.config import SweepResources
 
     for bad in ({"num_workers": 0}, {"gpus_per_worker": 1.5}, {"typo": 1}):
         with pytest.raises(ValidationError):
@@ -147,7 +147,7 @@ def test_cluster_check_command_checks_a_sweep_against_the_node_types(tmp_path):
     from typer.testing import CliRunner
 
     from tkre.cli import app
-    from tkre.resources import check_cluster_file
+    from tkre.sweep.plan import check_cluster_file
 
     def sweep(name: str, base: dict) -> str:
         p = tmp_path / f"{name}.yaml"

@@ -53,8 +53,8 @@ def _sweep(tmp_path, semeval, model, port, **extra) -> dict:
 
 
 def test_paid_generator_without_prices_is_an_error_before_anything_runs(tmp_path, semeval, tiny_llama):
-    from tkre.compare import check_prices, local_servers
-    from tkre.sweep_config import load_sweep
+    from tkre.sweep.compare_generators import check_prices, local_servers
+    from tkre.sweep.config import load_sweep
 
     paid = {"edkg.generator.backend": "openai", "edkg.generator.model": "gpt-4o-mini",
             "edkg.generator.openai.base_url": "https://api.openai.com/v1",
@@ -72,7 +72,7 @@ def test_paid_generator_without_prices_is_an_error_before_anything_runs(tmp_path
 
 
 def test_serve_refuses_a_public_host(tiny_llama):
-    from tkre.serve import serve
+    from tkre.generate.serve import serve
 
     with pytest.raises(ConfigError, match="loopback"):
         serve(tiny_llama, host="0.0.0.0", port=0)
@@ -131,7 +131,7 @@ def test_served_model_answers_like_the_in_process_backend(tmp_path, tiny_llama):
 def test_compare_generators_generation_only_end_to_end(tmp_path, ray_local, semeval, tiny_llama):
     """One command: a loopback server started for the openai setting, a generation-only sweep (no
     pre-training or fine-tuning), and the comparison tables + plots in the report."""
-    from tkre.compare import compare_generators
+    from tkre.sweep.compare_generators import compare_generators
 
     port = _free_port()
     path = write_sweep(tmp_path / "gencmp.yaml", _sweep(tmp_path, semeval, tiny_llama, port))
@@ -162,8 +162,8 @@ def test_compare_generators_generation_only_end_to_end(tmp_path, ray_local, seme
 
 
 def test_shipped_comparison_is_generation_only_with_three_offline_settings():
-    from tkre.compare import _settings, check_prices, local_servers
-    from tkre.sweep_config import load_sweep, resolve_sweep_file
+    from tkre.sweep.compare_generators import _settings, check_prices, local_servers
+    from tkre.sweep.config import load_sweep, resolve_sweep_file
 
     path = resolve_sweep_file("generators_compare")
     sweep = load_sweep(path)

@@ -99,7 +99,7 @@ def test_different_pretrain_and_finetune_encoders_are_a_config_error_unless_allo
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_sweeps_fine_tune_the_encoder_they_pre_train(path):
-    from tkre.sweep_config import experiment_for, grid_points, load_sweep
+    from tkre.sweep.config import experiment_for, grid_points, load_sweep
 
     sweep = load_sweep(path)
     for point in grid_points(sweep):
@@ -140,7 +140,7 @@ def test_scdg_inherits_edkg_generator_unless_set():
 
 
 def _keys(cfg: ExperimentConfig) -> tuple[str, str]:
-    from tkre.artifacts import artifact_key
+    from tkre.store.artifacts import artifact_key
     from tkre.pipeline import edkg_key_config, scdg_key_config
 
     scdg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation())
@@ -148,7 +148,7 @@ def _keys(cfg: ExperimentConfig) -> tuple[str, str]:
 
 
 def test_edkg_generator_varies_alone_in_artifact_keys():
-    from tkre.sweep_config import apply_overrides
+    from tkre.sweep.config import apply_overrides
 
     own = ExperimentConfig.model_validate({"scdg": {"generator": {"backend": "vllm", "model": "llama"}}}).model_dump()
     e1, s1 = _keys(apply_overrides(own, {"edkg.generator.model": "qwen"}))

@@ -97,7 +97,7 @@ def test_sweep_trials_keep_which_fields_were_set():
     """A sweep point's experiment (and its JSON as shipped to the trial) still says whether the user
     set lr/epochs/batch_size, so the pipeline applies the recipe exactly when `tkre finetune` would."""
     from tkre.config import ExperimentConfig
-    from tkre.sweep_config import SweepConfig, experiment_for
+    from tkre.sweep.config import SweepConfig, experiment_for
 
     sweep = SweepConfig.model_validate({"name": "s", "base": {"finetune": {"max_length": 96}}})
     cfg = experiment_for(sweep, {})

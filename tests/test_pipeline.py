@@ -65,7 +65,7 @@ def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, 
 def test_search_sweep_shares_generation_artifact(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """The issue's 6-trial search_pretrain-style sweep: 2 concurrent trials, Optuna + ASHA, one
     generation run shared by every trial."""
-    from tkre.sweep import run_sweep
+    from tkre.sweep.run import run_sweep
 
     sweep = {"name": "search6", "base": _full_base(tmp_path, semeval, tiny_encoder_dir),
              "search": {"space": {"pretrain.scl.tau": {"type": "loguniform", "low": 0.03, "high": 0.5},

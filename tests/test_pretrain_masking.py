@@ -32,7 +32,7 @@ SUBJ, OBJ = (1, 3), (7, 9)  # "hammerhead shark", "deep reefs"
 def wordpiece():
     from transformers import AutoTokenizer
 
-    from tkre.models import resolve_encoder
+    from tkre.model_sources import resolve_encoder
 
     return AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
 

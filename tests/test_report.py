@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from tkre.report import PAPER, golden_vs_tkre, paper_number, results_table, write_report
+from tkre.report.tables import PAPER, golden_vs_tkre, paper_number, results_table, write_report
 from tkre.results import ResultRow, SweepDir, TrialRow
 
 
@@ -115,7 +115,7 @@ def test_report_of_a_remote_sweep_dir(tmp_path, monkeypatch):
     bucket = tmp_path / "bucket"
     (bucket / "runs" / "sweeps" / "demo").mkdir(parents=True)
     subtree = pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem())
-    monkeypatch.setattr("tkre.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
+    monkeypatch.setattr("tkre.store.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     uri = "mock://runs/sweeps/demo"
     sdir = SweepDir(uri)

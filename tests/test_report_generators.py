@@ -1,4 +1,4 @@
-"""The generator comparison (tkre/report_generators.py) from hand-made results rows."""
+"""The generator comparison (tkre/report/generators.py) from hand-made results rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tkre.report_generators import acceptance_table, generator_report, reasons_table, role_table
+from tkre.report.generators import acceptance_table, generator_report, reasons_table, role_table
 
 
 def _scdg(gen, asked, parsed, kept, tin, tout, secs, cost, reasons, per_rel, overlap=0.5, d2=0.8, fresh=None):

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from tkre.report_paired import comparisons_table, paired_comparisons, paired_section, table3
+from tkre.report.paired import comparisons_table, paired_comparisons, paired_section, table3
 
 
 def _rows(variant, f1_by_seed, dataset="semeval", k=8, backbone="typ_marker"):
@@ -117,7 +117,7 @@ def test_several_settings_of_a_variant_are_each_paired_with_golden_only():
 
 
 def test_tkre_report_writes_the_paired_section(tmp_path):
-    from tkre.report import write_report
+    from tkre.report.tables import write_report
 
     from tkre.results import RESULTS_SCHEMA_VERSION
 
@@ -141,7 +141,7 @@ def test_tkre_report_writes_the_paired_section(tmp_path):
 
 
 def test_paired_plot_has_a_panel_per_cell(tmp_path):
-    from tkre.report_paired import plot_paired_differences
+    from tkre.report.paired import plot_paired_differences
 
     df = pd.DataFrame(_rows("golden_only", GOLDEN) + _rows("tkre", TKRE)
                       + _rows("golden_only", GOLDEN, k=16) + _rows("tkre", TKRE, k=16))

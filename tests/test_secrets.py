@@ -26,7 +26,7 @@ DRIVER = textwrap.dedent('''
     from tkre.config import EDKGConfig, GeneratorConfig, OpenAIConfig
     from tkre.data import load_dataset, sample_kshot
     from tkre.generate import generate_explanations
-    from tkre.sweep import run_sweep
+    from tkre.sweep.run import run_sweep
 
     sweep_file, base_url, cache, out = sys.argv[1:5]
     res = run_sweep(sweep_file)

@@ -37,8 +37,8 @@ def _events(sweep_dir: Path) -> list[dict]:
 
 def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, semeval, tiny_encoder_dir, capfd):
     from tkre.pipeline import run_experiment
-    from tkre.sweep import run_sweep
-    from tkre.sweep_config import experiment_for, load_sweep
+    from tkre.sweep.run import run_sweep
+    from tkre.sweep.config import experiment_for, load_sweep
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     sweep = {"name": "crash", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1),
@@ -132,7 +132,7 @@ def _saved_terminated(phase_dir: Path) -> set[str]:
 
 
 def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
-    from tkre.sweep import optuna_trial_count
+    from tkre.sweep.run import optuna_trial_count
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     n = 3
@@ -221,8 +221,8 @@ def test_ray_that_cannot_start_is_one_line_with_a_hint(tmp_path, semeval, tiny_e
 
 def test_search_then_evaluate_best_config_on_test(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """search (Optuna, 2 trials) -> evaluate: the best dev trial's config over 2 seeds, on test."""
-    from tkre.report import write_report
-    from tkre.sweep import run_sweep
+    from tkre.report.tables import write_report
+    from tkre.sweep.run import run_sweep
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     sweep = {"name": "searcheval", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1),
@@ -259,7 +259,7 @@ def _mock_remote(tmp_path, monkeypatch) -> Path:
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     subtree = pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem())
-    monkeypatch.setattr("tkre.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
+    monkeypatch.setattr("tkre.store.artifacts.resolve_filesystem", lambda uri: (subtree, uri.split("://", 1)[1]))
     return bucket
 
 
@@ -267,8 +267,8 @@ def test_remote_sweep_dir_plan_markers_and_events(tmp_path, monkeypatch):
     """On object-store URIs the plan check, done markers and events work as on a local disk (offline:
     pyarrow's SubTreeFileSystem stands in for S3), so a resumed sweep notices a changed sweep file."""
     from tkre.errors import ConfigError
-    from tkre.sweep import write_plan
-    from tkre.sweep_config import SweepConfig
+    from tkre.sweep.run import write_plan
+    from tkre.sweep.config import SweepConfig
 
     bucket = _mock_remote(tmp_path, monkeypatch)
     sdir = SweepDir("mock://runs/sweeps/s")
@@ -311,13 +311,13 @@ def _wait_until(predicate, timeout_s: float = 60.0) -> bool:
 
 def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """ASHA stops trials before their pipeline is done: each stopped trial's pipeline is cancelled
-    (tkre.sweep_runs) and nothing stays reserved. The leak this guards against (a Train run's placement
+    (tkre.sweep.trial) and nothing stays reserved. The leak this guards against (a Train run's placement
     group kept after its owner was killed; a 16-trial CLI search on 2 CPUs stalled on it) did not
     reproduce in this in-process sweep with the old code; test_pipeline_outlives_... reproduces the
     kill itself. This one checks that the cancelling path runs end to end without breaking a search."""
     import ray
 
-    from tkre.sweep import run_sweep
+    from tkre.sweep.run import run_sweep
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     sweep = {"name": "asha", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=12),
@@ -338,7 +338,7 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
     removes its placement group. A second cancel finds nothing to do."""
     import ray
 
-    from tkre.sweep_runs import RUNS_ACTOR, CancelEndedPipelines, pipeline_runs
+    from tkre.sweep.trial import RUNS_ACTOR, CancelEndedPipelines, pipeline_runs
 
     def train_forever(cfg):
         time.sleep(600)

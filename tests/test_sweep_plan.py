@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tkre.config import ExperimentConfig
-from tkre.sweep_config import load_sweep, packaged_sweeps_dir
-from tkre.sweep_plan import plan_trials, shared_artifacts
+from tkre.sweep.config import load_sweep, packaged_sweeps_dir
+from tkre.sweep.plan import plan_trials, shared_artifacts
 
 SHIPPED = sorted(p.stem for p in packaged_sweeps_dir().glob("*.yaml"))
 
@@ -18,11 +18,11 @@ SHIPPED = sorted(p.stem for p in packaged_sweeps_dir().glob("*.yaml"))
 @pytest.fixture
 def no_ray(monkeypatch):
     """Starting Ray during a plan is a failure."""
-    import tkre.runtime
+    import tkre.cluster.runtime
 
     def refuse(*a, **k):
         raise AssertionError("the plan started Ray")
-    monkeypatch.setattr(tkre.runtime, "init_ray", refuse)
+    monkeypatch.setattr(tkre.cluster.runtime, "init_ray", refuse)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

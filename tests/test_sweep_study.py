@@ -10,8 +10,8 @@ import pytest
 
 from tkre.io import stable_hash
 from tkre.pipeline import edkg_key_config, scdg_key_config, stage1_key_config
-from tkre.sweep import plan_phases
-from tkre.sweep_config import experiment_for, grid_points, load_sweep, resolve_sweep_file
+from tkre.sweep.run import plan_phases
+from tkre.sweep.config import experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu_semeval"
 VARIANTS = ["golden_only", "tkre", "no_edkg", "no_scdg", "bert_masking", "no_scl"]
@@ -97,11 +97,11 @@ def test_plan_shows_five_seeds_by_six_variants_and_the_shared_artifacts(monkeypa
 
     from typer.testing import CliRunner
 
-    import tkre.runtime
+    import tkre.cluster.runtime
     from tkre.cli import app
-    from tkre.sweep_plan import plan_trials, shared_artifacts
+    from tkre.sweep.plan import plan_trials, shared_artifacts
 
-    monkeypatch.setattr(tkre.runtime, "init_ray", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray")))
+    monkeypatch.setattr(tkre.cluster.runtime, "init_ray", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray")))
     r = CliRunner().invoke(app, ["sweep", "cpu_semeval", "--plan", "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
@@ -150,7 +150,7 @@ def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
     import pandas as pd
 
     from tkre.config import ExperimentConfig
-    from tkre.report_paired import paired_comparisons
+    from tkre.report.paired import paired_comparisons
 
     df = pd.read_parquet(RESULTS / "results.parquet")
     assert sorted(zip(df["variant"], df["seed"])) == sorted((v, s) for v in VARIANTS for s in (1, 2, 3, 4, 5))
@@ -194,7 +194,7 @@ def test_fifteen_epoch_control_reuses_the_step_matched_golden_only_and_the_study
 
 
 def _planned(name: str) -> dict:
-    from tkre.sweep_plan import plan_trials
+    from tkre.sweep.plan import plan_trials
 
     return {(t.variant, t.experiment.data.seed): t for t in plan_trials(load_sweep(resolve_sweep_file(name)))}
 

@@ -10,8 +10,8 @@ import sys
 
 SCRIPT = """
 import json, os
-from tkre.sweep import _wandb_callbacks
-from tkre.sweep_config import SweepConfig
+from tkre.sweep.run import _wandb_callbacks
+from tkre.sweep.config import SweepConfig
 [cb] = _wandb_callbacks(SweepConfig(name="t"), os.environ["HOME"])
 print("RESULT " + json.dumps({"mode": cb.kwargs.get("mode"), "env": os.environ.get("WANDB_MODE")}))
 """

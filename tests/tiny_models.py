@@ -31,7 +31,7 @@ def smollm2_tokenizer():
     saved = _saved_tokenizer("smollm2")
     if saved:
         return saved
-    from tkre.models import embedded_file
+    from tkre.model_sources import embedded_file
 
     gguf = embedded_file("embedded:smollm2")
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -61,7 +61,7 @@ def make_tiny_encoder(out: str | Path, *, seed: int = 0) -> str:
 
     tok = _saved_tokenizer("minilm")
     if tok is None:
-        from tkre.models import resolve_encoder
+        from tkre.model_sources import resolve_encoder
 
         tok = AutoTokenizer.from_pretrained(resolve_encoder("embedded:minilm"))
     torch.manual_seed(seed)

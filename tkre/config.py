@@ -19,8 +19,10 @@ from tkre.errors import ConfigError, decode_utf8
 
 DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
 Protocol = Literal["knowprompt", "genpt"]
+PROTOCOL_SEEDS = {"knowprompt": (1, 2, 3, 4, 5), "genpt": (13, 21, 42, 87, 100)}  # the protocols' published splits
+SEEDS_HELP = "; ".join(f"{name}: {', '.join(map(str, seeds))}" for name, seeds in PROTOCOL_SEEDS.items())
 
-#: Model names that resolve to a model shipped inside a registry package (see tkre/models.py).
+#: Model names that resolve to a model shipped inside a registry package (see tkre/model_sources.py).
 EMBEDDED_ENCODER = "embedded:minilm"
 EMBEDDED_GENERATOR = "embedded:smollm2"
 
@@ -37,8 +39,8 @@ class DataConfig(StrictModel):
     patch_path: str | None = Field(
         None, description="retacred: directory with {train,dev,test}_id2label.json; tacrev: override the shipped patch")
     k: int = Field(8, gt=0, description="examples per relation in the K-shot training split")
-    seed: int = Field(1, description="K-shot sampling seed (knowprompt: 1..5; genpt: 13, 21, 42, 87, 100)")
-    protocol: Protocol = Field("knowprompt", description="K-shot sampling protocol")
+    seed: int = Field(1, description=f"K-shot sampling seed ({SEEDS_HELP})")
+    protocol: Protocol = Field("knowprompt", description="K-shot sampling protocol: knowprompt or genpt")
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":

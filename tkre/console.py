@@ -202,7 +202,7 @@ class ProgressBar:
                                  description=describe(self.state))
 
     def __enter__(self) -> "ProgressBar":
-        from tkre.runtime import init_ray
+        from tkre.cluster.runtime import init_ray
 
         init_ray()
         self.channel = progress.Channel.create()

@@ -2,7 +2,7 @@
 
     row = run_experiment(ExperimentConfig(...), variant="tkre")   # one tkre.results.ResultRow
 
-Every stage's output is an artifact in `tkre.artifacts.ArtifactStore` under
+Every stage's output is an artifact in `tkre.store.artifacts.ArtifactStore` under
 `key = hash(the config fields that affect the stage, the keys of its inputs, tkre version)`, so a
 trial whose upstream stages match an earlier trial reuses them (a seed sweep over fine-tuning reuses
 one generation run; a tau sweep reuses stage 1). Stages are switched by `cfg.stages` (Table 3):
@@ -31,7 +31,7 @@ from typing import Any, Callable
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tkre.artifacts import (Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path,
+from tkre.store.artifacts import (Artifact, ArtifactStore, artifact_key, is_remote, join_uri, local_path,
                             resolve_filesystem)
 from tkre.config import (DataConfig, EDKGConfig, ExperimentConfig, FinetuneConfig, GeneratorConfig, PretrainConfig,
                          SCDGConfig)
@@ -329,7 +329,7 @@ def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
     from tkre.overrides import load_with_overrides
 
     cfg = load_with_overrides(path, ExperimentConfig, overrides=overrides)
-    from tkre.artifacts import check_storage_writable
+    from tkre.store.artifacts import check_storage_writable
 
     check_storage_writable(cfg.storage_path, min_free_gb=0.1)
     row = run_experiment(cfg).to_flat()

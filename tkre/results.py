@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
 from tkre import __version__
-from tkre import artifacts
+from tkre.store import artifacts
 from tkre.errors import ConfigError
 
 RESULTS_SCHEMA_VERSION = 1

@@ -45,7 +45,7 @@ import torch
 from tkre import progress
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
-from tkre.runtime import init_ray
+from tkre.cluster.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 

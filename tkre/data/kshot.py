@@ -18,8 +18,6 @@ from tkre.data.dataset import Dataset
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
 
-PROTOCOL_SEEDS = {"knowprompt": (1, 2, 3, 4, 5), "genpt": (13, 21, 42, 87, 100)}
-
 
 @dataclass
 class KShotSplit:

@@ -22,7 +22,7 @@ from tkre.data.records import RelationExample
 from tkre.finetune.spec import FinetuneSpec, load_checkpoint
 from tkre.io import atomic_path, atomic_write_json
 from tkre.metrics import classification_scores
-from tkre.runtime import init_ray
+from tkre.cluster.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 

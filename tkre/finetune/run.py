@@ -74,7 +74,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     """Fine-tune, keep the best epoch by dev micro-F1, evaluate it on test; returns metrics.json's dict.
 
     A second call with the same run_name/storage_path resumes from the last finished epoch."""
-    from tkre.models import resolve_encoder
+    from tkre.model_sources import resolve_encoder
     from tkre.train_loop import LoopSettings, fit
 
     t0 = time.perf_counter()

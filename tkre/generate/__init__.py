@@ -4,7 +4,7 @@
 
 Modules: prompts (templates), parse (SCDG output -> records + reject reasons), backends (hf, vllm,
 openai behind one interface), cache (one file per generated row), run (the Ray Data pipeline),
-explanations / synthetic (the two tasks), outputs (Parquet files; the manifest is tkre.manifest's).
+explanations / synthetic (the two tasks), outputs (Parquet files; the manifest is tkre.store.manifest's).
 """
 
 from tkre.generate.explanations import generate_explanations

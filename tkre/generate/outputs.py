@@ -1,6 +1,6 @@
 """Writing and reading generation outputs: explanation corpus, synthetic set, rejects.
 
-The folder's manifest.json (with the stage's summary) is written by tkre.manifest."""
+The folder's manifest.json (with the stage's summary) is written by tkre.store.manifest."""
 
 from __future__ import annotations
 

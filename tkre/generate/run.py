@@ -27,7 +27,7 @@ from tkre.errors import GenerationError, one_line
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
 from tkre.generate.schema import schema_id
-from tkre.runtime import init_ray
+from tkre.cluster.runtime import init_ray
 
 log = logging.getLogger(__name__)
 

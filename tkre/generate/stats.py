@@ -1,6 +1,6 @@
 """A generation stage's summary -> the flat statistics its results row carries (`edkg.*`, `scdg.*`).
 
-The report (tkre/report_generators.py) compares generator settings from these columns only. Cost is
+The report (tkre/report/generators.py) compares generator settings from these columns only. Cost is
 computed here, from the summary's token counts and the generator's prices at the time of the run
 (prices are not part of an artifact's key, so a reused artifact is priced with today's prices).
 Nested counts (per relation, per reason) travel as JSON strings, which a Parquet table keeps as is.

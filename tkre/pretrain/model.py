@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tkre.config import SCLConfig
 from tkre.errors import TkreError
-from tkre.models import resolve_encoder
+from tkre.model_sources import resolve_encoder
 from tkre.pretrain.masking import IGNORE_INDEX
 from tkre.pretrain.scl import AnchorTable, masked_scl_loss
 

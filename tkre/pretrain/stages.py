@@ -30,7 +30,7 @@ from tkre.pretrain.model import check_init_dir
 from tkre.pretrain.scl import AnchorTable
 from tkre.pretrain.task import HELDOUT_EPOCH, PretrainTask
 from tkre.train_loop import LoopSettings, fit
-from tkre.runtime import init_ray
+from tkre.cluster.runtime import init_ray
 
 logger = logging.getLogger(__name__)
 

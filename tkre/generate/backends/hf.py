@@ -3,7 +3,7 @@ batch at once), CPU or GPU.
 
 The embedded default `embedded:smollm2` ships as a GGUF file (shared/models.md). Dequantising it
 takes ~27 s on 2 cores, so the first use converts it once into a plain HF folder under
-`$TKRE_MODEL_CACHE` (default `~/.cache/tkre/models`); a file lock makes concurrent first uses
+`$TKRE_MODEL_CACHE` (default `~/.cache/tkre/model_sources`); a file lock makes concurrent first uses
 (several sweep trials) convert only once, and the folder appears by atomic rename.
 """
 
@@ -27,7 +27,7 @@ MARKER = "tkre-converted.json"
 
 
 def model_cache_dir() -> Path:
-    return Path(os.path.expanduser(os.environ.get("TKRE_MODEL_CACHE", "~/.cache/tkre/models")))
+    return Path(os.path.expanduser(os.environ.get("TKRE_MODEL_CACHE", "~/.cache/tkre/model_sources")))
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -58,7 +58,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 
 def resolve_generator(name: str) -> tuple[str, str]:
     """(what `from_pretrained` loads, revision for cache keys). Embedded -> converted local folder."""
-    from tkre.models import EMBEDDED, embedded_file
+    from tkre.model_sources import EMBEDDED, embedded_file
 
     if name == EMBEDDED_GENERATOR:
         gguf = embedded_file(name)

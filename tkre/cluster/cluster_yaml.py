@@ -7,7 +7,7 @@ from a YAML file shipped inside Ray. They are imported in ONE place, `_ray_autos
 so a Ray upgrade that moves them fails with a message saying what to change, not an ImportError deep
 inside a test.
 
-`node_shapes(config)` turns the node types into what the resource checks of tkre/resources.py need:
+`node_shapes(config)` turns the node types into what the resource checks of tkre/cluster/resources.py need:
 per-type resources and how many nodes of that type the autoscaler may start.
 """
 
@@ -67,7 +67,7 @@ def _ray_autoscaler_validators() -> tuple[Callable[[dict], dict], Callable[[dict
         raise MissingDependencyError(
             f"ray {ray.__version__} no longer provides ray.autoscaler._private.util.prepare_config/"
             f"validate_config ({e}); tkre was written against Ray 2.60: update "
-            "tkre/cluster.py:_ray_autoscaler_validators to the new location (or validate with "
+            "tkre/cluster/cluster_yaml.py:_ray_autoscaler_validators to the new location (or validate with "
             "ray/autoscaler/ray-schema.json via jsonschema after filling the provider defaults)") from e
     return prepare_config, validate_config
 

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tkre.cluster import NodeShape, head_bootstrap_config, load_cluster_yaml, node_shapes
+from tkre.cluster.cluster_yaml import NodeShape, head_bootstrap_config, load_cluster_yaml, node_shapes
 from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError
 
@@ -154,7 +154,7 @@ def _packs(bundles: list[dict[str, float]], capacity: ClusterCapacity, limit: in
     return True
 
 
-def _distinct(requests: list[Request]) -> list[Request]:
+def distinct_requests(requests: list[Request]) -> list[Request]:
     seen, out = set(), []
     for r in requests:
         key = (r.stage, r.count, tuple(sorted(r.bundle.items())))
@@ -173,7 +173,7 @@ def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus
     where = f"the cluster ({capacity.describe()}; from {' + '.join(capacity.sources) or 'given nodes'})"
     totals = capacity.totals()
     driver = {"CPU": trial_cpus}
-    requests = _distinct(requests)
+    requests = distinct_requests(requests)
 
     def single(bundle: dict[str, float], what: str) -> bool:
         if any(_fits(bundle, s.resources) for s in capacity.shapes):
@@ -219,25 +219,3 @@ def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus
                     "workers fit %s", max_concurrent_trials, concurrent, where)
     log.info("resources fit: %s", where)
     return concurrent
-
-
-def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict[str, Any]:
-    """`tkre cluster check`: validate a cluster file offline and, given a sweep file, check that its
-    trials fit the node types. Returns a summary for the CLI; raises ConfigError on any problem."""
-    from tkre.cluster import validate_cluster_config
-    from tkre.sweep_config import experiment_for, grid_points, load_sweep, resolve_sweep_file
-
-    prepared = validate_cluster_config(load_cluster_yaml(cluster_yaml), str(cluster_yaml))
-    capacity = cluster_capacity(prepared, live=False)
-    summary: dict[str, Any] = {"provider": prepared["provider"]["type"], "node_types": capacity.describe(),
-                               "max_totals": capacity.totals()}
-    if sweep_file:
-        sweep = load_sweep(resolve_sweep_file(sweep_file))
-        experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
-        requests = _distinct([r for cfg in experiments for r in trial_requests(cfg)])
-        concurrent = fit_trials(requests, capacity, trial_cpus=sweep.resources.trial_cpus,
-                                max_concurrent_trials=sweep.resources.max_concurrent_trials,
-                                source=f"{sweep_file}: resources")
-        summary["sweep"] = {"name": sweep.name, "trials_per_grid": len(experiments),
-                            "requests": [r._asdict() for r in requests], "concurrent_trials": concurrent}
-    return summary

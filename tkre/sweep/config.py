@@ -289,3 +289,23 @@ def resolve_sweep_file(path: str | Path) -> Path:
         return shipped
     known = ", ".join(sorted(f.stem for f in packaged_sweeps_dir().glob("*.yaml")))
     raise ConfigError(f"{path}: no such sweep file (shipped sweeps: {known})")
+
+
+# Keys of a trial's point that describe the trial but are not config overrides.
+TRIAL_META_KEYS = ("selected_from",)
+
+
+def _trial_point(config: dict) -> dict[str, Any]:
+    out = dict(config.get("point", {}))
+    out.update({k: v for k, v in config.items() if k != "point"})
+    return out
+
+
+def trial_overrides(config: dict) -> dict[str, Any]:
+    """A trial's dotted overrides from its Tune config ({'point': {...}} or flat search params)."""
+    return {k: v for k, v in _trial_point(config).items() if k not in TRIAL_META_KEYS}
+
+
+def trial_meta(config: dict) -> dict[str, Any]:
+    """A trial's row fields that travel in its point but are not overrides (e.g. selected_from)."""
+    return {k: v for k, v in _trial_point(config).items() if k in TRIAL_META_KEYS}

@@ -3,7 +3,7 @@
 - Address: the one given (`--address auto`), else `RAY_ADDRESS` (set by `ray job submit`), else a
   fresh local instance -- never silently joining another process's local cluster.
 - Workers get the user's settings (HF offline flags, W&B project, ...) through the runtime env
-  (`tkre.cluster.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
+  (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
   session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
   driver's environment (keys included); on a cluster the openai backend and the W&B logging actors
   get their key as a hidden call argument, and anything else reads the nodes' own environment
@@ -36,7 +36,7 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
 
     if ray.is_initialized():
         return
-    from tkre.cluster import driver_runtime_env
+    from tkre.cluster.cluster_yaml import driver_runtime_env
 
     extra = {**WORKER_DEFAULTS, **{k: os.environ[k] for k in FORWARDED if k in os.environ}}
     if log_to_driver is None:

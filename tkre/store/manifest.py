@@ -1,6 +1,6 @@
 """The one manifest schema: every stage output folder holds one `manifest.json` -- what the folder is
 (stage, key, config, input keys, tkre version, seconds) and the stage's result under `summary`.
-Written by the artifact store (`tkre.artifacts`) and by the per-stage commands (`tkre generate ...`);
+Written by the artifact store (`tkre.store.artifacts`) and by the per-stage commands (`tkre generate ...`);
 never by the stages themselves, which return their summary.
 """
 

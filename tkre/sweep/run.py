@@ -10,12 +10,12 @@ Phases (each one Tune experiment under `<storage>/sweeps/<name>/<phase>`):
 A trial is a *function* trainable (Ray Train v2 does not run under Tuner(TorchTrainer)): it builds the
 experiment and runs `tkre.pipeline.run_experiment` in a Ray task scheduled *outside* the trial's
 placement group (Tune captures child tasks into it), passing `TuneReportCallback()` so fine-tuning's
-per-epoch reports reach Tune. The task is owned by the driver's `tkre.sweep_runs.PipelineRuns`, not by
+per-epoch reports reach Tune. The task is owned by the driver's `tkre.sweep.trial.PipelineRuns`, not by
 the trial: a trial that Tune ends early (ASHA, time budget) has its pipeline cancelled gently, so
 Ray Train gives its placement group back. Resources that cannot deadlock on a small machine:
 - the trial itself holds a small CPU fraction (`resources.trial_cpus`);
 - Ray Train workers reserve their own placement group; `max_concurrent_trials` is lowered so that the
-  training workers of all concurrent trials fit the cluster at once (`tkre.resources.fit_trials`);
+  training workers of all concurrent trials fit the cluster at once (`tkre.cluster.resources.fit_trials`);
 - LLM generation (Ray Data actor pools) runs under a sweep-wide slot (`resources.generation_slots`),
   so two pools never hold all CPUs waiting on each other's tasks; a trial waiting for a shared
   artifact's lock holds no CPUs;
@@ -51,20 +51,17 @@ from typing import Any
 import pandas as pd
 
 from tkre import __version__, progress
-from tkre.artifacts import check_storage_writable, is_remote, join_uri, local_path
+from tkre.store.artifacts import check_storage_writable, is_remote, join_uri, local_path
 from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError, error_reason
 from tkre.io import stable_hash
 from tkre.results import PLAN_FILE, ResultRow, SweepDir, TrialRow
-from tkre.runtime import init_ray
-from tkre.resources import cluster_capacity, fit_trials, trial_requests
-from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file
+from tkre.cluster.runtime import init_ray
+from tkre.cluster.resources import cluster_capacity, fit_trials, trial_requests
+from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, trial_meta,
+                               trial_overrides)
 
 log = logging.getLogger(__name__)
-
-# Keys of a trial's point that describe the trial but are not config overrides.
-TRIAL_META_KEYS = ("selected_from",)
-
 
 # ------------------------------------------------------------------------------------- preflight
 def preflight(sweep: SweepConfig, source: str) -> list[ExperimentConfig]:
@@ -88,58 +85,6 @@ def sweep_dir(sweep: SweepConfig, storage: str) -> str:
         str(local_path(storage) / "sweeps" / sweep.name)
 
 
-# ------------------------------------------------------------------------------------- the trial
-def _trial_point(config: dict) -> dict[str, Any]:
-    out = dict(config.get("point", {}))
-    out.update({k: v for k, v in config.items() if k != "point"})
-    return out
-
-
-def trial_overrides(config: dict) -> dict[str, Any]:
-    """A trial's dotted overrides from its Tune config ({'point': {...}} or flat search params)."""
-    return {k: v for k, v in _trial_point(config).items() if k not in TRIAL_META_KEYS}
-
-
-def trial_meta(config: dict) -> dict[str, Any]:
-    """A trial's row fields that travel in its point but are not overrides (e.g. selected_from)."""
-    return {k: v for k, v in _trial_point(config).items() if k in TRIAL_META_KEYS}
-
-
-def run_trial(config: dict, *, spec: dict) -> None:
-    """The Tune function trainable: one experiment, per-epoch reports forwarded, then the row."""
-    import ray
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from tkre.sweep_runs import RUNS_ACTOR, pipeline_task
-
-    sweep = SweepConfig.model_validate(spec["sweep"])
-    overrides = trial_overrides(config)
-    trial_id = tune.get_context().get_trial_id()
-    SweepDir(spec["sweep_dir"]).append_event({"event": "start", "trial_id": trial_id, "phase": spec["phase"],
-                                              "overrides": overrides, "pid": os.getpid(), "time": time.time()})
-    cfg = experiment_for(sweep, overrides)
-    channel = spec["progress"].tagged(trial=trial_id, variant=overrides.get("variant"))  # the console line
-    runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep_runs)
-    # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
-    # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
-    [ref] = ray.get(runs.start.remote(trial_id, pipeline_task, cfg.model_dump_json(exclude_unset=True),
-                                      [TuneReportCallback()], sweep.resources.generation_slots, channel,
-                                      overrides.get("variant")))
-    ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
-    if not ready:
-        ray.get(runs.cancel.remote(trial_id))
-        raise TimeoutError(f"trial exceeded trial_timeout_s={sweep.trial_timeout_s:g}s (watchdog): cancelled")
-    row = ray.get(ref)
-    if row.get("reused.finetune"):  # no epochs ran: replay the stored history so ASHA/Optuna see it
-        for h in json.loads(row.get("epoch_history") or "[]"):
-            if h.get("dev_micro_f1") is not None:
-                tune.report({"epoch": h.get("epoch"), "dev_micro_f1": h["dev_micro_f1"]})
-    tune.report({**row, "row_complete": True})
-    SweepDir(spec["sweep_dir"]).append_event({"event": "end", "trial_id": trial_id, "phase": spec["phase"],
-                                              "time": time.time()})
-
-
 # ------------------------------------------------------------------------------------- phases
 @dataclass
 class Phase:
@@ -159,7 +104,7 @@ def plan_phases(sweep: SweepConfig) -> list[Phase]:
 
 
 def _wandb_callbacks(sweep: SweepConfig, directory: str) -> list:
-    from tkre.tracking import wandb_callbacks
+    from tkre.sweep.tracking import wandb_callbacks
 
     return wandb_callbacks(enabled=sweep.wandb.enabled, project=sweep.wandb.project, group=sweep.name,
                            directory=None if is_remote(directory) else directory)
@@ -189,13 +134,13 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     from ray.tune.schedulers import ASHAScheduler
 
     from tkre.console import TrialLines  # one line per trial event instead of status tables (verbose=0)
-    from tkre.sweep_runs import CancelEndedPipelines
+    from tkre.sweep.trial import CancelEndedPipelines
 
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
         log.info("phase %s: restoring from %s (unfinished trials resume, finished ones are kept)", phase.name, path)
         if sweep.wandb.enabled:  # the restored W&B callback checks for a key unless the mode says offline
-            from tkre.tracking import settle_wandb_mode
+            from tkre.sweep.tracking import settle_wandb_mode
 
             settle_wandb_mode()
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
@@ -323,7 +268,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
     channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
-    from tkre.sweep_runs import pipeline_runs
+    from tkre.sweep.trial import pipeline_runs, run_trial
 
     rows: list[dict] = []
     results_path = ""

@@ -6,7 +6,7 @@ its variant, dataset, K, seed, backbone, which stages run, synthetic samples ask
 artifacts trials share, and the Ray resources one trial asks for.
 
 Shared artifacts are found with the pipeline's own key functions (`tkre.pipeline.*_key_config` and
-`tkre.artifacts.artifact_key`), chained as `run_experiment` chains them; the dataset files' hash,
+`tkre.store.artifacts.artifact_key`), chained as `run_experiment` chains them; the dataset files' hash,
 unknown before the files are read, is stood in for by the dataset's name and paths, so two trials
 share a planned key exactly when they will share the stored artifact.
 """
@@ -16,16 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tkre.artifacts import artifact_key
+from tkre.store.artifacts import artifact_key
 from tkre.config import ExperimentConfig
 from tkre.finetune.encoder_recipes import apply_encoder_recipe
 from tkre.io import stable_hash
 from tkre.pipeline import (STAGES, edkg_key_config, finetune_key_config, scdg_key_config, split_key_config,
                            stage1_key_config, stage2_key_config)
-from tkre.resources import trial_requests
+from tkre.cluster.resources import trial_requests
 from tkre.overrides import apply_overrides
-from tkre.sweep import plan_phases
-from tkre.sweep_config import SweepConfig, bounds, experiment_for
+from tkre.sweep.run import plan_phases
+from tkre.sweep.config import SweepConfig, bounds, experiment_for
 
 
 @dataclass
@@ -83,7 +83,7 @@ def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
         out.append(PlannedTrial(name, phase, point.get("variant"), dict(point), cfg, searched, keys))
 
     searches = []
-    for phase in plan_phases(sweep):  # the phases tkre.sweep.run_sweep runs, in its order
+    for phase in plan_phases(sweep):  # the phases tkre.sweep.run.run_sweep runs, in its order
         if phase.kind == "grid":
             for i, p in enumerate(phase.points):
                 add(f"grid/{i:03d}", phase.name, p, {})
@@ -153,3 +153,26 @@ def resource_lines(sweep: SweepConfig, trials: list[PlannedTrial]) -> list[str]:
         unit = "vLLM replica(s)" if r.stage == "generation" else "Ray Train worker(s)"
         lines.append(f"{r.stage}: {r.count} {unit} x {{{per}}}")
     return lines
+
+
+def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict[str, Any]:
+    """`tkre cluster check`: validate a cluster file offline and, given a sweep file, check that its
+    trials fit the node types. Returns a summary for the CLI; raises ConfigError on any problem."""
+    from tkre.cluster.cluster_yaml import load_cluster_yaml, validate_cluster_config
+    from tkre.cluster.resources import cluster_capacity, distinct_requests, fit_trials
+    from tkre.sweep.config import grid_points, load_sweep, resolve_sweep_file
+
+    prepared = validate_cluster_config(load_cluster_yaml(cluster_yaml), str(cluster_yaml))
+    capacity = cluster_capacity(prepared, live=False)
+    summary: dict[str, Any] = {"provider": prepared["provider"]["type"], "node_types": capacity.describe(),
+                               "max_totals": capacity.totals()}
+    if sweep_file:
+        sweep = load_sweep(resolve_sweep_file(sweep_file))
+        experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
+        requests = distinct_requests([r for cfg in experiments for r in trial_requests(cfg)])
+        concurrent = fit_trials(requests, capacity, trial_cpus=sweep.resources.trial_cpus,
+                                max_concurrent_trials=sweep.resources.max_concurrent_trials,
+                                source=f"{sweep_file}: resources")
+        summary["sweep"] = {"name": sweep.name, "trials_per_grid": len(experiments),
+                            "requests": [r._asdict() for r in requests], "concurrent_trials": concurrent}
+    return summary

@@ -10,7 +10,7 @@ n seeds its p-value cannot fall below 2 / 2^n) and the paired t-test. Seeds that
 are listed, never dropped silently; several rows for one seed and variant are averaged and listed.
 `plot_paired_differences` draws the per-seed differences, their mean ± std and ± 2 std.
 
-The paper's numbers are passed in (`paper(dataset, k, backbone, variant)`, tkre.report.paper_number)
+The paper's numbers are passed in (`paper(dataset, k, backbone, variant)`, tkre.report.tables.paper_number)
 and printed in columns labelled as the paper's. Input: finished grid/evaluate trials with a test
 score, one row per trial, with the columns dataset, k, backbone, seed, variant, test_micro_f1.
 """
@@ -25,7 +25,7 @@ from typing import Callable
 
 import pandas as pd
 
-from tkre.plots import pyplot, save_figure
+from tkre.report.plots import pyplot, save_figure
 
 BASELINE = "golden_only"
 #: Table 3's rows, in the paper's order, with the paper's names.

@@ -2,7 +2,7 @@
 
 Layout: `<storage>/artifacts/<stage>/<key>/` holding the stage's files plus `manifest.json`
 (stage, key, config subset, input keys, tkre version, seconds, and the stage's result under
-`summary`; `tkre.manifest`). It is the folder's only manifest, written here and by the per-stage
+`summary`; `tkre.store.manifest`). It is the folder's only manifest, written here and by the per-stage
 commands (`tkre generate ...`), never by the stages themselves.
 `key = stable_hash(stage, config subset that affects the stage, input artifact keys, tkre version)`,
 so a seed sweep over fine-tuning reuses one generation run and a tau sweep reuses stage 1.
@@ -18,7 +18,7 @@ Concurrency: trials that ask for the same artifact compute it once. For local/NF
 exclusive `fcntl.flock` on `<storage>/artifacts/<stage>/.locks/<key>.lock` -- it needs no running
 service, it is released by the kernel when a process dies (so a SIGKILLed trial never leaves a stale
 lock), and it works across the nodes of a cluster that share an NFS mount. Object stores have no
-locks; for them we hold a named Ray actor lock (`tkre.locks.ray_actor_lock`, one table per Ray cluster) when Ray
+locks; for them we hold a named Ray actor lock (`tkre.store.locks.ray_actor_lock`, one table per Ray cluster) when Ray
 is running, falling back to a node-local flock otherwise. Whoever gets the lock second finds the
 manifest and reuses the artifact. An actor lock is a short lease (`lock_lease_s`, default 60 s, or
 `TKRE_LOCK_LEASE_S`) renewed by a heartbeat thread while its holder lives: a holder killed without
@@ -44,8 +44,8 @@ import pyarrow.fs as pafs
 from tkre import __version__, progress
 from tkre.errors import ConfigError
 from tkre.io import stable_hash
-from tkre.locks import DEFAULT_LEASE_S, file_lock, ray_actor_lock
-from tkre.manifest import MANIFEST, make_manifest, read_manifest, write_manifest
+from tkre.store.locks import DEFAULT_LEASE_S, file_lock, ray_actor_lock
+from tkre.store.manifest import MANIFEST, make_manifest, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ArtifactStore:
         if self.remote:
             self.fs, root = resolve_filesystem(storage)
             self.root = root.rstrip("/") + "/artifacts"
-            cache = cache_dir or os.path.join(os.path.expanduser("~/.cache/tkre/artifacts"),
+            cache = cache_dir or os.path.join(os.path.expanduser("~/.cache/tkre/store/artifacts"),
                                               stable_hash(storage, 12))
             self.local_root = Path(cache)
         else:

@@ -1,5 +1,5 @@
 """`tkre compare-generators <sweep.yaml>`: run a sweep whose variants are generator settings, then
-write the report with its generator comparison (tkre/report_generators.py) -- one command.
+write the report with its generator comparison (tkre/report/generators.py) -- one command.
 
 Before anything runs:
 - **prices**: a generator that bills per token (the `openai` backend against a non-local server)
@@ -35,8 +35,8 @@ from urllib.parse import urlparse
 from tkre.config import ExperimentConfig, GeneratorConfig
 from tkre.errors import ConfigError
 from tkre.generate.quality import is_paid
-from tkre.serve import is_loopback
-from tkre.sweep_config import SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file
+from tkre.generate.serve import is_loopback
+from tkre.sweep.config import SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ def running(servers: list[LocalServer], *, start_timeout_s: float = 600.0, log_d
 def compare_generators(sweep_file: str | Path, *, resume: bool = False, storage_path: str | None = None,
                        address: str | None = None):
     """Check prices, start local servers, run the sweep, write the report; returns (outcome, report)."""
-    from tkre.report import write_report
-    from tkre.sweep import run_sweep, sweep_dir
+    from tkre.report.tables import write_report
+    from tkre.sweep.run import run_sweep, sweep_dir
 
     path = resolve_sweep_file(sweep_file)
     sweep = load_sweep(path)

@@ -1,7 +1,8 @@
-"""Who owns a sweep trial's pipeline: one actor per sweep driver, so that a trial ending early
-cancels its pipeline gently instead of killing it.
+"""One sweep trial, start to end: the Tune function trainable (`run_trial`), the Ray task that runs its
+pipeline (`pipeline_task`), and who owns that task: one actor per sweep driver, so that a trial
+ending early cancels its pipeline gently instead of killing it.
 
-A trial (tkre.sweep.run_trial) runs its experiment in a Ray task. When Tune ends a trial before its
+A trial (`run_trial`) runs its experiment in a Ray task. When Tune ends a trial before its
 pipeline is done -- an ASHA stop, the sweep's time budget, a crashed trial -- the trial's actor goes,
 and a task that actor owned is killed with it. Ray Train then loses its run ungracefully: the run's
 placement group stays reserved until the driver's job ends (Ray removes a placement group only when
@@ -21,7 +22,9 @@ or Tune does this for a task launched from a function trainable, hence this modu
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +33,8 @@ from ray.tune import Callback
 
 from tkre import progress
 from tkre.config import ExperimentConfig
+from tkre.results import SweepDir
+from tkre.sweep.config import SweepConfig, experiment_for, trial_overrides
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +47,46 @@ def pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, 
                   variant: str | None) -> dict:
     """One experiment in a plain Ray task (outside any placement group); progress goes to `channel`;
     returns the flat results row."""
-    from tkre.artifacts import ArtifactStore
+    from tkre.store.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
     cfg = ExperimentConfig.model_validate_json(cfg_json)
     store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
     with progress.use(channel):
         return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
+
+
+def run_trial(config: dict, *, spec: dict) -> None:
+    """The Tune function trainable: one experiment, per-epoch reports forwarded, then the row."""
+    import ray
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    sweep = SweepConfig.model_validate(spec["sweep"])
+    overrides = trial_overrides(config)
+    trial_id = tune.get_context().get_trial_id()
+    SweepDir(spec["sweep_dir"]).append_event({"event": "start", "trial_id": trial_id, "phase": spec["phase"],
+                                              "overrides": overrides, "pid": os.getpid(), "time": time.time()})
+    cfg = experiment_for(sweep, overrides)
+    channel = spec["progress"].tagged(trial=trial_id, variant=overrides.get("variant"))  # the console line
+    runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep.trial)
+    # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
+    # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
+    [ref] = ray.get(runs.start.remote(trial_id, pipeline_task, cfg.model_dump_json(exclude_unset=True),
+                                      [TuneReportCallback()], sweep.resources.generation_slots, channel,
+                                      overrides.get("variant")))
+    ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
+    if not ready:
+        ray.get(runs.cancel.remote(trial_id))
+        raise TimeoutError(f"trial exceeded trial_timeout_s={sweep.trial_timeout_s:g}s (watchdog): cancelled")
+    row = ray.get(ref)
+    if row.get("reused.finetune"):  # no epochs ran: replay the stored history so ASHA/Optuna see it
+        for h in json.loads(row.get("epoch_history") or "[]"):
+            if h.get("dev_micro_f1") is not None:
+                tune.report({"epoch": h.get("epoch"), "dev_micro_f1": h["dev_micro_f1"]})
+    tune.report({**row, "row_complete": True})
+    SweepDir(spec["sweep_dir"]).append_event({"event": "end", "trial_id": trial_id, "phase": spec["phase"],
+                                              "time": time.time()})
 
 
 class PipelineRuns:

@@ -12,7 +12,7 @@ and writes `report/report.md` with:
   difference, beside the paper's two numbers and difference;
 - `f1_vs_synthetic.png` (Fig. 6: x = synthetic samples *kept* per relation) when several synthetic
   amounts were run, `f1_per_generator.png` (Fig. 5) when several generators were;
-- the generator comparison (`tkre.report_generators`: EDKG/SCDG statistics per generator setting);
+- the generator comparison (`tkre.report.generators`: EDKG/SCDG statistics per generator setting);
 - per search phase, Optuna's own plots (`optuna.visualization.matplotlib`: optimisation history and
   parameter importances, PED-ANOVA, no scikit-learn needed) from a study rebuilt out of the table.
 Only finished trials of grid/evaluate phases enter the tables; search trials were selected on dev
@@ -32,8 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 from tkre.io import atomic_write_text, stable_hash
-from tkre.plots import pyplot, save_figure
-from tkre.report_paired import paired_comparisons, paired_section, plot_paired_differences
+from tkre.report.plots import pyplot, save_figure
+from tkre.report.paired import paired_comparisons, paired_section, plot_paired_differences
 from tkre.results import PLAN_FILE, SweepDir
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def optuna_study(df: pd.DataFrame, space: dict[str, dict], metric: str = "dev_mi
     """An Optuna study rebuilt from the finished search trials in the results table."""
     import optuna
 
-    from tkre.sweep_config import Distribution
+    from tkre.sweep.config import Distribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {k: Distribution.model_validate(v).to_optuna() for k, v in space.items()}
@@ -264,7 +264,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     if len(labels) > 1:
         plots.append(_plot_per_generator(ok, out_dir / "f1_per_generator.png"))
     parts += _search_sections(df, plan, out_dir, plots)
-    from tkre.report_generators import generator_report
+    from tkre.report.generators import generator_report
 
     generators = generator_report(_finished(df, scored=False), out_dir)
     if generators is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tkre.plots import pyplot, save_figure
+from tkre.report.plots import pyplot, save_figure
 
 ROLES = ("edkg", "scdg")
 _SUM = ("prompts", "input_tokens", "output_tokens", "fresh_output_tokens", "generation_seconds", "seconds",

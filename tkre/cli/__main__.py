@@ -1,0 +1,3 @@
+from tkre.cli.app import run_app
+
+run_app()
