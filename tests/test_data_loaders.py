@@ -185,15 +185,6 @@ def test_record_problems():
     assert isinstance(to_arrow([]), pa.Table)
 
 
-def test_ray_dataset_keeps_schema(semeval, ray_local):
-    ds = semeval.ray_dataset("test")
-    assert ds.count() == 2717
-    rows = ds.take(2)
-    assert rows[0]["id"] == semeval.splits["test"][0].id
-    assert list(rows[0]["tokens"]) == list(semeval.splits["test"][0].tokens)
-    assert set(ds.schema().names) == set(ARROW_SCHEMA.names)
-
-
 # ---------------------------------------------------------------- PTB tokens (issue 13, item 4)
 
 PTB_ESCAPES = {"-LRB-", "-RRB-", "-LSB-", "-RSB-", "-LCB-", "-RCB-", "``", "''", "`"}

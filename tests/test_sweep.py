@@ -288,8 +288,8 @@ def test_remote_sweep_dir_plan_markers_and_events(tmp_path, monkeypatch):
     assert SweepDir("mock://runs/sweeps/s").read_json("grid.done.json") == {"rows": [{"trial_id": "t1"}]}
     for i in range(3):
         sdir.append_event({"event": "start", "trial_id": f"t{i}"})
-    assert [e["trial_id"] for e in sdir.events()] == ["t0", "t1", "t2"]
-    assert len(list((bucket / "runs" / "sweeps" / "s" / "events").iterdir())) == 3
+    events = sorted((bucket / "runs" / "sweeps" / "s" / "events").iterdir())  # one object per event, in order
+    assert [json.loads(p.read_text())["trial_id"] for p in events] == ["t0", "t1", "t2"]
     path = sdir.write_results([TrialRow(sweep="s", phase="grid", trial_id="t1", status="error").to_flat()])
     assert path == "mock://runs/sweeps/s/results.parquet" and len(sdir.read_results()) == 1
 

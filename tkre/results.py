@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -131,9 +131,6 @@ Status = Literal["ok", "error", "early_stopped"]
 
 class TrialRow(_FlatModel):
     """One sweep trial: the sweep's own fields plus the trial's ResultRow (None when it did not finish)."""
-
-    TRIAL_FIELDS: ClassVar[tuple[str, ...]] = ("sweep", "phase", "trial_id", "variant", "status", "error",
-                                               "selected_from", "overrides", "training_iteration")
 
     schema_version: int = RESULTS_SCHEMA_VERSION
     tkre_version: str = __version__
@@ -267,20 +264,6 @@ class SweepDir:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every event in the order written."""
-        if not self.remote:
-            if not self.exists(EVENTS_FILE):
-                return []
-            with self.fs.open_input_stream(self._path(EVENTS_FILE)) as f:
-                return [json.loads(s) for s in f.read().decode("utf-8").splitlines() if s.strip()]
-        infos = self.fs.get_file_info(pafs.FileSelector(self._path(EVENTS_DIR), allow_not_found=True))
-        out = []
-        for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.base_name):
-            with self.fs.open_input_stream(info.path) as f:
-                out.append(json.loads(f.read().decode("utf-8")))
-        return out
 
     def upload(self, local_dir: Path, name: str) -> str:
         """Copy a local folder to `<sweep-dir>/<name>` (used for reports of remote sweeps)."""

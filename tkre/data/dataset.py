@@ -35,12 +35,6 @@ class Dataset:
         """The split as an Arrow table with the fixed schema `tkre.data.ARROW_SCHEMA`."""
         return to_arrow(self.split(split))
 
-    def ray_dataset(self, split: str):
-        """The split as a Ray Dataset (same schema), for Ray Data pipelines."""
-        import ray.data
-
-        return ray.data.from_arrow(self.arrow(split))
-
 
 def shipped_dir(name: str) -> Path:
     """Folder of data files shipped inside the package (semeval, tacrev)."""

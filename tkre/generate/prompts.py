@@ -57,10 +57,6 @@ SCDG_JSON_TEMPLATE = (
     "as JSON: {{\"samples\": [...]}}\n"
 )
 
-#: Field labels of the SCDG schema, in order (the parser relies on them).
-SCDG_FIELDS = ("Relation", "Context", "Head Entity", "Head Type", "Tail Entity", "Tail Type")
-
-
 def edkg_prompt(ex: RelationExample, template: str | None = None) -> str:
     """The EDKG prompt for one golden example (`template` overrides EDKG_TEMPLATE)."""
     return (template or EDKG_TEMPLATE).format(text=ex.text, subject=ex.subject, object=ex.object,
