@@ -14,7 +14,7 @@ import pytest
 from tkre.config import DecodingConfig, GeneratorConfig, SCDGConfig
 from tkre.data import relation_type_schema
 from tkre.generate import generate_synthetic, read_rejects
-from tkre.generate import parse
+from tkre.generate import parse, validate
 from tkre.generate.backends import backend_spec, create_backend
 from tkre.generate.schema import scdg_schema, schema_json
 
@@ -62,7 +62,7 @@ def test_schema_fixes_relation_and_restricts_types():
 
 
 def test_json_parser_reads_marked_entities_where_they_are_marked():
-    v = parse.SampleValidator([], {}, source="t")
+    v = validate.SampleValidator([], {}, source="t")
     text = json.dumps({"samples": [
         {"relation": REL, "context": "The  fire near the <head> fire </head> came from a <tail>short circuit</tail> ."},
         {"relation": REL, "context": "<tail>Smoke</tail> came from the <head>tyres</head> ."},
@@ -83,7 +83,7 @@ def test_json_parser_reads_samples_salvages_cut_output_and_falls_back_to_text():
             "tail": "short circuit"}
     text = json.dumps({"samples": [good, {**good, "context": "Smoke came from the tyres .", "head": "Smoke",
                                           "tail": "tyres"}]})
-    v = parse.SampleValidator([], {}, source="t")
+    v = validate.SampleValidator([], {}, source="t")
     outs = v.validate_completion(text, REL, json_format=True)  # entity fields (a server's own JSON) still read
     assert [o.reason for o in outs] == [None, None] and outs[0].example.object == "short circuit"
     cut = text[: text.rindex("Smoke") + 3]  # stopped by max_new_tokens inside the second sample

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tkre.data.records import RelationExample
-from tkre.generate import parse
+from tkre.generate import parse, validate
 from tkre.generate.explanations import strip_preamble
 from tkre.generate.prompts import as_chat_text, edkg_prompt, scdg_example_block, scdg_prompt
 
@@ -27,7 +27,7 @@ def _sample(context: str, head: str, tail: str, rel: str = REL, ht: str = "", tt
 
 
 def _validator(type_pairs=None, golden=GOLDEN):
-    return parse.SampleValidator(golden, type_pairs or {}, source="synthetic:test")
+    return validate.SampleValidator(golden, type_pairs or {}, source="synthetic:test")
 
 
 def test_good_semeval_sample_is_accepted_with_exact_token_offsets():
@@ -113,7 +113,7 @@ def test_repeated_mentions_resolve_deterministically_to_the_closest_pair():
     # same answer every time, independent of validator state
     [again] = _validator().validate_completion(_sample(ctx, "cat", "dog"), REL)
     assert again.example == o.example
-    assert parse.choose_pair([(0, 1), (6, 7)], [(3, 4)]) == ((0, 1), (3, 4))  # tie -> earliest head
+    assert validate.choose_pair([(0, 1), (6, 7)], [(3, 4)]) == ((0, 1), (3, 4))  # tie -> earliest head
 
 
 def test_duplicates_of_golden_and_of_earlier_synthetic_are_rejected():
@@ -174,7 +174,7 @@ def test_type_names_are_normalised_like_the_reference_code():
     [m] = v.validate_completion(_sample("the Oscar winner became a director .", "Oscar winner", "director",
                                         rel="per:title", ht="MISCELLANEOUS", tt="title"), "per:title")
     assert m.reason is None and m.example.subj_type == "MISC"  # alias -> the dataset's spelling
-    assert parse.normalise_type(" state-or_province. ") == "STATE_OR_PROVINCE"
+    assert validate.normalise_type(" state-or_province. ") == "STATE_OR_PROVINCE"
 
 
 @pytest.mark.parametrize("raw,clean", [

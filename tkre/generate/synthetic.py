@@ -25,7 +25,7 @@ from typing import Any
 from tkre import __version__
 from tkre.config import SCDGConfig
 from tkre.data.records import RelationExample
-from tkre.generate import parse
+from tkre.generate import parse, validate
 from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_synthetic
@@ -75,7 +75,7 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     relations = list(relations) if relations is not None else list(by_rel)
     no_examples = [r for r in relations if not by_rel.get(r)]
     relations = [r for r in relations if by_rel.get(r)]
-    validator = parse.SampleValidator(golden, type_pairs, source=f"synthetic:{spec.generator}")
+    validator = validate.SampleValidator(golden, type_pairs, source=f"synthetic:{spec.generator}")
     spp = cfg.samples_per_prompt
     constrained = cfg.constrained
     schemas = {r: schema_json(scdg_schema(r, spp, type_pairs.get(r) if validator.uses_types else None))
