@@ -22,3 +22,40 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = _first_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
+
+
+def _user_docs() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_readme_is_a_front_door():
+    """At most 300 lines; the rest lives in docs/, and the README links every page there."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name}" in text, page.name
+
+
+def test_readme_lists_every_shipped_sweep():
+    text = (ROOT / "README.md").read_text()
+    for sweep in sorted((ROOT / "tkre" / "sweeps").glob("*.yaml")):
+        assert f"| `{sweep.stem}` |" in text, sweep.stem
+
+
+def test_user_docs_links_resolve():
+    """Every relative link in the README and docs/*.md names a file that exists (anchors not checked)."""
+    for doc in _user_docs():
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            assert (doc.parent / target.split("#")[0]).exists(), (doc.name, target)
+
+
+def test_user_docs_carry_no_development_history():
+    """No issue numbers or commit hashes in the README and docs/*.md: facts and numbers, not history."""
+    for doc in _user_docs():
+        text = doc.read_text()
+        assert not re.search(r"\bissues? #?\d+", text, flags=re.I), doc.name
+        hashes = [w for w in re.findall(r"\b[0-9a-f]{7,40}\b", text)
+                  if re.search(r"\d", w) and re.search(r"[a-f]", w)]
+        assert not hashes, (doc.name, hashes)

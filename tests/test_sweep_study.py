@@ -143,8 +143,8 @@ def test_mlm_head_sweep_switches_off_each_remedy_in_the_studys_tkre_setting():
 
 def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
     """results/cpu_semeval: 30 ok rows (the study file's 5 seeds x 6 variants), each traceable to its config,
-    data, generator, model, seed and package version; the headline both READMEs quote (TKRE - golden-only,
-    mean ± std in pp) is computed from those rows, not typed in."""
+    data, generator, model, seed and package version; the headlines that the study page and docs/studies.md
+    quote (TKRE - golden-only, mean ± std in pp) are computed from those rows, not typed in."""
     import json
 
     import pandas as pd
@@ -171,8 +171,8 @@ def test_committed_study_results_are_the_full_grid_traceable_and_quoted():
         assert set(rows["status"]) == {"ok"}
         (tkre,) = [c for c in paired_comparisons(rows) if c.variant == "tkre"]
         assert tkre.n == 5
-        headline = f"{tkre.mean:+.2f} ± {tkre.std:.2f}".replace("-", "−")  # the READMEs print a minus sign
-        for doc in (RESULTS.parents[1] / "README.md", RESULTS / "README.md"):
+        headline = f"{tkre.mean:+.2f} ± {tkre.std:.2f}".replace("-", "−")  # the docs print a minus sign
+        for doc in (RESULTS.parents[1] / "docs" / "studies.md", RESULTS / "README.md"):
             assert headline in doc.read_text(), (doc, headline)
 
 
