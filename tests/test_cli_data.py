@@ -41,13 +41,23 @@ def test_validate_and_errors_are_one_line():
 
 def test_stats_on_tacred_format_data_with_its_own_16_labels():
     r = tkre("data", "stats", "tacred", "--path", FIX / "tacred_own16")
-    assert "16 relations (no-relation class: no_relation)" in r.stdout
+    assert "16 relations (no-relation class: no_relation, left out of micro-F1)" in r.stdout
     assert "per:identity" in r.stdout and "org:city_of_branch" in r.stdout
     said = [line for line in (r.stdout + r.stderr).splitlines() if "own label set" in line]
     assert len(said) == 1 and "16 relations" in said[0], r.stderr
     # real TACRED labels: the 42-label set, and nothing said about it
     r = tkre("data", "stats", "tacred", "--path", FIX / "tacred")
     assert "42 relations" in r.stdout and "own label set" not in r.stdout + r.stderr
+
+
+def test_stats_without_no_relation_class_and_with_a_test_only_label():
+    r = tkre("data", "stats", "tacred", "--path", FIX / "tacred_nonull")
+    assert "4 relations (no no-relation class: micro-F1 over all relations)" in r.stdout, r.stdout
+    assert "1 label(s) only dev/test carry (1 examples" in r.stdout and "sibling_of (dev/test only)" in r.stdout
+    said = [line for line in (r.stdout + r.stderr).splitlines() if "only dev/test carry, with no train" in line]
+    assert len(said) == 1 and "sibling_of (1)" in said[0], r.stderr
+    r = tkre("data", "stats", "jsonl", "--path", FIX / "jsonl_untyped")
+    assert "no-relation class: no_relation, left out of micro-F1" in r.stdout and "twin_of" in r.stdout
 
 
 def test_validate_refuses_a_token_string_and_an_integer_type(tmp_path):

@@ -102,15 +102,18 @@ def test_generic_jsonl_char_offsets_to_tokens(tmp_path):
     assert back == ex
 
 
-def test_jsonl_dataset_and_unknown_dev_label(tmp_path):
+def test_jsonl_dataset_and_dev_only_label(tmp_path):
     good = _generic("Ann founded Zeta in Rome .", "Ann", "Zeta", "org:founded_by")
     _write_generic(tmp_path / "ok", {"train": [good], "dev": [good], "test": [good]})
     ds = load_dataset("jsonl", tmp_path / "ok")
     assert ds.relations == ["org:founded_by"] and len(ds.splits["test"]) == 1
-    bad = dict(good, relation="per:spouse")
-    _write_generic(tmp_path / "bad", {"train": [good], "dev": [good, bad], "test": [good]})
-    with pytest.raises(DataError) as e:
-        load_dataset("jsonl", tmp_path / "bad")
+    other = dict(good, relation="per:spouse")  # no relations.json: a dev-only label is kept
+    _write_generic(tmp_path / "dev_only", {"train": [good], "dev": [good, other], "test": [good]})
+    ds = load_dataset("jsonl", tmp_path / "dev_only")
+    assert ds.relations == ["org:founded_by"] and ds.eval_only == {"per:spouse": 1}
+    (tmp_path / "dev_only" / "relations.json").write_text(json.dumps(["org:founded_by"]))
+    with pytest.raises(DataError) as e:  # declared label set: a label outside it is an error
+        load_dataset("jsonl", tmp_path / "dev_only")
     assert "dev.jsonl" in str(e.value) and e.value.record == "line 2" and e.value.field == "relation"
 
 
@@ -266,15 +269,60 @@ def test_real_tacred_labels_keep_the_42_label_check(tmp_path, caplog):
     assert (e.value.record, e.value.field) == ("fx-dv-01", "relation")
 
 
-def test_own_label_set_is_the_train_splits(tmp_path):
+def test_own_label_set_is_the_train_splits_and_test_only_labels_are_kept(tmp_path, caplog):
+    import logging
     d = tmp_path / "own"
     shutil.copytree(FIX / "tacred_own16", d)
     data = json.loads((d / "test.json").read_text())
     data[1]["relation"] = "per:favourite_colour"
     (d / "test.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match="train split") as e:
-        load_dataset("tacred", d)
-    assert e.value.file.endswith("test.json") and (e.value.record, e.value.field) == ("own-te-02", "relation")
+    with caplog.at_level(logging.WARNING, logger="tkre.data"):
+        ds = load_dataset("tacred", d)
+        load_dataset("tacred", d)  # warned once per process, not on every load
+    assert "per:favourite_colour" not in ds.relations and len(ds.relations) == 16  # no class for it
+    assert ds.eval_only == {"per:favourite_colour": 1}
+    assert next(e for e in ds.splits["test"] if e.id == "own-te-02").relation == "per:favourite_colour"
+    said = [r.getMessage() for r in caplog.records if "only dev/test carry" in r.getMessage()]
+    assert len(said) == 1 and "per:favourite_colour (1)" in said[0] and "inevitable misses" in said[0]
+
+
+def test_semeval_label_without_train_example_is_the_same_behaviour(semeval):
+    # declared by rel2id.json, so a class of the label set, but only dev/test carry it
+    assert semeval.eval_only == {"Entity-Destination(e2,e1)": 2}
+    assert "Entity-Destination(e2,e1)" in semeval.relations
+
+
+def _write_jsonl_dir(root: Path, rows: dict, relations=None) -> Path:
+    _write_generic(root, rows)
+    if relations is not None:
+        (root / "relations.json").write_text(json.dumps(relations))
+    return root
+
+
+def test_jsonl_without_no_relation_class_and_a_dev_only_label(tmp_path):
+    a = _generic("Ada wrote Notes .", "Ada", "Notes", "wrote")
+    b = _generic("Bo lives in Oslo .", "Bo", "Oslo", "lives_in")
+    c = _generic("Cy owns Dot .", "Cy", "Dot", "owns")
+    d = _write_jsonl_dir(tmp_path / "own", {"train": [a, b], "dev": [a, c], "test": [b]})
+    ds = load_dataset("jsonl", d)
+    assert ds.no_relation is None and ds.relations == ["lives_in", "wrote"]
+    assert ds.eval_only == {"owns": 1} and ds.splits["dev"][1].relation == "owns"
+    assert ds.splits["train"][0].subj_type is None  # untyped entities stay untyped
+    # a no-relation class only dev/test carry is still the class micro-F1 leaves out
+    d2 = _write_jsonl_dir(tmp_path / "na", {"train": [a, b], "dev": [a], "test": [b | {"relation": "NA"}]})
+    ds2 = load_dataset("jsonl", d2)
+    assert ds2.no_relation == "no_relation" and "no_relation" not in ds2.relations
+    assert ds2.eval_only == {"no_relation": 1}
+    # relations.json declares the label set: a label outside it is an error (a typo), one in it is not
+    d3 = _write_jsonl_dir(tmp_path / "declared", {"train": [a, b], "dev": [a, c], "test": [b]},
+                          relations=["wrote", "lives_in"])
+    with pytest.raises(DataError, match="not in relations.json") as e:
+        load_dataset("jsonl", d3)
+    assert e.value.file.endswith("dev.jsonl") and e.value.field == "relation"
+    (d3 / "relations.json").write_text(json.dumps(["wrote", "lives_in", "owns"]))
+    ds3 = load_dataset("jsonl", d3)
+    assert ds3.relations == ["wrote", "lives_in", "owns"] and ds3.eval_only == {"owns": 1}
+    assert ds3.no_relation is None
 
 
 def test_tacrev_patch_over_own_labels_uses_them(tmp_path):

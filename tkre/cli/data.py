@@ -25,11 +25,17 @@ def data_stats(dataset: str = typer.Argument(..., help=DATASET_HELP),
     console.print(f"[bold]{dataset}[/bold]  data hash {ds.data_hash}")
     for split, examples in ds.splits.items():
         console.print(f"  {split:<5} {len(examples):>7,} examples")
-    console.print(f"  {len(ds.relations)} relations (no-relation class: {ds.no_relation})")
+    excluded = (f"no-relation class: {ds.no_relation}, left out of micro-F1" if ds.no_relation else
+                "no no-relation class: micro-F1 over all relations")
+    console.print(f"  {len(ds.relations)} relations ({excluded})")
+    if ds.eval_only:
+        console.print(f"  {len(ds.eval_only)} label(s) only dev/test carry ({sum(ds.eval_only.values()):,} "
+                      f"examples, no train example: inevitable misses): {', '.join(ds.eval_only)}")
     table = Table("relation", *ds.splits.keys())
     counts = {s: Counter(ex.relation for ex in exs) for s, exs in ds.splits.items()}
-    for rel in ds.relations:
-        table.add_row(rel, *(f"{counts[s][rel]:,}" for s in ds.splits))
+    for rel in [*ds.relations, *(r for r in ds.eval_only if r not in ds.relations)]:
+        table.add_row(rel if counts["train"][rel] else f"{rel} (dev/test only)",
+                      *(f"{counts[s][rel]:,}" for s in ds.splits))
     console.print(table)
 
 

@@ -1,7 +1,9 @@
 """Dataset loaders, registered by name: semeval (shipped), tacred, tacrev, retacred, jsonl.
 
 Every loader returns a `Dataset` of `RelationExample`s (spans end-exclusive) split into
-train/dev/test, with the label set, the no-relation class and a hash of the files read.
+train/dev/test, with the label set, the no-relation class (None when the labels have none), the
+labels only dev/test carry (kept and warned about once: `tkre/data/dataset.py`) and a hash of the
+files read.
 Bad input raises `DataError` naming the file, the record (line number or id) and the field;
 every field of every format is type-checked (`tkre/data/fields.py`). The TACRED family lives in
 `tkre/data/tacred.py`.
@@ -12,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from tkre.data.dataset import (SPLITS, Dataset, check_labels, hash_files, label_set, read_json, read_jsonl,
-                               shipped_dir)
+from tkre.data.dataset import (SPLITS, Dataset, check_labels, hash_files, label_set, no_relation_class, read_json,
+                               read_jsonl, shipped_dir, with_eval_only)
 from tkre.data.fields import is_int, want_dict, want_keys, want_str, want_str_list
 from tkre.data.records import RelationExample, canonical_relation, checked, example_from_generic
 from tkre.data.tacred import TACRED_RELATIONS, load_retacred, load_tacred, load_tacrev
@@ -64,8 +66,9 @@ def load_semeval(path: str | Path | None = None, **_: Any) -> Dataset:
     for split, file in files.items():
         splits[split] = [_semeval_record(d, file=str(file), lineno=n, split=split) for n, d in read_jsonl(file)]
         check_labels(splits[split], set(relations), str(file))
-    return Dataset("semeval", splits, relations, "Other", [str(p) for p in [rel2id_file, *files.values()]],
-                   hash_files([rel2id_file, *files.values()]))
+    ds = Dataset("semeval", splits, relations, no_relation_class(relations),
+                 [str(p) for p in [rel2id_file, *files.values()]], hash_files([rel2id_file, *files.values()]))
+    return with_eval_only(ds, root)
 
 
 # ---------------------------------------------------------------- generic JSONL
@@ -84,7 +87,8 @@ def _read_relations(path: Path) -> list[str]:
 
 
 def load_jsonl(path: str | Path | None = None, **_: Any) -> Dataset:
-    """Directory with train.jsonl, dev.jsonl, test.jsonl (and optionally relations.json, a label list)."""
+    """Directory with train.jsonl, dev.jsonl, test.jsonl and optionally relations.json (a label list,
+    then every split's labels must be in it); without it the label set is the train split's labels."""
     if not path:
         raise DataError("the jsonl dataset needs its directory: give --path")
     root = Path(path)
@@ -98,11 +102,13 @@ def load_jsonl(path: str | Path | None = None, **_: Any) -> Dataset:
         files.append(rel_file)
         checks = list(zip(SPLITS, files))
     else:
-        relations, no_rel = label_set(ex.relation for ex in splits["train"])
-        checks = list(zip(SPLITS[1:], files[1:]))
+        every = no_relation_class(ex.relation for split in splits.values() for ex in split)
+        relations, no_rel = label_set((ex.relation for ex in splits["train"]), no_relation=every)
+        checks = []
     for s, f in checks:
-        check_labels(splits[s], set(relations), str(f))
-    return Dataset("jsonl", splits, relations, no_rel, [str(f) for f in files], hash_files(files))
+        check_labels(splits[s], set(relations), str(f), " (not in relations.json)")
+    return with_eval_only(Dataset("jsonl", splits, relations, no_rel, [str(f) for f in files], hash_files(files)),
+                          root)
 
 
 LOADERS: dict[str, Callable[..., Dataset]] = {

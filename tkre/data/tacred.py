@@ -8,7 +8,8 @@ and `retacred` (the Re-TACRED patch), all read through one record parser.
 - Label set: data whose train labels are all TACRED's 42 is TACRED and is checked against the 42
   (a label outside them in dev/test is an error). TACRED-format data with other labels (Re-TACRED's
   converted files, a user's own corpus) is loaded with its own label set, the train split's labels,
-  and the loader says so in one log line.
+  and the loader says so in one log line; its dev/test labels that train lacks are kept (warned
+  about once, `Dataset.eval_only`), and it may have no no-relation class.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tkre.data.dataset import (SPLITS, Dataset, check_labels, hash_files, label_set, read_json, read_jsonl,
-                               shipped_dir)
+from tkre.data.dataset import (SPLITS, Dataset, check_labels, hash_files, label_set, no_relation_class, read_json,
+                               read_jsonl, shipped_dir, with_eval_only)
 from tkre.data.fields import want_dict, want_id, want_int, want_keys, want_str, want_str_list
 from tkre.data.records import RelationExample, canonical_relation, checked
 from tkre.errors import DataError
@@ -117,26 +118,25 @@ def _load_tacred_files(path: str | Path | None) -> tuple[dict[str, list[Relation
 
 
 def tacred_label_set(splits: dict[str, list[RelationExample]], files: list[Path], name: str
-                     ) -> tuple[list[str], str]:
+                     ) -> tuple[list[str], str | None]:
     """(relations, no-relation class): TACRED's 42 when every train label is one of them (then every
-    split is checked against the 42), else the train split's own labels, said in one log line."""
+    split is checked against the 42), else the train split's own labels, said in one log line; its
+    no-relation class is the one any split uses, or None."""
     train = {ex.relation for ex in splits["train"]}
     if train <= set(TACRED_RELATIONS):
         for s, f in zip(SPLITS, files):
             check_labels(splits[s], set(TACRED_RELATIONS), str(f),
                          " (not one of TACRED's 42 labels, which the train split uses)")
         return list(TACRED_RELATIONS), "no_relation"
-    relations, no_rel = label_set(train)
-    for s, f in zip(SPLITS[1:], files[1:]):
-        check_labels(splits[s], set(relations), str(f),
-                     " (not a label of the train split, which defines this data's own label set)")
+    relations, no_rel = label_set(train, no_relation=no_relation_class(
+        ex.relation for split in splits.values() for ex in split))
     key = (str(files[0].parent.resolve()), tuple(relations))
     if key not in _announced:
         _announced.add(key)
         foreign = sorted(train - set(TACRED_RELATIONS))
         logger.info("%s: %s uses its own label set, not TACRED's 42: %d relations from %s (%d not TACRED's, "
-                    "e.g. %s); no-relation class %r", name, files[0].parent, len(relations), files[0].name,
-                    len(foreign), ", ".join(foreign[:3]), no_rel)
+                    "e.g. %s); no-relation class %s", name, files[0].parent, len(relations), files[0].name,
+                    len(foreign), ", ".join(foreign[:3]), repr(no_rel) if no_rel else "none (micro-F1 over all)")
     return relations, no_rel
 
 
@@ -146,8 +146,12 @@ def _load_tacred(path: str | Path | None, name: str) -> Dataset:
     return Dataset(name, splits, relations, no_rel, [str(f) for f in files], hash_files(files, TOKEN_CONVERSION))
 
 
+def _finished(ds: Dataset) -> Dataset:
+    return with_eval_only(ds, Path(ds.files[0]).parent)
+
+
 def load_tacred(path: str | Path | None = None, **_: Any) -> Dataset:
-    return _load_tacred(path, "tacred")
+    return _finished(_load_tacred(path, "tacred"))
 
 
 def load_tacrev(path: str | Path | None = None, patch_path: str | Path | None = None, **_: Any) -> Dataset:
@@ -155,6 +159,7 @@ def load_tacrev(path: str | Path | None = None, patch_path: str | Path | None = 
     base = _load_tacred(path, "tacrev")
     patch_root = Path(patch_path) if patch_path else shipped_dir("tacrev")
     patch_files = []
+    eval_only = {ex.relation for split in ("dev", "test") for ex in base.splits[split]} - set(base.relations)
     for split in ("dev", "test"):
         pfile = patch_root / f"{split}_patch.json"
         patch = read_json(pfile)
@@ -167,7 +172,7 @@ def load_tacrev(path: str | Path | None = None, patch_path: str | Path | None = 
             want_keys(item, ("id", "relation"), file=str(pfile), record=f"#{n}")
             pid = want_id(item["id"], file=str(pfile), record=f"#{n}")
             rel = canonical_relation(want_str(item["relation"], file=str(pfile), record=pid, field="relation"))
-            if rel not in base.relations:
+            if rel not in base.relations and rel not in eval_only:
                 raise DataError(f"unknown relation label {rel!r}", file=str(pfile), record=pid, field="relation")
             if pid not in by_id:
                 raise DataError(f"patch id not found in TACRED {split}", file=str(pfile), record=pid, field="id")
@@ -175,8 +180,8 @@ def load_tacrev(path: str | Path | None = None, patch_path: str | Path | None = 
         base.splits[split] = examples
         patch_files.append(pfile)
     files = [Path(f) for f in base.files] + patch_files
-    return Dataset("tacrev", base.splits, base.relations, base.no_relation, [str(f) for f in files],
-                   hash_files(files, TOKEN_CONVERSION))
+    return _finished(Dataset("tacrev", base.splits, base.relations, base.no_relation, [str(f) for f in files],
+                             hash_files(files, TOKEN_CONVERSION)))
 
 
 def _retacred_patch_file(root: Path, split: str) -> Path:
@@ -207,7 +212,7 @@ def load_retacred(path: str | Path | None = None, patch_path: str | Path | None 
         if not splits[split]:
             raise DataError(f"no {split} example of the TACRED data is in the patch", file=str(pfile))
         patch_files.append(pfile)
-    relations = ["no_relation"] + sorted(labels - {"no_relation"})
+    relations, no_rel = label_set(labels)
     all_files = files + patch_files
-    return Dataset("retacred", splits, relations, "no_relation", [str(f) for f in all_files],
-                   hash_files(all_files, TOKEN_CONVERSION))
+    return _finished(Dataset("retacred", splits, relations, no_rel, [str(f) for f in all_files],
+                             hash_files(all_files, TOKEN_CONVERSION)))
