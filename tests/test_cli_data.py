@@ -120,3 +120,30 @@ def test_exit_codes_are_true():
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert tkre("--version").returncode == 0 and "tkre" in tkre("--version").stdout
     assert tkre("data", "--help").returncode == 0
+
+
+def test_enumerated_options_are_choices_with_a_usage_error_not_a_traceback(tmp_path):
+    r = tkre("finetune", "--protocol", "fewrel", "--out", tmp_path, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'knowprompt', 'genpt'" in r.stderr
+    r = tkre("generate", "synthetic", "--backend", "llamacpp", "--out", tmp_path, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "'hf', 'vllm', 'openai'" in r.stderr
+    r = tkre("finetune", "--no-such-option", "--out", tmp_path, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "No such option" in r.stderr
+
+
+@pytest.mark.parametrize("content", [b"PAR1 truncated", b"", b"not parquet at all\n"])
+def test_report_on_a_corrupt_results_file_is_one_line_naming_it(tmp_path, content):
+    (tmp_path / "results.parquet").write_bytes(content)
+    r = tkre("report", tmp_path, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = [s for s in r.stderr.splitlines() if s.strip()]
+    assert len(lines) == 1 and "results.parquet" in lines[0] and "not a readable results table" in lines[0]
+
+
+def test_report_on_a_foreign_parquet_file_names_it(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"a": [1], "b": ["x"]}).to_parquet(tmp_path / "results.parquet")
+    r = tkre("report", tmp_path, check=False)
+    assert r.returncode == 1 and "not a tkre results table" in r.stderr and "results.parquet" in r.stderr

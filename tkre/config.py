@@ -19,6 +19,8 @@ from tkre.errors import ConfigError, decode_utf8
 
 DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
 Protocol = Literal["knowprompt", "genpt"]
+Backend = Literal["hf", "vllm", "openai"]
+Backbone = Literal["typ_marker", "genpt"]
 PROTOCOL_SEEDS = {"knowprompt": (1, 2, 3, 4, 5), "genpt": (13, 21, 42, 87, 100)}  # the protocols' published splits
 SEEDS_HELP = "; ".join(f"{name}: {', '.join(map(str, seeds))}" for name, seeds in PROTOCOL_SEEDS.items())
 
@@ -113,7 +115,7 @@ class OpenAIConfig(StrictModel):
 class GeneratorConfig(StrictModel):
     """One LLM generator: which model, where it runs, how it samples (EDKG's, and SCDG's unless set)."""
 
-    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="generation backend")
+    backend: Backend = Field("hf", description="generation backend")
     model: str = Field(EMBEDDED_GENERATOR, description="HF id, local path, server model name or embedded:smollm2 "
                                                        "(paper: meta-llama/Llama-2-13b-chat-hf)")
     revision: str | None = Field(None, description="model revision (Hub models; part of the cache key)")
@@ -246,7 +248,7 @@ class PretrainConfig(StrictModel):
 class FinetuneConfig(StrictModel):
     """Task-oriented fine-tuning (paper: AdamW, lr 3e-5, batch 32, 10 epochs)."""
 
-    backbone: Literal["typ_marker", "genpt"] = Field("typ_marker", description="classifier")
+    backbone: Backbone = Field("typ_marker", description="classifier")
     encoder: str = Field(EMBEDDED_ENCODER, description="initial weights: HF id, local path, tkre checkpoint")
     allow_different_encoder: bool = Field(
         False, description="in an experiment, allow finetune.encoder to differ from pretrain.encoder on purpose "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -238,7 +239,14 @@ class SweepDir:
 
         if not self.exists(RESULTS_FILE):
             raise ConfigError(f"{self.uri}: no {RESULTS_FILE} (is this a sweep directory? run `tkre sweep` first)")
-        df = pq.read_table(self._path(RESULTS_FILE), filesystem=self.fs).to_pandas()
+        try:
+            df = pq.read_table(self._path(RESULTS_FILE), filesystem=self.fs).to_pandas()
+        except (pa.ArrowException, OSError) as e:  # truncated, not Parquet, unreadable
+            raise ConfigError(f"{self.location(RESULTS_FILE)}: not a readable results table "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+        if "schema_version" not in df and len(df.columns) and "trial_id" not in df:
+            raise ConfigError(f"{self.location(RESULTS_FILE)}: not a tkre results table (no schema_version or "
+                              f"trial_id column; columns: {', '.join(map(str, list(df.columns)[:6]))})")
         versions = set(df["schema_version"].dropna().astype(int)) if "schema_version" in df else set()
         if versions != {RESULTS_SCHEMA_VERSION} and len(df):
             raise ConfigError(f"{self.location(RESULTS_FILE)}: results schema version "

@@ -24,7 +24,7 @@ from tkre.errors import TkreError, strip_ansi
 
 app = typer.Typer(help="tkre: few-shot relation extraction with TKRE (knowledge generation, two-stage "
                        "pre-training, fine-tuning) as Ray pipelines and sweeps.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(cluster_app, name="cluster")
@@ -70,10 +70,10 @@ def run_app() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except typer.TyperException as e:  # usage errors (bad option, value not a choice) carry their exit code
+        show = getattr(e, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(e, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,13 +9,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from tkre.config import DatasetName, Protocol
 from tkre.cli.options import DATASET_HELP, K, PATCH, PATH, PROTOCOL, SEED, console
 
 data_app = typer.Typer(help="Inspect datasets and make K-shot splits.", no_args_is_help=True)
 
 
 @data_app.command("stats")
-def data_stats(dataset: str = typer.Argument(..., help=DATASET_HELP),
+def data_stats(dataset: DatasetName = typer.Argument(..., help=DATASET_HELP),
                path: Optional[str] = PATH,
                patch: Optional[str] = PATCH) -> None:
     """Print per-split counts and the relation distribution of a dataset."""
@@ -40,12 +41,12 @@ def data_stats(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
 
 @data_app.command("kshot")
-def data_kshot(dataset: str = typer.Argument(..., help=DATASET_HELP),
+def data_kshot(dataset: DatasetName = typer.Argument(..., help=DATASET_HELP),
                path: Optional[str] = PATH,
                patch: Optional[str] = PATCH,
                k: int = K,
                seed: int = SEED,
-               protocol: str = PROTOCOL,
+               protocol: Protocol = PROTOCOL,
                out: Path = typer.Option(..., "--out", help="output JSONL file (generic format)")) -> None:
     """Write a K-shot training split as generic JSONL (plus FILE.schema.json; genpt also FILE.dev.jsonl)."""
     from tkre.data import load_dataset
@@ -61,7 +62,7 @@ def data_kshot(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
 
 @data_app.command("validate")
-def data_validate(dataset: str = typer.Argument(..., help=DATASET_HELP),
+def data_validate(dataset: DatasetName = typer.Argument(..., help=DATASET_HELP),
                   path: Optional[str] = PATH,
                   patch: Optional[str] = PATCH) -> None:
     """Load every split, check every record and label; exit non-zero naming the first bad record."""

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from tkre.config import Backend, DatasetName, Protocol
 from tkre.cli.options import DATASET, K, PATCH, PATH, PROTOCOL, SEED, SET_HELP, console
 
 generate_app = typer.Typer(help="LLM knowledge generation: EDKG explanations, SCDG synthetic samples.",
@@ -39,7 +40,7 @@ _GEN_OPTS = dict(
     k=K,
     seed=SEED,
     protocol=PROTOCOL,
-    backend=typer.Option(None, "--backend", help="hf, vllm or openai (default from config: hf)"),
+    backend=typer.Option(None, "--backend", help="generation backend (default from config: hf)"),
     model=typer.Option(None, "--model", help="HF id, local path, server model name or embedded:smollm2"),
     config=typer.Option(None, "--config", help="YAML file with `edkg:` / `scdg:` sections (an experiment file)"),
     cache_dir=typer.Option(None, "--cache-dir", help="generation cache (default ~/.cache/tkre/generation)"),
@@ -54,9 +55,9 @@ _GEN_OPTS = dict(
 
 @generate_app.command("explanations")
 def generate_explanations_cmd(
-        dataset: str = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
+        dataset: DatasetName = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
         patch: Optional[str] = _GEN_OPTS["patch"], k: int = _GEN_OPTS["k"], seed: int = _GEN_OPTS["seed"],
-        protocol: str = _GEN_OPTS["protocol"], backend: Optional[str] = _GEN_OPTS["backend"],
+        protocol: Protocol = _GEN_OPTS["protocol"], backend: Optional[Backend] = _GEN_OPTS["backend"],
         model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
         cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
         concurrency: Optional[int] = _GEN_OPTS["concurrency"],
@@ -84,9 +85,9 @@ def generate_explanations_cmd(
 
 @generate_app.command("synthetic")
 def generate_synthetic_cmd(
-        dataset: str = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
+        dataset: DatasetName = _GEN_OPTS["dataset"], path: Optional[str] = _GEN_OPTS["path"],
         patch: Optional[str] = _GEN_OPTS["patch"], k: int = _GEN_OPTS["k"], seed: int = _GEN_OPTS["seed"],
-        protocol: str = _GEN_OPTS["protocol"], backend: Optional[str] = _GEN_OPTS["backend"],
+        protocol: Protocol = _GEN_OPTS["protocol"], backend: Optional[Backend] = _GEN_OPTS["backend"],
         model: Optional[str] = _GEN_OPTS["model"], config: Optional[Path] = _GEN_OPTS["config"],
         cache_dir: Optional[str] = _GEN_OPTS["cache_dir"], batch_size: Optional[int] = _GEN_OPTS["batch_size"],
         concurrency: Optional[int] = _GEN_OPTS["concurrency"],

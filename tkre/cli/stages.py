@@ -9,16 +9,17 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from tkre.config import Backbone, DatasetName, Protocol
 from tkre.cli.options import DATASET, K, PATCH, PATH, PROTOCOL, SEED, SET_HELP, console
 
 
 def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML file (its `pretrain:` section or the whole file)"),
              workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (overrides the config)"),
-             dataset: str = DATASET,
+             dataset: DatasetName = DATASET,
              path: Optional[str] = PATH,
              k: int = K,
              seed: int = SEED,
-             protocol: str = PROTOCOL,
+             protocol: Protocol = PROTOCOL,
              explanations: Optional[str] = typer.Option(None, "--explanations", help="explanation corpus (folder or parquet)"),
              synthetic: Optional[str] = typer.Option(None, "--synthetic", help="synthetic set (folder or parquet)"),
              set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
@@ -46,13 +47,13 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", help="YAML 
 
 
 
-def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="typ_marker (default) or genpt"),
-             dataset: str = DATASET,
+def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", help="classifier (default typ_marker)"),
+             dataset: DatasetName = DATASET,
              path: Optional[str] = PATH,
              patch: Optional[str] = PATCH,
              k: int = K,
              seed: int = SEED,
-             protocol: str = PROTOCOL,
+             protocol: Protocol = PROTOCOL,
              init: Optional[str] = typer.Option(None, "--init",
                                                 help="initial weights: tkre pre-training checkpoint, HF folder/id "
                                                      "or embedded:minilm (default)"),
@@ -103,7 +104,7 @@ def finetune(backbone: Optional[str] = typer.Option(None, "--backbone", help="ty
 
 
 def evaluate(checkpoint: str = typer.Argument(..., help="fine-tuned checkpoint folder (OUT/checkpoint)"),
-             dataset: str = DATASET,
+             dataset: DatasetName = DATASET,
              path: Optional[str] = PATH,
              patch: Optional[str] = PATCH,
              split: str = typer.Option("test", "--split", help="train, dev or test"),
