@@ -48,7 +48,7 @@ def test_search_trial_lines_leave_the_test_score_out():
         trial = SimpleNamespace(trial_id="t1", config={}, last_result={"dev_micro_f1": 0.4, "test_micro_f1": 0.5})
         lines.on_trial_start(0, [], trial)
         lines.on_trial_complete(0, [], trial)
-        return out.getvalue().splitlines()[-1]
+        return next(ln for ln in out.getvalue().splitlines() if "finished" in ln)
 
     assert "dev_micro_f1 0.4000 test_micro_f1 0.5000" in finished_line(TrialLines(live=False))
     search = pickle.loads(pickle.dumps(TrialLines(live=False, show_test=False)))
@@ -57,3 +57,35 @@ def test_search_trial_lines_leave_the_test_score_out():
     old = TrialLines(live=False)  # pickled before show_test existed: shows both, as it did
     old.__setstate__({"heartbeat_s": 60.0, "live_wanted": False})
     assert "test_micro_f1" in finished_line(old)
+
+
+def test_progress_line_counts_and_extrapolates_this_runs_pace():
+    from tkre.console import progress_line
+
+    assert progress_line(2, 8, 2, 120.0, "grid") == "2 of 8 trials done (grid), ETA 6m00s"
+    # a restored phase: 5 were done before, 1 ended in this run after 60 s -> 2 left at 60 s each
+    assert progress_line(6, 8, 1, 60.0) == "6 of 8 trials done, ETA 2m00s"
+    assert progress_line(8, 8, 3, 300.0, "evaluate") == "8 of 8 trials done (evaluate)"
+
+
+def test_trial_lines_print_k_of_n_after_each_trial_end():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from tkre.console import TrialLines
+
+    lines = TrialLines(live=False, total=3, phase="grid")
+    out = io.StringIO()
+    lines._console = Console(file=out, width=200)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={}, last_result={}, status="RUNNING", error_file=None)
+              for i in range(3)]
+    for t in trials:
+        lines.on_trial_start(0, trials, t)
+    trials[0].status = "TERMINATED"
+    lines.on_trial_complete(0, trials, trials[0])
+    trials[1].status = "ERROR"
+    lines.on_trial_error(0, trials, trials[1])
+    counts = [ln for ln in out.getvalue().splitlines() if "trials done" in ln]
+    assert counts[0].startswith("1 of 3 trials done (grid), ETA ") and counts[1].startswith("2 of 3 trials done")

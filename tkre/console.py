@@ -3,8 +3,9 @@
 - `TrialLines`: a Ray Tune `Callback` (Tune's extension point; the sweep runs Tune with `verbose=0`,
   so no status tables). One line per trial -- trial, variant, stage, progress (epoch and step, or
   rows), elapsed -- printed when a trial starts, changes stage or epoch, every `heartbeat_s` while it
-  runs, and when it ends. On a terminal the running trials' lines are also kept live (updated in
-  place) below the printed ones.
+  runs, and when it ends, followed by the phase's count: "k of N trials done, ETA ..." (N: the trials
+  the phase will run; the ETA extrapolates this run's pace of finished trials). On a terminal the
+  running trials' lines are also kept live (updated in place) below the printed ones.
 - `ProgressBar`: a rich progress bar for `tkre pretrain` / `tkre finetune` (one bar per stage).
 
 Both poll a `progress.Channel` on the driver: Tune calls `on_step_end` in its control loop; the bar
@@ -64,6 +65,15 @@ def merge(state: dict[str, Any], event: dict[str, Any]) -> bool:
     return key() != before
 
 
+def progress_line(done: int, total: int, ended_here: int, elapsed_s: float, phase: str | None = None) -> str:
+    """'3 of 8 trials done (grid), ETA 12m30s': the remaining trials at this run's pace so far."""
+    where = f" ({phase})" if phase else ""
+    if done >= total:
+        return f"{done} of {total} trials done{where}"
+    eta = elapsed_s / ended_here * (total - done) if ended_here else None
+    return f"{done} of {total} trials done{where}" + (f", ETA {_duration(eta)}" if eta is not None else "")
+
+
 def _tenth(state: dict) -> int | None:
     if state.get("unit") != "rows" or not state.get("total"):
         return None
@@ -74,10 +84,13 @@ class TrialLines(Callback):
     """Per-trial progress lines for a sweep (see the module docstring). The channel is the driver's
     current one (`progress.use`) when the experiment starts, so a restored Tuner gets today's."""
 
-    def __init__(self, heartbeat_s: float = 60.0, live: bool | None = None, show_test: bool = True):
+    def __init__(self, heartbeat_s: float = 60.0, live: bool | None = None, show_test: bool = True,
+                 total: int | None = None, phase: str | None = None):
         """`show_test=False` for search phases: a search selects on dev, so its trials' lines leave the
-        test score out (it stays in the results table, which the report keeps out of its tables)."""
+        test score out (it stays in the results table, which the report keeps out of its tables).
+        `total`: how many trials the phase runs (default: those Tune has created so far)."""
         self.heartbeat_s, self.live_wanted, self.show_test = heartbeat_s, live, show_test
+        self.total, self.phase = total, phase
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -86,12 +99,15 @@ class TrialLines(Callback):
         self._last_drain = 0.0
         self._live = None
         self._console = None
+        self._started = time.time()
+        self._ended_here = 0  # trials that ended in this run (a restored phase's earlier ones excluded)
 
     def __getstate__(self) -> dict:  # Tune pickles its run config (tuner.pkl): keep no handles
-        return {"heartbeat_s": self.heartbeat_s, "live_wanted": self.live_wanted, "show_test": self.show_test}
+        return {"heartbeat_s": self.heartbeat_s, "live_wanted": self.live_wanted, "show_test": self.show_test,
+                "total": self.total, "phase": self.phase}
 
     def __setstate__(self, state: dict) -> None:
-        self.show_test = True  # pickled before the field existed
+        self.show_test, self.total, self.phase = True, None, None  # pickled before the fields existed
         self.__dict__.update(state)
         self._init_runtime()
 
@@ -100,6 +116,7 @@ class TrialLines(Callback):
         from rich.console import Console
 
         self.channel = progress.current()
+        self._started = time.time()
         self._console = Console(soft_wrap=True, highlight=False)
         live = self._console.is_terminal if self.live_wanted is None else self.live_wanted
         if live:
@@ -133,6 +150,7 @@ class TrialLines(Callback):
         keys = ("dev_micro_f1", "test_micro_f1") if self.show_test else ("dev_micro_f1",)
         scores = " ".join(f"{k} {r[k]:.4f}" for k in keys if isinstance(r.get(k), (int, float)))
         self._end(trial.trial_id, "finished" + (f" {scores}" if scores else ""))
+        self._count(trials, trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         try:  # Tune writes error.txt next to the driver first and uploads it to storage later
@@ -141,6 +159,7 @@ class TrialLines(Callback):
         except (OSError, TypeError):  # no local copy: the results table still has the error
             reason = ""
         self._end(trial.trial_id, f"FAILED: {reason or 'see the results table'} (full trace: {trial.error_file})")
+        self._count(trials, trial)
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._live is not None:
@@ -148,6 +167,15 @@ class TrialLines(Callback):
             self._live = None
 
     # ---------------------------------------------------------------- output
+    def _count(self, trials, trial) -> None:
+        """'k of N trials done, ETA ...' after a trial ends (Tune passes every trial of the phase)."""
+        self._ended_here += 1
+        ended = {t.trial_id for t in trials or [] if getattr(t, "status", None) in ("TERMINATED", "ERROR")}
+        done = len(ended | {trial.trial_id})
+        total = max(self.total or 0, len(trials or []), done)
+        self._console.print(progress_line(done, total, self._ended_here, time.time() - self._started, self.phase),
+                            markup=False)
+
     def _end(self, trial_id: str, what: str) -> None:
         state = self.trials.setdefault(trial_id, {"started": time.time(), "printed": 0.0})
         state["ended"] = True

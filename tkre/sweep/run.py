@@ -176,7 +176,9 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     run_config = tune.RunConfig(name=phase.name, storage_path=root,
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
-                                callbacks=[TrialLines(show_test=phase.kind != "search"), CancelEndedPipelines(),
+                                callbacks=[TrialLines(show_test=phase.kind != "search", phase=phase.name,
+                                                      total=num_samples if phase.kind == "search" else len(phase.points)),
+                                           CancelEndedPipelines(),
                                            *_wandb_callbacks(sweep, root)],
                                 verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
