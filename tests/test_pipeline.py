@@ -35,10 +35,16 @@ def _full_base(tmp_path, semeval, encoder):
     return base
 
 
+def _ran(row) -> dict[str, str]:
+    """stage -> artifact key of the stages a row's run ran."""
+    return {stage: key for stage, key in row.artifact.items() if key}
+
+
 @pytest.mark.slow
 def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, tiny_encoder_dir):
     from tkre.config import ExperimentConfig
     from tkre.pipeline import run_experiment
+    from tkre.sweep.plan import planned_artifact_keys
 
     cfg = ExperimentConfig.model_validate(_full_base(tmp_path, semeval, tiny_encoder_dir))
     from tkre.generate import read_synthetic
@@ -55,10 +61,14 @@ def test_all_stages_then_ablations_reuse_upstream(tmp_path, ray_local, semeval, 
     # every stage's Train run folder went once its artifact was stored (the artifacts hold the models)
     assert [p.name for p in (tmp_path / "store" / "train").iterdir()] == []
     # w/o SCL: same generation and stage 1, new stage 2 and fine-tuning
-    no_scl = run_experiment(cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
-        update={"scl": cfg.pretrain.scl.model_copy(update={"lambda2": 0.0})})}))
+    no_scl_cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(
+        update={"scl": cfg.pretrain.scl.model_copy(update={"lambda2": 0.0})})})
+    no_scl = run_experiment(no_scl_cfg)
     assert all(no_scl.reused[s] for s in ("split", "edkg", "scdg", "stage1"))
     assert no_scl.artifact["stage2"] != row.artifact["stage2"] and no_scl.reused["stage2"] is False
+    # every stage's stored key is the one `tkre sweep --plan` predicts (same config and data hash)
+    assert _ran(row) == planned_artifact_keys(cfg, data_hash=row.data_hash)
+    assert _ran(no_scl) == planned_artifact_keys(no_scl_cfg, data_hash=no_scl.data_hash)
 
 
 @pytest.mark.slow
@@ -86,11 +96,16 @@ def test_scdg_only_row_counts_synthetic_data(tmp_path, ray_local, semeval, tiny_
     from tkre.config import ExperimentConfig
     from tkre.generate import read_synthetic
     from tkre.pipeline import run_experiment
+    from tkre.sweep.plan import planned_artifact_keys
 
     base = _full_base(tmp_path, semeval, tiny_encoder_dir)
     base["stages"] = {"edkg": False, "scdg": True, "pretrain_stage1": False, "pretrain_stage2": False}
     base["finetune"]["epochs"] = 1
-    row = run_experiment(ExperimentConfig.model_validate(base), variant="no_pretrain")
+    cfg = ExperimentConfig.model_validate(base)
+    row = run_experiment(cfg, variant="no_pretrain")
+    # the keys it stored under are the ones `tkre sweep --plan` predicts (same config and data hash)
+    assert _ran(row) == planned_artifact_keys(cfg, data_hash=row.data_hash) and set(_ran(row)) == {
+        "split", "scdg", "finetune"}
     scdg_dir = tmp_path / "store" / "artifacts" / "scdg" / row.artifact["scdg"]
     manifest = json.loads((scdg_dir / "manifest.json").read_text())
     assert row.variant == "no_pretrain" and row.edkg_generator is None and row.masking is None

@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -88,6 +88,50 @@ def stage1_key_config(p: PretrainConfig) -> dict:
 
 def stage2_key_config(p: PretrainConfig) -> dict:
     return p.model_dump(exclude={"resources", "stage1"})
+
+
+class StageKey(NamedTuple):
+    """One stage's place in the stage graph: its artifact key and what the key is made of."""
+
+    key: str
+    config: dict  # the config fields that change the stage's output (kept in the artifact's manifest)
+    inputs: dict[str, str]  # upstream artifact keys (and the dataset files' hash)
+
+
+def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
+    """stage -> StageKey of every stage `cfg` runs, in pipeline order: the one place that says which
+    config fields and upstream keys make each stage's artifact key. `run_experiment` stores artifacts
+    under these keys (`data_hash`: the dataset files' hash) and `tkre sweep --plan` predicts reuse
+    with them (a stand-in hash, unknown before the files are read)."""
+    from tkre.finetune.encoder_recipes import apply_encoder_recipe
+
+    out: dict[str, StageKey] = {}
+
+    def add(stage: str, config: dict, inputs: dict[str, str]) -> str:
+        out[stage] = StageKey(artifact_key(stage, config, inputs), config, inputs)
+        return out[stage].key
+
+    split = {"split": add("split", split_key_config(cfg.data), {"data": data_hash})}
+    if cfg.stages.edkg:
+        add("edkg", edkg_key_config(cfg.edkg), split)
+    if cfg.stages.scdg:
+        add("scdg", scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation()), split)
+    scdg = {"scdg": out["scdg"].key} if "scdg" in out else {}
+    init = None  # the key of the pre-training stage the next one starts from
+    if cfg.stages.pretrain_stage1 and cfg.stages.edkg:  # stage 1 needs the EDKG corpus
+        init = add("stage1", stage1_key_config(cfg.pretrain), {"edkg": out["edkg"].key, **split})
+    if cfg.stages.pretrain_stage2:
+        init = add("stage2", stage2_key_config(cfg.pretrain), {**split, "init": init or cfg.pretrain.encoder, **scdg})
+    if cfg.stages.finetune:
+        finetune, _ = apply_encoder_recipe(cfg.finetune)  # lr/epochs/batch fitting an embedded encoder
+        add("finetune", finetune_key_config(finetune, from_pretraining=init is not None),
+            {**split, "data": data_hash, **({"init": init} if init else {}), **scdg})
+    return out
+
+
+def stage_keys(cfg: ExperimentConfig, data_hash: str) -> dict[str, str]:
+    """stage -> artifact key of every stage `cfg` runs (`stage_graph`'s keys)."""
+    return {stage: node.key for stage, node in stage_graph(cfg, data_hash).items()}
 
 
 def train_storage(storage: str) -> str:
@@ -155,10 +199,9 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     dataset = load_from_config(cfg.data)
     timer.add("load", time.perf_counter() - t0)
 
-    # ---------------------------------------------------------------- K-shot split
-    split_cfg = split_key_config(cfg.data)
-    split_key = artifact_key("split", split_cfg, {"data": dataset.data_hash})
+    graph = stage_graph(cfg, dataset.data_hash)  # every stage's key, config and inputs
 
+    # ---------------------------------------------------------------- K-shot split
     def build_split(out: Path) -> dict:
         split = sample_kshot(dataset, cfg.data.k, cfg.data.seed, cfg.data.protocol)
         _write_examples(split.train, out / "train.parquet")
@@ -167,8 +210,8 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
         return {"train": len(split.train), "dev": len(split.dev), "test": len(split.test),
                 "missing_relations": split.missing_relations, "dataset": dataset.name}
 
-    arts["split"] = store.get_or_create("split", split_key, build_split, config=split_cfg,
-                                        inputs={"data": dataset.data_hash})
+    key, split_cfg, inputs = graph["split"]
+    arts["split"] = store.get_or_create("split", key, build_split, config=split_cfg, inputs=inputs)
     golden = _read_examples(arts["split"].path / "train.parquet")
     dev_file = arts["split"].path / "dev.parquet"
     dev = _read_examples(dev_file) if dev_file.is_file() else dataset.split("dev")
@@ -187,24 +230,22 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
         from tkre.generate import generate_explanations
 
         edkg = cfg.edkg.model_copy(update={"generator": with_cache(cfg.edkg.generator)})
-        edkg_cfg = edkg_key_config(cfg.edkg)
-        key = artifact_key("edkg", edkg_cfg, {"split": split_key})
+        node = graph["edkg"]
         arts["edkg"] = store.get_or_create(
-            "edkg", key, lambda out: _in_slot(store, generate_explanations, golden, edkg, out),
-            config=edkg_cfg, inputs={"split": split_key})
+            "edkg", node.key, lambda out: _in_slot(store, generate_explanations, golden, edkg, out),
+            config=node.config, inputs=node.inputs)
     if cfg.stages.scdg:
         from tkre.generate import generate_synthetic
 
         per_relation = cfg.synthetic_asked_per_relation()
         resolved = cfg.resolved_scdg()
         scdg = resolved.model_copy(update={"generator": with_cache(resolved.generator)})
-        scdg_cfg = scdg_key_config(resolved, per_relation)
-        key = artifact_key("scdg", scdg_cfg, {"split": split_key})
+        node = graph["scdg"]
         arts["scdg"] = store.get_or_create(
-            "scdg", key, lambda out: _in_slot(store, generate_synthetic, golden, relation_type_schema(golden),
+            "scdg", node.key, lambda out: _in_slot(store, generate_synthetic, golden, relation_type_schema(golden),
                                               scdg, out, per_relation=per_relation,
                                               relations=relations_in_split),
-            config=scdg_cfg, inputs={"split": split_key})
+            config=node.config, inputs=node.inputs)
     synthetic = None
     if "scdg" in arts:
         from tkre.generate import read_synthetic
@@ -214,14 +255,12 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     # ---------------------------------------------------------------- pre-training
     runs = train_storage(cfg.storage_path)
     init, init_key = cfg.pretrain.encoder, None
-    if cfg.stages.pretrain_stage1 and "edkg" in arts:
+    if "stage1" in graph:
         from tkre.generate import read_explanations
         from tkre.pretrain import pretrain_stage1
         from tkre.pretrain.stages import head_warmup_run_name
 
-        s1_cfg = stage1_key_config(cfg.pretrain)
-        inputs = {"edkg": arts["edkg"].key, "split": split_key}
-        key = artifact_key("stage1", s1_cfg, inputs)
+        key, s1_cfg, inputs = graph["stage1"]
         explanations = read_explanations(arts["edkg"].path)
         arts["stage1"] = store.get_or_create(
             "stage1", key, lambda out: pretrain_stage1(
@@ -234,10 +273,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if cfg.stages.pretrain_stage2:
         from tkre.pretrain import pretrain_stage2
 
-        s2_cfg = stage2_key_config(cfg.pretrain)
-        inputs = {"split": split_key, "init": init_key or cfg.pretrain.encoder,
-                  **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
-        key = artifact_key("stage2", s2_cfg, inputs)
+        key, s2_cfg, inputs = graph["stage2"]
         stage2_init = init
         arts["stage2"] = store.get_or_create(
             "stage2", key, lambda out: pretrain_stage2(
@@ -256,10 +292,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if recipe_note:
         log.info("%s", recipe_note)
     ft = finetune_cfg if init_key is None else finetune_cfg.model_copy(update={"encoder": init})
-    ft_cfg = finetune_key_config(finetune_cfg, from_pretraining=init_key is not None)
-    inputs = {"split": split_key, "data": dataset.data_hash, **({"init": init_key} if init_key else {}),
-              **({"scdg": arts["scdg"].key} if "scdg" in arts else {})}
-    key = artifact_key("finetune", ft_cfg, inputs)
+    key, ft_cfg, inputs = graph["finetune"]
     ft_synthetic = synthetic if cfg.finetune.synthetic_cap_per_relation != 0 else None
     arts["finetune"] = store.get_or_create(
         "finetune", key, lambda out: run_finetune(

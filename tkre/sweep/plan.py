@@ -5,10 +5,10 @@ fields still open; evaluate: the best searched config of each search phase over 
 its variant, dataset, K, seed, backbone, which stages run, synthetic samples asked per relation, the
 artifacts trials share, and the Ray resources one trial asks for.
 
-Shared artifacts are found with the pipeline's own key functions (`tkre.pipeline.*_key_config` and
-`tkre.store.artifacts.artifact_key`), chained as `run_experiment` chains them; the dataset files' hash,
-unknown before the files are read, is stood in for by the dataset's name and paths, so two trials
-share a planned key exactly when they will share the stored artifact.
+Shared artifacts are found with the pipeline's own stage graph (`tkre.pipeline.stage_keys`, the
+keys `run_experiment` stores under); the dataset files' hash, unknown before the files are read, is
+stood in for by the dataset's name and paths, so two trials share a planned key exactly when they
+will share the stored artifact.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tkre.store.artifacts import artifact_key
-from tkre.config import ExperimentConfig
-from tkre.finetune.encoder_recipes import apply_encoder_recipe
+from tkre.config import DataConfig, ExperimentConfig
 from tkre.io import stable_hash
-from tkre.pipeline import (STAGES, edkg_key_config, finetune_key_config, scdg_key_config, split_key_config,
-                           stage1_key_config, stage2_key_config)
+from tkre.pipeline import STAGES, stage_keys
 from tkre.cluster.resources import trial_requests
 from tkre.overrides import apply_overrides
 from tkre.sweep.run import plan_phases
@@ -39,27 +36,16 @@ class PlannedTrial:
     artifacts: dict[str, str]  # stage -> planned artifact key (stages that run)
 
 
-def planned_artifact_keys(cfg: ExperimentConfig) -> dict[str, str]:
-    """stage -> artifact key of each stage this experiment runs, chained as in tkre.pipeline.run_experiment."""
-    data = stable_hash([cfg.data.dataset, cfg.data.path, cfg.data.patch_path])  # stands for the files' hash
-    keys = {"split": artifact_key("split", split_key_config(cfg.data), {"data": data})}
-    split = {"split": keys["split"]}
-    if cfg.stages.edkg:
-        keys["edkg"] = artifact_key("edkg", edkg_key_config(cfg.edkg), split)
-    if cfg.stages.scdg:
-        scdg_cfg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation())
-        keys["scdg"] = artifact_key("scdg", scdg_cfg, split)
-    scdg = {"scdg": keys["scdg"]} if "scdg" in keys else {}
-    init = None
-    if cfg.stages.pretrain_stage1 and "edkg" in keys:
-        init = keys["stage1"] = artifact_key("stage1", stage1_key_config(cfg.pretrain), {"edkg": keys["edkg"], **split})
-    if cfg.stages.pretrain_stage2:
-        init = keys["stage2"] = artifact_key("stage2", stage2_key_config(cfg.pretrain),
-                                             {**split, "init": init or cfg.pretrain.encoder, **scdg})
-    finetune, _ = apply_encoder_recipe(cfg.finetune)
-    keys["finetune"] = artifact_key("finetune", finetune_key_config(finetune, from_pretraining=init is not None),
-                                    {**split, "data": data, **({"init": init} if init else {}), **scdg})
-    return keys
+def planned_artifact_keys(cfg: ExperimentConfig, data_hash: str | None = None) -> dict[str, str]:
+    """stage -> artifact key of each stage this experiment runs (`tkre.pipeline.stage_keys`, the keys
+    `run_experiment` stores under); `data_hash` defaults to a stand-in for the dataset files' hash."""
+    return stage_keys(cfg, data_hash or stand_in_data_hash(cfg.data))
+
+
+def stand_in_data_hash(data: DataConfig) -> str:
+    """Stands for the dataset files' hash before they are read: their dataset name and paths (two
+    trials read the same files exactly when these match)."""
+    return stable_hash([data.dataset, data.path, data.patch_path])
 
 
 def _describe(dist) -> str:
