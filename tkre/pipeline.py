@@ -348,6 +348,8 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         dev_micro_f1=metrics.get("dev_micro_f1"), dev_macro_f1=metrics.get("dev_macro_f1"),
         test_micro_f1=metrics.get("test_micro_f1"), test_macro_f1=metrics.get("test_macro_f1"),
         best_epoch=metrics.get("best_epoch"), epoch_history=json.dumps(metrics.get("history", [])),
+        pretrain_history=json.dumps({s: artifacts[s].summary.get("history", []) for s in ("stage1", "stage2")
+                                     if s in artifacts}),
         experiment_config=cfg.model_dump_json(),  # not "config": Tune reserves that result key
         artifact={s: (a.key if (a := artifacts.get(s)) else None) for s in STAGES},
         reused={s: (a.reused if (a := artifacts.get(s)) else None) for s in STAGES},

@@ -117,6 +117,8 @@ class ResultRow(_FlatModel):
     test_macro_f1: float | None = None
     best_epoch: int | None = None
     epoch_history: str = Field("[]", description="JSON list of per-epoch fine-tuning metrics")
+    pretrain_history: str = Field("{}", description="JSON {stage1|stage2: per-epoch pre-training metrics} of the "
+                                  "stages that ran (train_loss, heldout_mslm_loss, heldout_scl_loss)")
     experiment_config: str = Field(..., description="the full ExperimentConfig as JSON")
     artifact: dict[str, str | None] = Field(default_factory=dict, description="stage -> artifact key")
     reused: dict[str, bool | None] = Field(default_factory=dict, description="stage -> found in the store")

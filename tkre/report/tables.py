@@ -263,6 +263,11 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     labels = {generator_label(e, s) for e, s in zip(ok["edkg_generator"], ok["scdg_generator"])}
     if len(labels) > 1:
         plots.append(_plot_per_generator(ok, out_dir / "f1_per_generator.png"))
+    from tkre.report.curves import curve_section
+
+    curve_lines, curve_plots = curve_section(ok, out_dir)
+    parts += curve_lines
+    plots += curve_plots
     parts += _search_sections(df, plan, out_dir, plots)
     from tkre.report.generators import generator_report
 
