@@ -140,3 +140,21 @@ def test_report_refuses_other_schema_versions_and_non_sweep_dirs(tmp_path):
     df.to_parquet(tmp_path / "results.parquet", index=False)
     with pytest.raises(ConfigError, match="schema version"):
         write_report(tmp_path)
+
+
+def test_stage_seconds_table_means_over_seeds_and_marks_reuse():
+    from tkre.report.tables import stage_seconds_table
+
+    df = _rows()
+    df["seconds.finetune"] = None
+    df["seconds.split"] = 2.0
+    df["reused.split"] = df["variant"] == "golden_only"
+    golden = df["trial_id"].isin(["golden1", "golden2"])
+    df.loc[golden, "seconds.finetune"] = [10.0, 30.0]
+    t = stage_seconds_table(df).set_index(["variant", "seeds"])
+    assert [c for c in t.columns if c.endswith(" s")] == ["split s", "finetune s", "total s"]  # stages that ran
+    g = t.loc[("golden_only", 2)]
+    assert g["finetune s"] == "20" and g["split s"] == "2 reused" and g["total s"] == "1"
+    tk = t.loc[("tkre", 2)]
+    tk = tk.iloc[0] if isinstance(tk, pd.DataFrame) else tk
+    assert tk["finetune s"] == "-" and tk["split s"] == "2"

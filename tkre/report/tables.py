@@ -117,6 +117,27 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stage_seconds_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Wall seconds per stage, mean over seeds, per cell: where a run's time went. A stage found in
+    the store costs only its lookup (marked `reused` when every seed reused it)."""
+    ok = _finished(df)
+    stages = [s for s in ("split", "edkg", "scdg", "stage1", "stage2", "finetune", "total")
+              if f"seconds.{s}" in ok and ok[f"seconds.{s}"].notna().any()]
+    if ok.empty or not stages:
+        return pd.DataFrame()
+    rows = []
+    for cell, g in ok.groupby(_CELL, dropna=False, sort=True):
+        c = dict(zip(_CELL, cell))
+        row = {"dataset": c["dataset"], "K": int(c["k"]), "backbone": c["backbone"],
+               "variant": "" if pd.isna(c["variant"]) else c["variant"], "seeds": len(g)}
+        for s in stages:
+            secs = g[f"seconds.{s}"].astype(float)
+            reused = f"reused.{s}" in g and bool(g[f"reused.{s}"].fillna(False).astype(bool).all())
+            row[f"{s} s"] = "-" if secs.isna().all() else f"{secs.mean():.0f}" + (" reused" if reused else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def golden_vs_tkre(df: pd.DataFrame) -> pd.DataFrame:
     """Per dataset / K / backbone (and TKRE's generators and synthetic amount): measured golden-only
     and TKRE (mean ± std over seeds), their difference, and the paper's numbers for the same cell in
@@ -251,6 +272,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
             "(no finished grid/evaluate trials with test scores)", ""]
     if not versus.empty:
         text += ["## Golden-only vs TKRE (measured here, and the paper's)", "", _markdown(versus), ""]
+    timing = stage_seconds_table(df)
+    if not timing.empty:
+        text += ["## Seconds per stage (wall, mean over seeds)", "", _markdown(timing), ""]
     parts += text
     plots: list[Path] = []
     ok = _finished(df)
