@@ -154,6 +154,11 @@ def test_unseen_test_relation_counted_wrong_and_reported():
     assert m["counts"]["test_unseen_relation_examples"] == 1
     assert m["counts"]["test_unseen_relations"] == {"Brand-New(e1,e2)": 1}
     assert m["test_micro_recall"] == 0.5 and m["test_micro_precision"] == 0.5 and m["f1_scale"] == "fraction"
+    assert m["metric_excluded_label"] == "Other"
+    # a label set without a no-relation class: nothing left out, and the metrics say so
+    m = score_predictions(test, ["Cause-Effect(e1,e2)", "Other"], FinetuneSpec("typ_marker", RELS, None, 64, False),
+                          split="test", n_windowed=0)
+    assert m["metric_excluded_label"] is None and m["test_micro_precision"] == 0.5
 
 
 def test_constant_baselines_other_scores_zero():

@@ -41,3 +41,25 @@ def test_perfect_and_length_mismatch():
     assert classification_scores(["A", "B"], ["A", "B"])["micro_f1"] == 1.0
     with pytest.raises(ValueError):
         classification_scores(["A"], [])
+
+
+def test_no_no_relation_class_scores_over_all_classes_and_says_so():
+    # a label set without a no-relation class: a relation that happens to be called "Other" in
+    # someone's data is a relation like any other once the caller says there is none
+    gold = ["A", "B", "Other", "C"]
+    pred = ["A", "A", "Other", "C"]
+    s = classification_scores(gold, pred, None)
+    assert s["micro_precision"] == pytest.approx(3 / 4) and s["micro_recall"] == pytest.approx(3 / 4)
+    assert s["excluded_label"] is None and "Other" in s["per_relation"]
+    # the dataset's own class: only it is left out, and the scores name it
+    s = classification_scores(gold, pred, "Other")
+    assert s["micro_f1"] == pytest.approx(2 / 3) and s["excluded_label"] == "Other"
+    assert classification_scores(gold, pred)["excluded_label"] == "Other"  # default: the known names present
+    assert classification_scores(["A"], ["A"])["excluded_label"] is None
+
+
+def test_gold_label_without_a_model_class_is_a_miss():
+    # "D" only test carries: the model cannot predict it, so it lowers recall and nothing else
+    s = classification_scores(["A", "B", "D"], ["A", "B", "A"], None)
+    assert s["micro_recall"] == pytest.approx(2 / 3) and s["micro_precision"] == pytest.approx(2 / 3)
+    assert s["per_relation"]["D"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}

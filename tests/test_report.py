@@ -158,3 +158,20 @@ def test_stage_seconds_table_means_over_seeds_and_marks_reuse():
     tk = t.loc[("tkre", 2)]
     tk = tk.iloc[0] if isinstance(tk, pd.DataFrame) else tk
     assert tk["finetune s"] == "-" and tk["split s"] == "2"
+
+
+def test_report_says_what_micro_f1_excluded():
+    from tkre.report.tables import excluded_note
+
+    def table(**labels):
+        return pd.DataFrame([TrialRow(sweep="s", phase="grid", trial_id=f"t{i}", variant="tkre", status="ok",
+                                      result=_result("tkre", 1, 0.7, 144, 6, dataset=d).model_copy(
+                                          update={"metric_excluded_label": x})).to_flat()
+                             for i, (d, x) in enumerate(labels.items())])
+    assert excluded_note(table(semeval="Other")) == "`Other` excluded"
+    assert excluded_note(table(tacred=None)) == "no class excluded (no no-relation class)"
+    both = excluded_note(table(semeval="Other", jsonl=None))
+    assert both == "jsonl: no class excluded (no no-relation class); semeval: `Other` excluded"
+    # a table written before rows named it: the one convention there was
+    assert excluded_note(table(semeval="Other").drop(columns=["metric_excluded_label"])) == \
+        "no-relation class excluded"

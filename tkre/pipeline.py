@@ -309,7 +309,8 @@ def _finish(cfg: ExperimentConfig, variant: str | None, dataset, relations: list
         timer.add(name, art.seconds)
     timer.add("total", time.perf_counter() - t_start)
     return results_row(cfg, variant=variant, dataset_name=dataset.name, data_hash=dataset.data_hash,
-                       relations=len(relations), artifacts=arts, seconds=timer.seconds)
+                       relations=len(relations), artifacts=arts, seconds=timer.seconds,
+                       no_relation=dataset.no_relation)
 
 
 def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact], role: str) -> dict[str, Any]:
@@ -329,9 +330,11 @@ def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact], role
 
 
 def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str, data_hash: str, relations: int,
-                artifacts: dict[str, Artifact], seconds: dict[str, float]) -> ResultRow:
+                artifacts: dict[str, Artifact], seconds: dict[str, float], no_relation: str | None = None
+                ) -> ResultRow:
     """The typed results row of one experiment, from the stages' stored summaries (generation-only
-    runs, `stages.finetune: false`, have no F1)."""
+    runs, `stages.finetune: false`, have no F1). The class micro-F1 left out is what the fine-tuning
+    metrics name; a summary stored before they named it scored without the dataset's `no_relation`."""
     metrics = artifacts["finetune"].summary if "finetune" in artifacts else {}
     pretrained = "stage1" in artifacts or "stage2" in artifacts
     edkg, scdg = artifacts.get("edkg"), artifacts.get("scdg")
@@ -347,6 +350,7 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         synthetic_used=metrics["counts"]["synthetic_used"] if metrics else 0,
         dev_micro_f1=metrics.get("dev_micro_f1"), dev_macro_f1=metrics.get("dev_macro_f1"),
         test_micro_f1=metrics.get("test_micro_f1"), test_macro_f1=metrics.get("test_macro_f1"),
+        metric_excluded_label=metrics.get("metric_excluded_label", no_relation) if metrics else None,
         best_epoch=metrics.get("best_epoch"), epoch_history=json.dumps(metrics.get("history", [])),
         pretrain_history=json.dumps({s: artifacts[s].summary.get("history", []) for s in ("stage1", "stage2")
                                      if s in artifacts}),

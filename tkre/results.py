@@ -115,6 +115,9 @@ class ResultRow(_FlatModel):
     dev_macro_f1: float | None = None
     test_micro_f1: float | None = None
     test_macro_f1: float | None = None
+    metric_excluded_label: str | None = Field(None, description="the class micro-F1 leaves out (the dataset's "
+                                              "no-relation class); None with F1: a label set without one, "
+                                              "micro-F1 over all classes")
     best_epoch: int | None = None
     epoch_history: str = Field("[]", description="JSON list of per-epoch fine-tuning metrics")
     pretrain_history: str = Field("{}", description="JSON {stage1|stage2: per-epoch pre-training metrics} of the "

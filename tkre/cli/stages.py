@@ -98,8 +98,9 @@ def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", hel
     console.print(f"{cfg.backbone} {dataset} K={k} seed={seed}: best dev epoch {m['best_epoch']} "
                   f"(dev micro-F1 {m['dev_micro_f1'] if m['dev_micro_f1'] is not None else float('nan'):.4f}), "
                   f"test micro-F1 {m['test_micro_f1']:.4f}, macro-F1 {m['test_macro_f1']:.4f} (fractions 0-1)")
-    console.print(f"  windowed: train {m['counts']['train_windowed']}, test {m['counts']['test_windowed']}; "
-                  f"unseen test relation examples {m['counts']['test_unseen_relation_examples']}")
+    console.print(f"  micro-F1 {_excluded(m)}; windowed: train {m['counts']['train_windowed']}, test "
+                  f"{m['counts']['test_windowed']}; unseen test relation examples "
+                  f"{m['counts']['test_unseen_relation_examples']}")
     console.print(f"  -> {out / 'metrics.json'}, checkpoint {m['checkpoint']}")
 
 
@@ -122,7 +123,13 @@ def evaluate(checkpoint: str = typer.Argument(..., help="fine-tuned checkpoint f
     m = evaluate_dataset(checkpoint, data, split=split, out_dir=out, batch_size=batch_size,
                          ray_data_min_examples=ray_data_min, actors=actors)
     console.print(f"{split}: micro-F1 {m[f'{split}_micro_f1']:.4f}, macro-F1 {m[f'{split}_macro_f1']:.4f} "
-                  f"(fractions 0-1), {m['counts'][f'{split}_examples']} examples ({m['inference']}) -> {out}")
+                  f"(fractions 0-1; {_excluded(m)}), {m['counts'][f'{split}_examples']} examples "
+                  f"({m['inference']}) -> {out}")
+
+
+def _excluded(metrics: dict) -> str:
+    label = metrics.get("metric_excluded_label")
+    return f"without the no-relation class {label!r}" if label else "over all classes (no no-relation class)"
 
 
 def run_cmd(config: Path = typer.Argument(..., help="experiment YAML (an ExperimentConfig)"),

@@ -99,7 +99,7 @@ def score_predictions(examples: Sequence[RelationExample], preds: Sequence[str],
                       *, split: str, n_windowed: int) -> dict:
     """Metrics of one split, keys prefixed with the split name, plus `per_relation` and `counts`."""
     gold = [ex.relation for ex in examples]
-    s = classification_scores(gold, preds)
+    s = classification_scores(gold, preds, spec.no_relation)
     known = set(spec.relations)
     unseen = Counter(g for g in gold if g not in known)
     if unseen:
@@ -108,6 +108,7 @@ def score_predictions(examples: Sequence[RelationExample], preds: Sequence[str],
     out = {f"{split}_{k}": s[k] for k in ("micro_f1", "micro_precision", "micro_recall", "macro_f1", "accuracy")}
     out.update({
         "f1_scale": "fraction",
+        "metric_excluded_label": s["excluded_label"],  # the no-relation class; None: micro-F1 over all
         "per_relation": s["per_relation"],
         "counts": {f"{split}_examples": len(gold), f"{split}_windowed": n_windowed,
                    f"{split}_unseen_relation_examples": sum(unseen.values()),
@@ -116,20 +117,22 @@ def score_predictions(examples: Sequence[RelationExample], preds: Sequence[str],
     return out
 
 
-def constant_baselines(examples: Sequence[RelationExample], no_relation: str) -> dict:
+def constant_baselines(examples: Sequence[RelationExample], no_relation: str | None) -> dict:
     """Micro-F1 of always predicting the most frequent gold class, and the most frequent class other
-    than the no-relation class (the first scores 0 micro-F1 when that class is no-relation)."""
+    than the no-relation class (the first scores 0 micro-F1 when that class is no-relation; without
+    a no-relation class the two are the same)."""
     gold = [ex.relation for ex in examples]
     counts = Counter(gold)
     out = {}
     if counts:
         top = counts.most_common(1)[0][0]
-        out["majority_class"] = {"relation": top, "micro_f1": classification_scores(gold, [top] * len(gold))["micro_f1"]}
+        out["majority_class"] = {"relation": top, "micro_f1": classification_scores(
+            gold, [top] * len(gold), no_relation)["micro_f1"]}
         rest = [(r, n) for r, n in counts.most_common() if r != no_relation]
         if rest:
             r = rest[0][0]
             out["most_frequent_non_no_relation"] = {
-                "relation": r, "micro_f1": classification_scores(gold, [r] * len(gold))["micro_f1"]}
+                "relation": r, "micro_f1": classification_scores(gold, [r] * len(gold), no_relation)["micro_f1"]}
     return out
 
 

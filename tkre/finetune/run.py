@@ -54,7 +54,7 @@ def select_training_set(golden: Sequence[RelationExample], synthetic: Sequence[R
 
 
 def _coverage_warnings(train: Sequence[RelationExample], dev: Sequence[RelationExample],
-                       relations: Sequence[str], no_relation: str) -> dict:
+                       relations: Sequence[str], no_relation: str | None) -> dict:
     in_train = {ex.relation for ex in train}
     in_dev = {ex.relation for ex in dev}
     no_train = [r for r in relations if r not in in_train]
@@ -68,7 +68,7 @@ def _coverage_warnings(train: Sequence[RelationExample], dev: Sequence[RelationE
 
 
 def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list[RelationExample],
-                 test: list[RelationExample], relations: list[str], no_relation: str,
+                 test: list[RelationExample], relations: list[str], no_relation: str | None,
                  synthetic: list[RelationExample] | None = None, out_dir, run_name: str | None = None,
                  storage_path: str | None = None, callbacks: list | None = None) -> dict:
     """Fine-tune, keep the best epoch by dev micro-F1, evaluate it on test; returns metrics.json's dict.
@@ -81,8 +81,8 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     out_dir = Path(out_dir)
     if not relations:
         raise ConfigError("empty label set")
-    if no_relation not in relations:
-        raise ConfigError(f"no-relation class {no_relation!r} is not in the label set")
+    if no_relation is None:
+        logger.info("the label set has no no-relation class: micro-F1 is over all %d relations", len(relations))
     examples, counts = select_training_set(train, synthetic, relations, cfg.synthetic_cap_per_relation, cfg.seed)
     if not examples:
         raise DataError("no training examples")

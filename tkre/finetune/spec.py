@@ -1,5 +1,5 @@
 """`FinetuneSpec`: everything that defines a fine-tuned classifier besides its weights -- backbone,
-label set, no-relation class, max length, whether types are written, GenPT label words.
+label set, no-relation class (or None), max length, whether types are written, GenPT label words.
 
 It is picklable (shipped to Ray workers and actors), dispatches to the backbone modules
 (typ_marker, genpt), and is saved next to the HF weights as `tkre_finetune.json`, so a checkpoint
@@ -26,7 +26,7 @@ BACKBONES = ("typ_marker", "genpt")
 class FinetuneSpec:
     backbone: str
     relations: list[str]
-    no_relation: str
+    no_relation: str | None  # the class micro-F1 leaves out; None: the label set has none
     max_length: int
     use_types: bool
     label_words: dict[str, str] = field(default_factory=dict)  # GenPT overrides of verbalize()

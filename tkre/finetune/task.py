@@ -68,7 +68,7 @@ class FinetuneTask:
         if not self.dev:
             return {}
         preds, _, _ = predict(model, self.tokenizer, self.spec, self.dev, batch_size=self.eval_batch_size)
-        s = classification_scores([ex.relation for ex in self.dev], preds)
+        s = classification_scores([ex.relation for ex in self.dev], preds, self.spec.no_relation)
         return {"dev_micro_f1": s["micro_f1"], "dev_macro_f1": s["macro_f1"], "dev_accuracy": s["accuracy"]}
 
     def save(self, model, directory: str) -> None:

@@ -74,6 +74,23 @@ def _finished(df: pd.DataFrame, *, scored: bool = True) -> pd.DataFrame:
     return (ok[ok["test_micro_f1"].notna()] if scored else ok).copy()
 
 
+def excluded_note(df: pd.DataFrame) -> str:
+    """What micro-F1 left out, per dataset, from the rows' `metric_excluded_label` (tables written
+    before rows carried it: the no-relation class, the only convention there was)."""
+    ok = _finished(df)
+    if "metric_excluded_label" not in ok.columns or ok.empty:
+        return "no-relation class excluded"
+    by_dataset = {}
+    for dataset, label in zip(ok["dataset"], ok["metric_excluded_label"]):
+        by_dataset.setdefault(str(dataset), set()).add(None if pd.isna(label) else str(label))
+    notes = []
+    for dataset, labels in sorted(by_dataset.items()):
+        said = ", ".join(f"`{x}` excluded" if x else "no class excluded (no no-relation class)"
+                         for x in sorted(labels, key=lambda x: x or ""))
+        notes.append(f"{dataset}: {said}" if len(by_dataset) > 1 else said)
+    return "; ".join(notes)
+
+
 def _fmt(values: pd.Series) -> str:
     mean, std = values.mean(), values.std()
     return f"{mean:.1f}" if len(values) < 2 or math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
@@ -265,7 +282,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     table, versus = results_table(df), golden_vs_tkre(df)
     counts = ", ".join(f"{v} {k}" for k, v in df["status"].value_counts().items())
     parts = [f"# Sweep `{name}`", "", f"{len(df)} trials: {counts}.",
-             "Test micro-F1 in %, mean ± std over seeds (no-relation class excluded); the best epoch is "
+             f"Test micro-F1 in %, mean ± std over seeds ({excluded_note(df)}); the best epoch is "
              f"chosen on dev. Columns starting with `paper` hold the paper's numbers ({PAPER}) for the "
              "same cell, not measurements of this sweep.", ""]
     text = ["## Results", "", _markdown(table) if not table.empty else
