@@ -44,6 +44,10 @@ def test_typ_marker_two_workers_best_dev_epoch_and_reproducible_eval(ray_local, 
     best = max(m["history"], key=lambda h: h["dev_micro_f1"])
     assert m["dev_micro_f1"] == best["dev_micro_f1"]
     assert m["history"][m["best_epoch"]]["dev_micro_f1"] == best["dev_micro_f1"]
+    # the budget and the steps it took: 2 epochs; best_epoch is 0-based, best_step the kept checkpoint's step
+    assert m["budget"] == "2 epochs" and m["epochs_run"] == 2 and m["stopped_on_patience"] is False
+    assert m["steps"] == m["history"][-1]["global_step"] == 2 * m["steps_per_epoch"]
+    assert m["best_step"] == m["history"][m["best_epoch"]]["global_step"]
     assert m["history"][1]["train_loss"] < m["history"][0]["train_loss"]  # it learns something
     # K=2 leaves Entity-Destination(e2,e1) without a training example and most relations without dev
     assert "Entity-Destination(e2,e1)" in m["counts"]["relations_without_train_examples"]

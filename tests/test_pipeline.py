@@ -114,6 +114,10 @@ def test_scdg_only_row_counts_synthetic_data(tmp_path, ray_local, semeval, tiny_
     assert row.synthetic_kept == len(read_synthetic(scdg_dir)) == manifest["summary"]["counts"]["kept"]
     assert row.synthetic_used == row.synthetic_kept and row.artifact["stage1"] is None
     assert row.to_flat()["synthetic_kept"] == row.synthetic_kept  # a number in the table, never empty
+    # the fine-tuning budget and the steps it took: 1 epoch over golden + synthetic, batch 8
+    train_size = row.relations * base["data"]["k"] + row.synthetic_used
+    assert row.finetune_budget == "1 epoch" and row.finetune_epochs_run == 1 and row.stopped_on_patience is False
+    assert row.finetune_steps == row.best_step == -(-train_size // 8) and row.best_epoch == 0
     # the fine-tuning run's Train folder (epoch checkpoints with optimizer state) is gone once the
     # artifact holds the model; nothing else is left under train/
     ft_dir = tmp_path / "store" / "artifacts" / "finetune" / row.artifact["finetune"]

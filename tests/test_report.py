@@ -175,3 +175,22 @@ def test_report_says_what_micro_f1_excluded():
     # a table written before rows named it: the one convention there was
     assert excluded_note(table(semeval="Other").drop(columns=["metric_excluded_label"])) == \
         "no-relation class excluded"
+
+
+def test_tables_show_each_cells_fine_tuning_budget_and_steps():
+    from tkre.report.tables import steps_label
+
+    rows = []
+    for seed in (1, 2):
+        for variant, steps, conv, budget in (("golden_only", 90, False, "10 epochs"), ("tkre", 130, False, "10 epochs")):
+            res = _result(variant, seed, 0.6, 144, 50).model_copy(update={
+                "finetune_steps": steps + seed - 1, "stopped_on_patience": conv, "finetune_budget": budget})
+            rows.append(TrialRow(sweep="d", phase="grid", trial_id=f"{variant}{seed}", variant=variant, status="ok",
+                                 result=res).to_flat())
+    df = pd.DataFrame(rows)
+    assert steps_label(df[df["variant"] == "tkre"]) == "10 epochs: 130-131 steps"
+    assert steps_label(df.assign(stopped_on_patience=True)) == "10 epochs: 90-131 steps, 4/4 converged"
+    assert steps_label(df.assign(finetune_steps=None)) == ""  # rows from before steps were recorded
+    versus = golden_vs_tkre(df).iloc[0]
+    assert versus["fine-tuning golden-only / TKRE"] == "10 epochs: 90-91 steps / 10 epochs: 130-131 steps"
+    assert results_table(df).iloc[0]["fine-tuning"] == "10 epochs: 90-91 steps"

@@ -149,3 +149,39 @@ def test_paired_plot_has_a_panel_per_cell(tmp_path):
 
     with Image.open(plot_paired_differences(paired_comparisons(df), tmp_path / "p.png")) as im:
         assert im.size == (1560, 456)
+
+
+def test_confidence_interval_is_students_t_over_the_seeds():
+    df = pd.DataFrame(_rows("golden_only", GOLDEN) + _rows("tkre", TKRE))
+    (c,) = paired_comparisons(df)
+    half = 2.7764451051977987 * math.sqrt(12.2 / 4) / math.sqrt(5)  # t(0.975, 4 dof), from tables
+    assert c.ci95() == pytest.approx((1.4 - half, 1.4 + half))
+    assert comparisons_table([c]).iloc[0]["95 % CI"] == f"[{1.4 - half:+.2f}, {1.4 + half:+.2f}]"
+    assert "95 % CI" in "\n".join(paired_section(df))
+
+
+def _with_budget(rows, steps, converged=None):
+    return [{**r, "finetune_steps": steps[r["seed"]] if isinstance(steps, dict) else steps,
+             "stopped_on_patience": converged} for r in rows]
+
+
+def test_budget_check_flags_unequal_steps_unless_both_converged():
+    golden = _with_budget(_rows("golden_only", GOLDEN), 90)
+    unequal = pd.DataFrame(golden + _with_budget(_rows("tkre", TKRE), {1: 130, 2: 94, 3: 90, 4: 90, 5: 90}))
+    (c,) = paired_comparisons(unequal)
+    assert c.unequal_steps() == [1]  # 94 vs 90 is within 5 %; 130 vs 90 is not
+    assert c.budget_check() == "UNEQUAL STEPS (> 5%, not both converged): s1: 130 vs 90"
+    text = "\n".join(paired_section(unequal))
+    assert "**Unequal fine-tuning budgets**" in text and "TKRE (seeds 1)" in text
+    equal = pd.DataFrame(golden + _with_budget(_rows("tkre", TKRE), 92))
+    (c,) = paired_comparisons(equal)
+    assert c.budget_check() == "equal steps" and "Unequal fine-tuning budgets" not in "\n".join(paired_section(equal))
+    converged = pd.DataFrame(_with_budget(_rows("golden_only", GOLDEN), 60, True)
+                             + _with_budget(_rows("tkre", TKRE), 200, True))
+    assert paired_comparisons(converged)[0].budget_check() == "both converged"
+    one_converged = pd.DataFrame(_with_budget(_rows("golden_only", GOLDEN), 60, True)
+                                 + _with_budget(_rows("tkre", TKRE), 200, False))
+    assert paired_comparisons(one_converged)[0].unequal_steps() == [1, 2, 3, 4, 5]
+    # rows from before steps were recorded (the committed CPU study's)
+    assert paired_comparisons(pd.DataFrame(_rows("golden_only", GOLDEN) + _rows("tkre", TKRE)))[0].budget_check() \
+        == "steps unknown"

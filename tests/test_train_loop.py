@@ -152,6 +152,40 @@ def test_crashed_run_resumes_with_same_steps_and_weights(ray_local, tmp_path):
 
 
 
+class PlateauTask(RegressionTask):
+    """Reports a fixed eval_mse per epoch: best at epoch 1, then no better (for patience)."""
+
+    SCORES = (3.0, 2.0, 2.5, 2.5, 2.1, 2.2, 2.3, 2.4)
+
+    def evaluate(self, model, epoch):
+        return {"eval_mse": self.SCORES[epoch]}
+
+
+def test_step_budget_and_patience_end_training_where_they_say(ray_local, tmp_path):
+    """max_steps: exactly that many optimizer steps, the last epoch partial, the schedule spanning them;
+    patience: training stops `patience` epochs after the best, and says so."""
+    from tkre.train_loop import out_of_patience, planned_steps
+
+    _register_by_value()
+    res = ResourcesConfig(num_workers=1, cpus_per_worker=1.0)
+    steps = fit(RegressionTask(), _settings(epochs=1, max_steps=10), res, run_name="steps",
+                storage_path=str(tmp_path / "runs"))
+    assert [m["global_step"] for m in steps.metrics_history] == [4, 8, 10]  # 4 steps per epoch, then 2
+    assert steps.summary["global_step"] == steps.summary["total_steps"] == 10
+    assert steps.metrics_history[-1]["lr"] == pytest.approx(0.0)  # linear decay reaches 0 at step 10
+    assert steps.summary["stopped_on_patience"] is False
+    plateau = fit(PlateauTask(), _settings(epochs=8, patience=2), res, run_name="plateau",
+                  storage_path=str(tmp_path / "runs"))
+    assert [m["epoch"] for m in plateau.metrics_history] == [0, 1, 2, 3]  # best at 1, two epochs without better
+    assert plateau.summary["stopped_on_patience"] is True
+    assert plateau.summary["best_epoch"] == 1 and plateau.summary["best_step"] == 8
+    s = _settings(patience=3)
+    assert planned_steps(_settings(epochs=3), 4) == (3, 12) and planned_steps(_settings(max_steps=9), 4) == (3, 9)
+    assert not out_of_patience([{"eval_mse": v} for v in (3, 2, 2.5, 2.5)], s)
+    assert out_of_patience([{"eval_mse": v} for v in (3, 2, 2.5, 2.5, 2.5)], s)
+    assert not out_of_patience([{"eval_mse": v} for v in (3, 2, 2.5, 2.5, 2.5)], _settings())  # no patience set
+
+
 @pytest.mark.slow
 def test_automatic_retry_resumes_within_one_call(ray_local, tmp_path):
     """FailureConfig(max_failures=1): the failed attempt is retried from its last checkpoint."""

@@ -3,19 +3,18 @@
 Defaults are the paper's (see shared/method.md) unless a field says otherwise. Every field has a
 one-line description: `tkre ... --help` and the README reuse them. Unknown keys are errors.
 
-`load_config(path, Model)` reads YAML and reports a bad value as `file:line: field: message`.
+`load_config(path, Model)` reads YAML and reports a bad value as `file:line: field: message`
+(tkre/config_io.py, re-exported here).
 """
 
 from __future__ import annotations
 
-import difflib
-from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tkre.errors import ConfigError, decode_utf8
+from tkre.config_io import (field_model, load_config, read_yaml, unknown_key_hint,  # noqa: F401 -- re-exported
+                            validate_config, validation_error_message)
 
 DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
 Protocol = Literal["knowprompt", "genpt"]
@@ -245,6 +244,38 @@ class PretrainConfig(StrictModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
 
+class BudgetConfig(StrictModel):
+    """How long fine-tuning trains: what makes two variants' fine-tuning comparable. Fixed epochs give a
+    variant with more (synthetic) data more optimizer steps; fixed steps give every variant the same
+    number whatever its data size; convergence stops each on its own dev micro-F1."""
+
+    mode: Literal["epochs", "steps", "convergence"] = Field(
+        "epochs", description="epochs: finetune.epochs epochs (the paper's 10); steps: `steps` optimizer steps for "
+                              "every variant; convergence: stop after `patience` epochs without a better dev "
+                              "micro-F1, at most `max_epochs`")
+    steps: int | None = Field(None, ge=1, description="mode steps: optimizer steps (the last epoch may be partial; "
+                                                      "the learning-rate schedule spans them)")
+    patience: int = Field(3, ge=1, description="mode convergence: epochs without a better dev micro-F1 before stopping")
+    max_epochs: int = Field(30, ge=1, description="mode convergence: the most epochs (the learning-rate schedule "
+                                                  "spans them)")
+
+    @model_validator(mode="after")
+    def _steps_for_steps(self) -> "BudgetConfig":
+        if self.mode == "steps" and self.steps is None:
+            raise ValueError("budget mode 'steps' needs budget.steps (optimizer steps)")
+        if self.mode != "steps" and self.steps is not None:
+            raise ValueError(f"budget.steps is set but budget.mode is {self.mode!r}: set mode: steps")
+        return self
+
+    def describe(self, epochs: int) -> str:
+        """One phrase for results rows and reports, e.g. `120 steps` (`epochs`: finetune.epochs)."""
+        if self.mode == "steps":
+            return f"{self.steps} steps"
+        if self.mode == "convergence":
+            return f"convergence (patience {self.patience}, max {self.max_epochs} epochs)"
+        return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+
+
 class FinetuneConfig(StrictModel):
     """Task-oriented fine-tuning (paper: AdamW, lr 3e-5, batch 32, 10 epochs)."""
 
@@ -257,7 +288,10 @@ class FinetuneConfig(StrictModel):
                                               "replaces lr/epochs/batch_size when none is set, see "
                                               "tkre/finetune/encoder_recipes.py)")
     batch_size: int = Field(32, ge=1, description="per-step batch over all workers (paper: 32)")
-    epochs: int = Field(10, ge=1, description="training epochs (paper: 10)")
+    epochs: int = Field(10, ge=1, description="training epochs (paper: 10) when budget.mode is epochs")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description=(
+        "fixed epochs, fixed optimizer steps or to convergence on dev micro-F1 (setting it keeps an embedded "
+        "encoder's recipe: only lr, epochs, batch_size switch it off)"))
     max_length: int = Field(256, ge=16)
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description=(
         "share of the optimizer steps with a linear learning-rate warm-up (TYP Marker's and the reference "
@@ -322,115 +356,3 @@ class ExperimentConfig(StrictModel):
         """The generators the enabled stages use (EDKG's, then SCDG's resolved one)."""
         out = [self.edkg.generator] if self.stages.edkg else []
         return out + ([self.resolved_scdg().generator] if self.stages.scdg else [])
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map each key path in a composed YAML document to its 1-based line number."""
-    lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = prefix + (key_node.value,)
-            lines[path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[prefix + (i,)] = item.start_mark.line + 1
-            lines.update(_key_lines(item, prefix + (i,)))
-    return lines
-
-
-def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse a YAML file; return (data, key-path -> line). Syntax errors become ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    text = decode_utf8(path.read_bytes(), str(path), config=True)
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    return (data if data is not None else {}), (_key_lines(node) if node is not None else {})
-
-
-def field_model(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model a field holds (directly, or as the element of an Optional/list/dict)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
-        found = field_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def unknown_key_hint(model: type[BaseModel] | None, loc: tuple, *, dotted: bool = False) -> str:
-    """For an unknown key at `loc` of `model`: `; did you mean ...?` with a close spelling among the
-    keys allowed there, or the sub-section that has the key; else ` (known: ...)`. `dotted` names a
-    suggestion by its whole path from `model` (for `--set a.b.c`), else from where the key stands."""
-    for part in loc[:-1]:
-        if model is None:
-            return ""
-        f = model.model_fields.get(part) if isinstance(part, str) else None
-        if f is not None:
-            model = field_model(f.annotation)
-        # else: a dict key or list index inside a field whose element model `model` already is
-    if model is None:
-        return ""
-    key, known = str(loc[-1]), list(model.model_fields)
-    at = [str(p) for p in loc[:-1]] if dotted else []
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {'.'.join([*at, close[0]])}?"
-    moved = [name for name, f in model.model_fields.items()
-             if (sub := field_model(f.annotation)) is not None and key in sub.model_fields]
-    if moved:
-        return f"; did you mean {', '.join('.'.join([*at, m, key]) for m in moved)}?"
-    return f" (known: {', '.join(known)})"
-
-
-def validation_error_message(err: ValidationError, source: str, lines: dict[tuple, int] | None = None,
-                             prefix: tuple = (), model: type[BaseModel] | None = None) -> str:
-    """One line per problem: `file:line: field.path: message` (an unknown key of `model` gets a hint)."""
-    out = []
-    for e in err.errors():
-        loc = prefix + tuple(e["loc"])
-        line = None
-        for n in range(len(loc), 0, -1):  # nearest enclosing key that has a line
-            if lines and loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        field = ".".join(str(p) for p in loc) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key" + unknown_key_hint(model, tuple(e["loc"]))
-        out.append(f"{source}{f':{line}' if line else ''}: {field}: {msg}")
-    return "\n".join(out)
-
-
-def load_config(path: str | Path, model: type[M], *, section: str | None = None) -> M:
-    """Load `model` from a YAML file (optionally from one top-level `section` of it)."""
-    data, lines = read_yaml(path)
-    prefix: tuple = ()
-    if section is not None:
-        data = (data or {}).get(section, {})
-        prefix = (section,)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping{f' under {section!r}' if section else ''}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(validation_error_message(e, str(path), lines, prefix, model)) from None
-
-
-def validate_config(data: dict, model: type[M], source: str = "<config>") -> M:
-    """Validate a plain dict (CLI overrides, sweep trials) with the same one-line errors."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(validation_error_message(e, source, model=model)) from None

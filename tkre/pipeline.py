@@ -76,7 +76,12 @@ def split_key_config(data: DataConfig) -> dict:
 
 def finetune_key_config(ft: FinetuneConfig, *, from_pretraining: bool) -> dict:
     """What changes a fine-tuning run (its encoder is the pre-training input when there is one)."""
-    out = ft.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors", "eval_batch_size"})
+    out = ft.model_dump(exclude={"resources", "eval_ray_data_min_examples", "eval_actors", "eval_batch_size",
+                                 "budget"})
+    if ft.budget.mode != "epochs":  # the budget replaces the epochs (a fixed-epochs run keeps the keys it had)
+        out.pop("epochs")
+        out["budget"] = ft.budget.model_dump(include={"mode", "steps"} if ft.budget.mode == "steps" else
+                                             {"mode", "patience", "max_epochs"})
     if from_pretraining:
         out.pop("encoder")
     return out
@@ -351,7 +356,10 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         dev_micro_f1=metrics.get("dev_micro_f1"), dev_macro_f1=metrics.get("dev_macro_f1"),
         test_micro_f1=metrics.get("test_micro_f1"), test_macro_f1=metrics.get("test_macro_f1"),
         metric_excluded_label=metrics.get("metric_excluded_label", no_relation) if metrics else None,
-        best_epoch=metrics.get("best_epoch"), epoch_history=json.dumps(metrics.get("history", [])),
+        best_epoch=metrics.get("best_epoch"), finetune_budget=metrics.get("budget"),
+        finetune_steps=metrics.get("steps"), finetune_epochs_run=metrics.get("epochs_run"),
+        best_step=metrics.get("best_step"), stopped_on_patience=metrics.get("stopped_on_patience"),
+        epoch_history=json.dumps(metrics.get("history", [])),
         pretrain_history=json.dumps({s: artifacts[s].summary.get("history", []) for s in ("stage1", "stage2")
                                      if s in artifacts}),
         experiment_config=cfg.model_dump_json(),  # not "config": Tune reserves that result key

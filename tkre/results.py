@@ -118,7 +118,14 @@ class ResultRow(_FlatModel):
     metric_excluded_label: str | None = Field(None, description="the class micro-F1 leaves out (the dataset's "
                                               "no-relation class); None with F1: a label set without one, "
                                               "micro-F1 over all classes")
-    best_epoch: int | None = None
+    best_epoch: int | None = Field(None, description="the kept fine-tuning epoch, 0-based (0 = the first epoch)")
+    finetune_budget: str | None = Field(None, description="fine-tuning's budget: `10 epochs`, `120 steps` or "
+                                        "`convergence (patience 3, max 30 epochs)`")
+    finetune_steps: int | None = Field(None, description="optimizer steps fine-tuning took")
+    finetune_epochs_run: int | None = Field(None, description="fine-tuning epochs run (a partial last one counts)")
+    best_step: int | None = Field(None, description="optimizer steps taken when the kept checkpoint was written")
+    stopped_on_patience: bool | None = Field(None, description="fine-tuning stopped because dev micro-F1 stopped "
+                                             "improving (budget convergence): it converged")
     epoch_history: str = Field("[]", description="JSON list of per-epoch fine-tuning metrics")
     pretrain_history: str = Field("{}", description="JSON {stage1|stage2: per-epoch pre-training metrics} of the "
                                   "stages that ran (train_loss, heldout_mslm_loss, heldout_scl_loss)")

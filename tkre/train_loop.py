@@ -102,6 +102,8 @@ class LoopSettings:
     max_grad_norm: float | None = 1.0
     log_every: int = 10                       # optimizer steps between per-step log lines
     keep_checkpoints: int = 1                 # best kept by select_metric; the latest is always kept
+    max_steps: int | None = None              # a budget in optimizer steps instead of `epochs` (last epoch partial)
+    patience: int | None = None               # stop after this many epochs without a better select_metric
 
 
 @dataclass
@@ -141,8 +143,10 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if settings.epochs < 1 or settings.batch_size < 1 or settings.grad_accum < 1:
-        raise ConfigError(f"epochs, batch_size and grad_accum must be >= 1, got {settings}")
+    if settings.epochs < 1 or settings.batch_size < 1 or settings.grad_accum < 1 or (settings.max_steps or 1) < 1:
+        raise ConfigError(f"epochs, batch_size, grad_accum and max_steps must be >= 1, got {settings}")
+    if settings.patience is not None and not settings.select_metric:
+        raise ConfigError("patience (training to convergence) needs a select_metric to watch (a dev set)")
     if settings.batch_size < resources.num_workers:
         raise ConfigError(f"batch_size {settings.batch_size} is smaller than num_workers {resources.num_workers}")
     if "://" not in storage_path:
@@ -190,6 +194,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         "run_path": result.path, "best_epoch": best_metrics.get("epoch"),
         "best_metric": best_metrics.get(settings.select_metric) if settings.select_metric else None,
         "select_metric": settings.select_metric, "global_step": out.get("global_step"),
+        "best_step": best_metrics.get("global_step"), "stopped_on_patience": out.get("stopped_on_patience"),
         "total_steps": out.get("total_steps"), "steps_per_epoch": out.get("steps_per_epoch"),
         "resumed_from_epoch": out.get("resumed_from_epoch"), "num_workers": resources.num_workers,
         "settings": asdict(settings),
@@ -241,7 +246,7 @@ def _train_worker(config: dict) -> dict:
     loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)  # moves batches to device
     micro_per_epoch = len(loader)
     steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum)
-    total_steps = steps_per_epoch * s.epochs
+    epochs, total_steps = planned_steps(s, steps_per_epoch)  # a step budget sets the epochs, else the reverse
     warmup_steps = int(round(s.warmup_ratio * total_steps))
 
     # ---- resume: weights before DDP wrapping, optimizer/scheduler after
@@ -278,8 +283,11 @@ def _train_worker(config: dict) -> dict:
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
 
-    # ---- epochs
-    for epoch in range(start_epoch, s.epochs):
+    # ---- epochs (until the budget is spent, or `patience` epochs pass without a better select_metric)
+    stopped = _rank0_says(out_of_patience(history, s), rank, world, device)  # a resumed run may have stopped
+    for epoch in range(start_epoch, epochs):
+        if stopped:
+            break
         set_seed(s.seed + 1000 * (epoch + 1) + rank)  # exact resume: dropout depends on the epoch only
         sampler.set_epoch(epoch)
         if hasattr(dataset, "set_epoch"):
@@ -315,13 +323,15 @@ def _train_worker(config: dict) -> dict:
             global_step += 1
             if channel is not None:
                 channel.send(every_s=PROGRESS_EVERY_S, unit="step", done=global_step, total=total_steps,
-                             epoch=epoch + 1, epochs=s.epochs, epoch_end=False, info={"loss": float(loss)})
+                             epoch=epoch + 1, epochs=epochs, epoch_end=False, info={"loss": float(loss)})
             if rank == 0 and (global_step % s.log_every == 0 or global_step == total_steps):
                 dt = max(time.perf_counter() - t0, 1e-9)
                 logger.info("epoch %d step %d/%d %s lr %.2e | %.1f samples/s %.0f tokens/s (rank 0)",
                             epoch, global_step, total_steps,
                             " ".join(f"{k} {v:.4f}" for k, v in {"loss": float(loss), **parts}.items()),
                             scheduler.get_last_lr()[0], n_samples / dt, n_tokens / dt)
+            if global_step >= total_steps:  # a step budget ends inside its last epoch
+                break
         train_seconds = time.perf_counter() - t0
         counts = _all_reduce_sum([n_samples, n_tokens], world, device)
 
@@ -336,7 +346,7 @@ def _train_worker(config: dict) -> dict:
             model.train()
             history.append(dict(metrics))
             if channel is not None:
-                channel.send(unit="step", done=global_step, total=total_steps, epoch=epoch + 1, epochs=s.epochs,
+                channel.send(unit="step", done=global_step, total=total_steps, epoch=epoch + 1, epochs=epochs,
                              epoch_end=True, info={k: v for k, v in metrics.items() if k in SHOWN_METRICS})
             with tempfile.TemporaryDirectory(prefix="tkre-ckpt-") as tmp:
                 task.save(unwrap(model), os.path.join(tmp, MODEL_SUBDIR))
@@ -350,8 +360,33 @@ def _train_worker(config: dict) -> dict:
         else:
             history.append(dict(metrics))
             ray.train.report(metrics)
+        stopped = _rank0_says(out_of_patience(history, s), rank, world, device)  # rank 0 holds dev micro-F1
     return {"history": history if rank == 0 else [], "global_step": global_step, "total_steps": total_steps,
-            "steps_per_epoch": steps_per_epoch, "resumed_from_epoch": start_epoch if state is not None else None}
+            "steps_per_epoch": steps_per_epoch, "resumed_from_epoch": start_epoch if state is not None else None,
+            "stopped_on_patience": stopped}
+
+
+def planned_steps(s: LoopSettings, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, optimizer steps) of a run: `max_steps` and the epochs they need, else `epochs` whole epochs."""
+    if s.max_steps is not None:
+        return math.ceil(s.max_steps / steps_per_epoch), s.max_steps
+    return s.epochs, s.epochs * steps_per_epoch
+
+
+def out_of_patience(history: list[dict[str, Any]], s: LoopSettings) -> bool:
+    """True once `s.patience` epochs have passed since the best `select_metric` (the first best on ties)."""
+    if s.patience is None or not history:
+        return False
+    values = [h.get(s.select_metric) for h in history]
+    if any(v is None for v in values):
+        return False  # not the rank that evaluates (or nothing to watch): rank 0 decides
+    best = values.index(max(values) if s.select_mode == "max" else min(values))
+    return len(values) - 1 - best >= s.patience
+
+
+def _rank0_says(flag: bool, rank: int, world: int, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank (so that all workers leave the epoch loop together)."""
+    return _all_reduce_sum([int(rank == 0 and flag)], world, device)[0] > 0
 
 
 def _all_reduce_sum(values: list[int], world: int, device: torch.device) -> list[float]:

@@ -76,7 +76,7 @@ def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", hel
     """Fine-tune a TYP Marker or GenPT classifier on a K-shot split; keep the best dev epoch.
 
     Writes OUT/metrics.json (test_micro_f1 etc. as fractions 0-1, "f1_scale": "fraction";
-    best_epoch; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
+    best_epoch, 0-based; best_step; steps; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
     from tkre.config import DataConfig, FinetuneConfig, validate_config
     from tkre.finetune.command import finetune_dataset
     from tkre.finetune.encoder_recipes import apply_encoder_recipe
@@ -95,7 +95,9 @@ def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", hel
     with ProgressBar("fine-tuning", console=console):  # epochs/steps/loss/dev F1 from the train loop
         m = finetune_dataset(data, cfg, out_dir=out, synthetic_path=synthetic, run_name=run_name,
                              storage_path=storage_path)
-    console.print(f"{cfg.backbone} {dataset} K={k} seed={seed}: best dev epoch {m['best_epoch']} "
+    console.print(f"{cfg.backbone} {dataset} K={k} seed={seed} ({m['budget']}): best dev epoch "
+                  f"{m['best_epoch'] + 1} of {m['epochs_run']}, step {m['best_step']} of {m['steps']}"
+                  f"{', stopped on patience' if m['stopped_on_patience'] else ''} "
                   f"(dev micro-F1 {m['dev_micro_f1'] if m['dev_micro_f1'] is not None else float('nan'):.4f}), "
                   f"test micro-F1 {m['test_micro_f1']:.4f}, macro-F1 {m['test_macro_f1']:.4f} (fractions 0-1)")
     console.print(f"  micro-F1 {_excluded(m)}; windowed: train {m['counts']['train_windowed']}, test "

@@ -53,6 +53,18 @@ def select_training_set(golden: Sequence[RelationExample], synthetic: Sequence[R
     return list(golden) + chosen, counts
 
 
+def loop_budget(cfg: FinetuneConfig, *, has_dev: bool) -> dict:
+    """The LoopSettings fields that carry `cfg.budget`: epochs, max_steps, patience."""
+    b = cfg.budget
+    if b.mode == "steps":
+        return {"epochs": 1, "max_steps": b.steps}  # the loop derives the epochs from the steps
+    if b.mode == "convergence":
+        if not has_dev:
+            raise ConfigError("finetune.budget.mode 'convergence' watches dev micro-F1, but there are no dev examples")
+        return {"epochs": b.max_epochs, "patience": b.patience}
+    return {"epochs": cfg.epochs}
+
+
 def _coverage_warnings(train: Sequence[RelationExample], dev: Sequence[RelationExample],
                        relations: Sequence[str], no_relation: str | None) -> dict:
     in_train = {ex.relation for ex in train}
@@ -96,7 +108,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     task = FinetuneTask(spec=spec, init_path=init_path, train=examples, dev=list(dev), seed=cfg.seed,
                         eval_batch_size=cfg.eval_batch_size)
     _, train_windowed = spec.encode(examples, task.tokenizer)  # fail fast on bad input, count windows
-    settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+    settings = LoopSettings(**loop_budget(cfg, has_dev=bool(dev)), lr=cfg.lr, batch_size=cfg.batch_size,
                             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed,
                             select_metric=SELECT_METRIC if dev else None)
     if not dev:
@@ -111,7 +123,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
         shutil.copytree(result.best_checkpoint_dir, tmp)
     test_metrics = evaluate_split(str(checkpoint), test, out_dir, split="test", batch_size=cfg.eval_batch_size,
                                   ray_data_min_examples=cfg.eval_ray_data_min_examples, actors=cfg.eval_actors)
-    history = [{k: h.get(k) for k in ("epoch", "train_loss", "dev_micro_f1", "dev_macro_f1", "samples_per_s",
+    history = [{k: h.get(k) for k in ("epoch", "global_step", "train_loss", "dev_micro_f1", "dev_macro_f1", "samples_per_s",
                                       "train_seconds") if k in h} for h in result.metrics_history]
     best_epoch = result.summary.get("best_epoch")
     best = next((h for h in result.metrics_history if h.get("epoch") == best_epoch), {})
@@ -119,6 +131,10 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
         **{k: v for k, v in test_metrics.items() if k not in ("counts",)},
         "dev_micro_f1": best.get("dev_micro_f1"), "dev_macro_f1": best.get("dev_macro_f1"),
         "best_epoch": best_epoch, "epochs": cfg.epochs, "select_metric": settings.select_metric,
+        "budget": cfg.budget.describe(cfg.epochs), "steps": result.summary.get("global_step"),
+        "best_step": result.summary.get("best_step"), "epochs_run": len(result.metrics_history),
+        "stopped_on_patience": result.summary.get("stopped_on_patience"),
+        "steps_per_epoch": result.summary.get("steps_per_epoch"),
         "history": history,
         "counts": {**test_metrics["counts"], **counts, "train_examples": len(examples),
                    "train_windowed": train_windowed, "dev_examples": len(dev), **coverage},

@@ -8,6 +8,14 @@ golden-only, test micro-F1 in percentage points), their mean ± std, and two pai
 scipy.stats: Wilcoxon's signed-rank test (two-sided; exact for small samples without ties, so with
 n seeds its p-value cannot fall below 2 / 2^n) and the paired t-test. Seeds that only one side has
 are listed, never dropped silently; several rows for one seed and variant are averaged and listed.
+Each mean difference comes with its 95 % confidence interval (Student's t over the seeds: mean ±
+t(0.975, n - 1) · std / √n).
+
+A comparison is fair when both arms took the same optimizer steps in fine-tuning (within
+`STEP_TOLERANCE`) or both stopped on patience (converged): fixed epochs give the arm with more data
+more steps, and the CPU study found that gap to be extra steps. Each comparison says which
+(`budget check`), from the rows' `finetune_steps` and `stopped_on_patience`; rows written before
+these were recorded say "steps unknown".
 `plot_paired_differences` draws the per-seed differences, their mean ± std and ± 2 std.
 
 The paper's numbers are passed in (`paper(dataset, k, backbone, variant)`, tkre.report.tables.paper_number)
@@ -28,6 +36,7 @@ import pandas as pd
 from tkre.report.plots import pyplot, save_figure
 
 BASELINE = "golden_only"
+STEP_TOLERANCE = 0.05  # arms whose fine-tuning steps differ by more than this share (and did not both converge)
 #: Table 3's rows, in the paper's order, with the paper's names.
 TABLE3 = {"tkre": "TKRE", "no_edkg": "w/o EDKG", "no_scdg": "w/o SCDG", "bert_masking": "w/o MSLM (BERT masking)",
           "no_scl": "w/o SCL", BASELINE: "w/o ALL (golden data only)"}
@@ -53,6 +62,10 @@ class PairedComparison:
     variant_only: list[int] = field(default_factory=list)  # variant seeds without a golden-only row
     averaged: list[str] = field(default_factory=list)  # "variant seed s (n rows)" for repeated rows
     setting: str = ""  # when a variant ran with several settings in the cell (e.g. generators): which one
+    baseline_steps: list[float | None] = field(default_factory=list)  # fine-tuning steps per paired seed
+    variant_steps: list[float | None] = field(default_factory=list)
+    baseline_converged: list[bool] = field(default_factory=list)  # stopped on patience, per paired seed
+    variant_converged: list[bool] = field(default_factory=list)
 
     @property
     def differences(self) -> list[float]:
@@ -75,6 +88,37 @@ class PairedComparison:
             return math.nan
         m = self.mean
         return math.sqrt(sum((d - m) ** 2 for d in self.differences) / (self.n - 1))
+
+    def ci95(self) -> tuple[float, float] | None:
+        """95 % confidence interval of the mean difference, t-based over the seeds (None below 2 pairs)."""
+        if self.n < 2:
+            return None
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    def unequal_steps(self) -> list[int]:
+        """Paired seeds whose arms' fine-tuning steps differ by more than STEP_TOLERANCE of the larger
+        and that did not both converge (unknown steps are not counted: see `budget_check`)."""
+        return [s for s, b, v, cb, cv in zip(self.seeds, self.baseline_steps, self.variant_steps,
+                                             self.baseline_converged, self.variant_converged)
+                if b is not None and v is not None and abs(v - b) > STEP_TOLERANCE * max(v, b) and not (cb and cv)]
+
+    def budget_check(self) -> str:
+        """`equal steps`, `both converged`, `UNEQUAL STEPS ...` (the comparison is confounded) or `steps unknown`."""
+        if self.n == 0:
+            return ""
+        unfair = self.unequal_steps()
+        if unfair:
+            detail = ", ".join(f"s{s}: {self.variant_steps[i]:.0f} vs {self.baseline_steps[i]:.0f}"
+                               for i, s in enumerate(self.seeds) if s in unfair)
+            return f"UNEQUAL STEPS (> {STEP_TOLERANCE:.0%}, not both converged): {detail}"
+        if any(b is None or v is None for b, v in zip(self.baseline_steps, self.variant_steps)):
+            return "steps unknown"
+        if all(self.baseline_converged) and all(self.variant_converged):
+            return "both converged"
+        return "equal steps"
 
     def wilcoxon_p(self) -> float | None:
         """Two-sided Wilcoxon signed-rank p-value (None below 2 pairs or when every difference is 0)."""
@@ -106,6 +150,17 @@ def _seed_means(g: pd.DataFrame, variant: str, averaged: list[str]) -> dict[int,
     return out
 
 
+def _seed_budget(g: pd.DataFrame) -> dict[int, tuple[float | None, bool]]:
+    """seed -> (mean fine-tuning steps or None when a row lacks them, every row stopped on patience)."""
+    out = {}
+    for seed, rows in g.groupby("seed", sort=True):
+        steps = rows["finetune_steps"] if "finetune_steps" in rows else pd.Series([None] * len(rows))
+        conv = rows["stopped_on_patience"] if "stopped_on_patience" in rows else pd.Series([None] * len(rows))
+        out[int(seed)] = (None if steps.isna().any() else float(steps.astype(float).mean()),
+                          bool(conv.notna().all() and conv.astype(bool).all()))
+    return out
+
+
 def _variant_order(names) -> list[str]:
     known = [v for v in TABLE3 if v in names and v != BASELINE]
     return known + sorted(v for v in names if v not in TABLE3)
@@ -120,6 +175,7 @@ def paired_comparisons(df: pd.DataFrame, baseline: str = BASELINE) -> list[Paire
             continue
         averaged: list[str] = []
         base = _seed_means(g[g["variant"] == baseline], baseline, averaged)
+        base_budget = _seed_budget(g[g["variant"] == baseline])
         for variant in _variant_order(set(g["variant"]) - {baseline}):
             rows = g[g["variant"] == variant]
             varying = [c for c in SETTINGS if c in rows and rows[c].nunique(dropna=False) > 1]
@@ -129,10 +185,12 @@ def paired_comparisons(df: pd.DataFrame, baseline: str = BASELINE) -> list[Paire
                 notes = list(averaged)
                 other = _seed_means(v, f"{variant} [{label}]" if label else variant, notes)
                 seeds = sorted(set(base) & set(other))
+                budget = _seed_budget(v)
                 out.append(PairedComparison(
                     str(cell[0]), int(cell[1]), str(cell[2]), variant, seeds, [base[s] for s in seeds],
                     [other[s] for s in seeds], sorted(set(base) - set(other)), sorted(set(other) - set(base)),
-                    notes, label))
+                    notes, label, [base_budget[s][0] for s in seeds], [budget[s][0] for s in seeds],
+                    [base_budget[s][1] for s in seeds], [budget[s][1] for s in seeds]))
     return out
 
 
@@ -157,9 +215,11 @@ def comparisons_table(comparisons: list[PairedComparison], paper: PaperLookup | 
                                      " - golden-only", "pairs": c.n,
             "per-seed Δ (pp)": ", ".join(f"s{s}: {d:+.1f}" for s, d in zip(c.seeds, c.differences)),
             "mean Δ": _num(c.mean, "+.2f"), "std Δ": _num(c.std, ".2f"),
+            "95 % CI": "" if (ci := c.ci95()) is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
             "mean > 2 std": "" if c.n < 2 or not c.std > 0 else ("yes" if c.mean > 2 * c.std else "no"),
             "Wilcoxon p": _num(c.wilcoxon_p(), ".3f"), "paired t p": _num(c.ttest_p(), ".3f"),
-            "unpaired seeds": unpaired or "none", "paper Δ (paper's numbers)": _num(gap, "+.1f")})
+            "unpaired seeds": unpaired or "none", "budget check": c.budget_check(),
+            "paper Δ (paper's numbers)": _num(gap, "+.1f")})
     return pd.DataFrame(rows)
 
 
@@ -233,8 +293,19 @@ def paired_section(df: pd.DataFrame, paper: PaperLookup | None = None,
              "by (dataset, K, backbone, seed). Wilcoxon: scipy's two-sided signed-rank test (exact for small n "
              "without ties: with n pairs its p-value is at least 2 / 2^n, 0.0625 for 5 seeds); paired t: scipy's "
              "two-sided paired t-test. `mean > 2 std`: the mean difference exceeds twice the standard deviation "
-             "of the per-seed differences. `paper Δ` is the paper's own gap (its numbers, RoBERTa-large).", "",
+             "of the per-seed differences; `95 % CI`: Student's t interval of the mean difference over the seeds (a "
+             "CI that holds 0 means no detectable difference). `budget check`: whether both arms fine-tuned for "
+             f"the same optimizer steps (within {STEP_TOLERANCE:.0%}) or both converged. `paper Δ` is the paper's "
+             "own gap (its numbers, RoBERTa-large).", "",
              comparisons_table(comparisons, paper).to_markdown(index=False, disable_numparse=True), ""]
+    unfair = [c for c in comparisons if c.unequal_steps()]
+    if unfair:
+        lines += [f"**Unequal fine-tuning budgets**: {len(unfair)} comparison(s) above pit arms whose optimizer steps "
+                  f"differ by more than {STEP_TOLERANCE:.0%} without both converging, so their difference may be "
+                  "extra steps rather than the variant: " + "; ".join(
+                      f"{TABLE3.get(c.variant, c.variant)} (seeds {', '.join(map(str, c.unequal_steps()))})"
+                      for c in unfair) + ". Give both the same `finetune.budget` in steps, or train both to "
+                  "convergence.", ""]
     averaged = sorted({a for c in comparisons for a in c.averaged})
     if averaged:
         lines += ["Several rows for one seed were averaged: " + "; ".join(averaged) + ".", ""]

@@ -113,6 +113,18 @@ def generator_label(edkg: str | None, scdg: str | None) -> str:
 _CELL = ["dataset", "k", "backbone", "variant", "edkg_generator", "scdg_generator", "synthetic_asked"]
 
 
+def steps_label(g: pd.DataFrame) -> str:
+    """Fine-tuning budget and steps of a cell's rows: `10 epochs: 90 steps`, `convergence (...): 60-110 steps,
+    3/5 converged`; empty for rows written before budgets were recorded."""
+    steps = g["finetune_steps"].dropna().astype(float) if "finetune_steps" in g else pd.Series(dtype=float)
+    if steps.empty:
+        return ""
+    budgets = ", ".join(sorted({str(b) for b in g["finetune_budget"].dropna()}))
+    span = f"{steps.min():.0f}" if steps.min() == steps.max() else f"{steps.min():.0f}-{steps.max():.0f}"
+    converged = g["stopped_on_patience"].fillna(False).astype(bool).sum()
+    return f"{budgets}: {span} steps" + (f", {converged}/{len(g)} converged" if converged else "")
+
+
 def results_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (over seeds) of test micro-F1 in %, per cell, with the paper's number beside it."""
     ok = _finished(df)
@@ -130,7 +142,7 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
                      if c["synthetic_asked"] else "0",
                      "seeds": len(g), "test micro-F1 %": _fmt(100 * g["test_micro_f1"].astype(float)),
                      "dev micro-F1 %": _fmt(100 * g["dev_micro_f1"].astype(float)),
-                     "paper test micro-F1 %": _paper(paper)})
+                     "fine-tuning": steps_label(g), "paper test micro-F1 %": _paper(paper)})
     return pd.DataFrame(rows)
 
 
@@ -161,8 +173,10 @@ def golden_vs_tkre(df: pd.DataFrame) -> pd.DataFrame:
     columns labelled as the paper's."""
     ok = _finished(df)
     keys = ["dataset", "k", "backbone"]
-    golden = {cell: 100 * g["test_micro_f1"].astype(float)
-              for cell, g in ok[ok["variant"] == "golden_only"].groupby(keys, sort=True)}
+    golden_rows = dict(list(ok[ok["variant"] == "golden_only"].groupby(keys, sort=True)))
+    golden = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in golden_rows.items()}
+    tkre_rows = dict(list(ok[ok["variant"] == "tkre"].groupby(
+        keys + ["edkg_generator", "scdg_generator", "synthetic_asked"], dropna=False, sort=True)))
     tkre = ok[ok["variant"] == "tkre"]
     tkre_cells = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in
                   tkre.groupby(keys + ["edkg_generator", "scdg_generator", "synthetic_asked"], dropna=False, sort=True)}
@@ -178,6 +192,9 @@ def golden_vs_tkre(df: pd.DataFrame) -> pd.DataFrame:
                      "golden-only %": _fmt(g) if len(g) else "", "TKRE %": _fmt(t) if len(t) else "",
                      "seeds": f"{len(g)} / {len(t)}",
                      "TKRE − golden-only": f"{t.mean() - g.mean():+.1f}" if len(g) and len(t) else "",
+                     "fine-tuning golden-only / TKRE": " / ".join(
+                         steps_label(rows[c]) if c in rows else "" for rows, c in ((golden_rows, cell[:3]),
+                                                                                   (tkre_rows, cell))).strip(" /"),
                      "paper golden-only %": _paper(pg), "paper TKRE %": _paper(pt),
                      "paper TKRE − golden-only": "" if pg is None or pt is None else f"{pt - pg:+.1f}"})
     return pd.DataFrame(rows)
