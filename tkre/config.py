@@ -159,6 +159,11 @@ class SCDGConfig(StrictModel):
         None, description="the sample generator (None = EDKG's whole generator section)")
     samples_per_relation: int | None = Field(
         None, gt=0, description="synthetic samples asked per relation (None = K: the paper doubles the K-shot set)")
+    source: Literal["llm", "oracle", "shuffled", "golden_repeat"] = Field(
+        "llm", description="what fills the synthetic set: llm = the generator's kept samples (the method); controls "
+        "(tkre/generate/controls.py): oracle = samples_per_relation real training examples per relation from "
+        "outside the split (the best a generator could give); shuffled = the generator's samples with labels "
+        "permuted; golden_repeat = golden examples repeated to the generator's kept count per relation")
     samples_per_prompt: int = Field(8, ge=1, description="new samples asked for in one prompt (reference code: "
                                                          "\"Generate eight more samples\")")
     prompt_examples: int = Field(8, ge=1, description="golden samples shown in one prompt (reference code: up to 8)")

@@ -35,10 +35,11 @@ from tkre.store.artifacts import (Artifact, ArtifactStore, artifact_key, is_remo
                             resolve_filesystem)
 from tkre.config import (DataConfig, EDKGConfig, ExperimentConfig, FinetuneConfig, GeneratorConfig, PretrainConfig,
                          SCDGConfig)
-from tkre.data import from_arrow, load_from_config, relation_type_schema, sample_kshot, to_arrow
+from tkre.data import from_arrow, load_from_config, sample_kshot, to_arrow
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
 from tkre.results import STAGES, ResultRow
+from tkre.synthetic_stage import synthetic_artifact, synthetic_nodes
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def scdg_key_config(scdg: SCDGConfig, samples_per_relation: int) -> dict:
     """What changes the synthetic set: SCDG's resolved generator, its settings and the samples asked."""
     if scdg.generator is None:
         raise ValueError("scdg_key_config needs the resolved SCDG section (ExperimentConfig.resolved_scdg())")
-    return {**scdg.model_dump(exclude={"generator", "samples_per_relation", "max_new_tokens", "tokens_per_sample"}),
+    return {**scdg.model_dump(exclude={"generator", "samples_per_relation", "max_new_tokens", "tokens_per_sample",
+                                       "source"}),  # a control's key is built on this one (synthetic_stage.py)
             "new_tokens": scdg.new_tokens, "samples_per_relation": samples_per_relation,
             "generator": generator_key_config(scdg.generator)}
 
@@ -119,8 +121,10 @@ def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
     split = {"split": add("split", split_key_config(cfg.data), {"data": data_hash})}
     if cfg.stages.edkg:
         add("edkg", edkg_key_config(cfg.edkg), split)
-    if cfg.stages.scdg:
-        add("scdg", scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation()), split)
+    if cfg.stages.scdg:  # SCDG's samples, or a control in their place (tkre/synthetic_stage.py)
+        out.update({node: StageKey(*n) for node, n in synthetic_nodes(cfg.scdg.source, scdg_key_config(
+            cfg.resolved_scdg(), cfg.synthetic_asked_per_relation()), cfg.synthetic_asked_per_relation(), split,
+            data_hash).items()})
     scdg = {"scdg": out["scdg"].key} if "scdg" in out else {}
     init = None  # the key of the pre-training stage the next one starts from
     if cfg.stages.pretrain_stage1 and cfg.stages.edkg:  # stage 1 needs the EDKG corpus
@@ -240,17 +244,8 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
             "edkg", node.key, lambda out: _in_slot(store, generate_explanations, golden, edkg, out),
             config=node.config, inputs=node.inputs)
     if cfg.stages.scdg:
-        from tkre.generate import generate_synthetic
-
-        per_relation = cfg.synthetic_asked_per_relation()
-        resolved = cfg.resolved_scdg()
-        scdg = resolved.model_copy(update={"generator": with_cache(resolved.generator)})
-        node = graph["scdg"]
-        arts["scdg"] = store.get_or_create(
-            "scdg", node.key, lambda out: _in_slot(store, generate_synthetic, golden, relation_type_schema(golden),
-                                              scdg, out, per_relation=per_relation,
-                                              relations=relations_in_split),
-            config=node.config, inputs=node.inputs)
+        arts["scdg"] = synthetic_artifact(cfg, graph, store, dataset=dataset, golden=golden, dev=dev,
+                                          relations=relations_in_split, gen_cache=gen_cache)
     synthetic = None
     if "scdg" in arts:
         from tkre.generate import read_synthetic
@@ -322,7 +317,7 @@ def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact], role
     """The `edkg.<stat>` / `scdg.<stat>` columns of one generation artifact's summary (tkre.generate.stats)."""
     from tkre.generate.stats import role_stats
 
-    if role not in artifacts:
+    if role not in artifacts or (role == "scdg" and cfg.scdg.source != "llm"):  # a control generates nothing
         return {}
     gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
     stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
@@ -349,7 +344,7 @@ def results_row(cfg: ExperimentConfig, *, variant: str | None, dataset_name: str
         encoder=cfg.pretrain.encoder if pretrained else cfg.finetune.encoder,
         masking=cfg.pretrain.masking if pretrained else None,
         edkg_generator=edkg.summary["generator"] if edkg else None,
-        scdg_generator=scdg.summary["generator"] if scdg else None,
+        scdg_generator=scdg.summary["generator"] if scdg else None, synthetic_source=cfg.scdg.source if scdg else None,
         relations=relations, synthetic_asked=cfg.synthetic_asked_per_relation() * relations if scdg else 0,
         synthetic_kept=scdg.summary["counts"]["kept"] if scdg else 0,
         synthetic_used=metrics["counts"]["synthetic_used"] if metrics else 0,

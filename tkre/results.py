@@ -106,7 +106,10 @@ class ResultRow(_FlatModel):
     encoder: str = Field(..., description="the encoder pre-training/fine-tuning started from")
     masking: str | None = Field(None, description="pre-training masking (None: no pre-training ran)")
     edkg_generator: str | None = Field(None, description="EDKG explanation generator (None: stage off)")
-    scdg_generator: str | None = Field(None, description="SCDG sample generator (None: stage off)")
+    scdg_generator: str | None = Field(None, description="SCDG sample generator, or the control in its place "
+                                       "(oracle, shuffled(<generator>), golden_repeat(<generator>)); None: stage off")
+    synthetic_source: str | None = Field(None, description="scdg.source: llm, oracle, shuffled or golden_repeat "
+                                         "(None: SCDG off)")
     relations: int = Field(..., description="relations in the K-shot training split")
     synthetic_asked: int = Field(0, description="SCDG samples asked, all relations together")
     synthetic_kept: int = Field(0, description="SCDG samples kept after validation")

@@ -99,7 +99,8 @@ def print_plan(sweep_file: str, storage: Optional[str], as_json: bool) -> None:
     trials = plan_trials(sweep)
     rows = [trial_summary(t) for t in trials]
     table = Table(title=f"sweep {sweep.name}: {len(trials)} trial(s) (stages: edkg, scdg, pre-training s1/s2; "
-                        "synth/rel: synthetic samples asked per relation; cap: fine-tuning's cap per relation)")
+                        "synth/rel: synthetic samples asked per relation; source: scdg.source; cap: fine-tuning's cap per "
+                        "relation; budget: fine-tuning's)")
     for name in rows[0]:
         table.add_column(name, overflow="fold")
     for r in rows:

@@ -96,8 +96,17 @@ def trial_summary(t: PlannedTrial) -> dict[str, Any]:
                                   ("s2", c.stages.pretrain_stage2)) if flag]
     return {"trial": t.name, "variant": t.variant or "-", "dataset": c.data.dataset, "K": c.data.k,
             "seed": c.data.seed, "backbone": c.finetune.backbone, "stages": "+".join(on) or "finetune",
-            "synth/rel": c.synthetic_asked_per_relation(), "cap": c.finetune.synthetic_cap_per_relation,
+            "synth/rel": c.synthetic_asked_per_relation(), "source": c.scdg.source if c.stages.scdg else "-",
+            "cap": c.finetune.synthetic_cap_per_relation, "budget": finetune_budget(c),
             "searched": ("best" if t.phase == "evaluate" else "open") if t.searched else "-"}
+
+
+def finetune_budget(cfg: ExperimentConfig) -> str:
+    """The fine-tuning budget a trial runs with, after an embedded encoder's recipe (e.g. `12 epochs`, `120 steps`)."""
+    from tkre.finetune.encoder_recipes import apply_encoder_recipe
+
+    ft, _ = apply_encoder_recipe(cfg.finetune)
+    return ft.budget.describe(ft.epochs)
 
 
 def shared_artifacts(trials: list[PlannedTrial]) -> dict[str, list[tuple[str, list[str]]]]:

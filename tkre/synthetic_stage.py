@@ -1,0 +1,68 @@
+"""The pipeline's synthetic-set stage for every `scdg.source`: SCDG's generation (`llm`), or a control
+(tkre/generate/controls.py) stored in SCDG's place, so that stage 2 and fine-tuning take it as they take
+generated samples and every downstream key follows it.
+
+Keys (through `artifact_key`, stage `scdg`): `llm` is keyed as SCDG always was (a sweep's TKRE and its
+controls share one generation); `oracle` by its source, the samples asked, the split and the dataset
+files; `shuffled` and `golden_repeat` by their source, the samples asked, the split and the generated
+set they are built on (the `generated` node: the very artifact `llm` would store).
+"""
+
+from __future__ import annotations
+
+from tkre.config import ExperimentConfig
+from tkre.data import relation_type_schema
+from tkre.data.records import RelationExample
+from tkre.generate.controls import FROM_GENERATED, build_control, control_key_config
+from tkre.store.artifacts import Artifact, ArtifactStore, artifact_key
+
+Node = tuple[str, dict, dict]  # (artifact key, key config, inputs)
+
+
+def synthetic_nodes(source: str, llm_config: dict, per_relation: int, split: dict[str, str],
+                    data_hash: str) -> dict[str, Node]:
+    """node -> (key, config, inputs): `scdg` (what stage 2 and fine-tuning read) and, for the controls
+    built on generated samples, `generated` (SCDG's own artifact). `llm_config`: `scdg_key_config`."""
+    llm = (artifact_key("scdg", llm_config, split), llm_config, split)
+    if source == "llm":
+        return {"scdg": llm}
+    config = control_key_config(source, per_relation)
+    if source == "oracle":
+        inputs = {**split, "data": data_hash}
+        return {"scdg": (artifact_key("scdg", config, inputs), config, inputs)}
+    inputs = {**split, "generated": llm[0]}
+    return {"generated": llm, "scdg": (artifact_key("scdg", config, inputs), config, inputs)}
+
+
+def synthetic_artifact(cfg: ExperimentConfig, graph: dict, store: ArtifactStore, *, dataset,
+                       golden: list[RelationExample], dev: list[RelationExample], relations: list[str],
+                       gen_cache: str) -> Artifact:
+    """The `scdg` artifact of `graph` (`tkre.pipeline.stage_graph`), generating first where it needs to."""
+    from tkre.generate import generate_synthetic, read_synthetic
+
+    per_relation = cfg.synthetic_asked_per_relation()
+
+    def generated(node: str) -> Artifact:
+        resolved = cfg.resolved_scdg()
+        gen = resolved.generator if resolved.generator.cache_dir else resolved.generator.model_copy(
+            update={"cache_dir": gen_cache})
+        scdg = resolved.model_copy(update={"generator": gen})
+
+        def build(out):
+            with store.slot("generation"):  # one cluster-wide generation slot (ArtifactStore.slot)
+                return generate_synthetic(golden, relation_type_schema(golden), scdg, out, per_relation=per_relation,
+                                          relations=relations)
+
+        key, config, inputs = graph[node]
+        return store.get_or_create("scdg", key, build, config=config, inputs=inputs)
+
+    source = cfg.scdg.source
+    if source == "llm":
+        return generated("scdg")
+    base = generated("generated") if source in FROM_GENERATED else None
+    key, config, inputs = graph["scdg"]
+    return store.get_or_create("scdg", key, lambda out: build_control(
+        source, out, golden=golden, relations=relations, per_relation=per_relation, seed=cfg.data.seed,
+        pool=dataset.split("train") if source == "oracle" else (), exclude_ids={ex.id for ex in [*golden, *dev]},
+        generated=read_synthetic(base.path) if base else (), generator=base.summary["generator"] if base else None),
+        config=config, inputs=inputs)
