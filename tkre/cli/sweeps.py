@@ -66,7 +66,27 @@ def quickstart_cmd(storage: Optional[str] = typer.Option(None, "--storage", help
     _exit_if_all_trials_failed(out)
     rep = write_report(out.sweep_dir)
     console.print(rep.markdown_text_tables, soft_wrap=True, markup=False, highlight=False)  # tables stay whole in logs
+    for line in quickstart_lines(out.rows):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     console.print(f"{len(out.rows)} trials in {out.seconds:.0f}s; report: {rep.markdown_path}")
+
+
+STUDY_POINTER = ("One seed is not an answer: the K-shot split alone moves test micro-F1 by several points. "
+                 "The five-seed CPU study (docs/studies.md, results/cpu_semeval/README.md) found TKRE's gain over "
+                 "golden-only vanish once both took the same optimizer steps.")
+
+
+def quickstart_lines(rows) -> list[str]:
+    """What the quickstart prints after its tables: the fine-tuning steps each arm took (a fair comparison
+    gives both the same, or trains both to convergence) and that one seed is not an answer."""
+    lines = []
+    for _, r in rows[rows["status"] == "ok"].sort_values("variant").iterrows():
+        steps = r.get("finetune_steps")
+        took = "steps unknown" if steps is None or steps != steps else f"{int(steps)} optimizer steps"
+        conv = r.get("stopped_on_patience")
+        converged = ", stopped on patience" if conv is not None and conv == conv and bool(conv) else ""
+        lines.append(f"fine-tuning {r['variant']}: {took} (budget: {r.get('finetune_budget')}{converged})")
+    return lines + [STUDY_POINTER]
 
 
 def compare_generators_cmd(
