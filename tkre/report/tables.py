@@ -204,20 +204,39 @@ def _markdown(df: pd.DataFrame) -> str:
     return df.astype(str).replace({"nan": "", "None": ""}).to_markdown(index=False, disable_numparse=True)
 
 
-def _plot_f1_vs_kept(ok: pd.DataFrame, out: Path) -> Path:
-    """Fig. 6: test micro-F1 against the synthetic samples kept per relation (mean over seeds)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ok = ok.assign(kept_per_relation=ok["synthetic_kept"].astype(float) / ok["relations"].astype(float))
+SOURCE_LABELS = {"llm": "synthetic (generator)", "oracle": "extra golden (oracle)", "shuffled": "shuffled labels",
+                 "golden_repeat": "golden repeated"}
+
+
+def synthetic_curves(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Fig. 6's curves: per (dataset, K, backbone) and synthetic source, test micro-F1 (mean, std over seeds)
+    against the samples kept per relation (x); the no-synthetic point (SCDG off) starts every curve."""
+    ok = ok.assign(kept_per_relation=ok["synthetic_kept"].astype(float) / ok["relations"].astype(float),
+                   source=ok["synthetic_source"] if "synthetic_source" in ok else None)
+    zero = ok["synthetic_asked"].astype(float) == 0
+    out = {}
     for (dataset, k, backbone), g in ok.groupby(["dataset", "k", "backbone"]):
-        stats = g.groupby("synthetic_asked").agg(x=("kept_per_relation", "mean"), mean=("test_micro_f1", "mean"),
-                                                 std=("test_micro_f1", "std")).sort_values("x")
+        sources = sorted({str(x) for x in g.loc[~zero, "source"] if x is not None and x == x}) or ["llm"]
+        for source in sources:
+            on = g[zero.loc[g.index] | (g["source"] == source) | (g["source"].isna() & (source == "llm"))]
+            out[f"{dataset} K={k} {backbone}: {SOURCE_LABELS.get(source, source)}"] = on.groupby(
+                "synthetic_asked").agg(x=("kept_per_relation", "mean"), mean=("test_micro_f1", "mean"),
+                                       std=("test_micro_f1", "std")).sort_values("x")
+    return out
+
+
+def _plot_f1_vs_kept(ok: pd.DataFrame, out: Path) -> Path:
+    """Fig. 6: test micro-F1 against the synthetic samples kept per relation (mean ± std over seeds), one
+    curve per synthetic source (the generator's samples; the oracle's real examples: extra golden data)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label, stats in synthetic_curves(ok).items():
         ax.errorbar(stats["x"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{dataset} K={k} {backbone}")
+                    label=label)
     ax.set_xlabel("synthetic samples kept per relation")
     ax.set_ylabel("test micro-F1 (%)")
     ax.set_title("F1 vs synthetic data kept")
-    ax.legend()
+    ax.legend(fontsize=7)
     return save_figure(fig, out)
 
 
