@@ -1,15 +1,19 @@
-"""cluster.yaml: validated offline against Ray's own autoscaler schema; no secrets; shared storage is a
-URI; every node installs tkre with the vllm extra; node types declare the resources tkre checks."""
+"""cluster.yaml: validated offline against Ray's own autoscaler schema (no cloud SDK, no private Ray
+module); no secrets; shared storage is a URI; every node installs tkre with the vllm extra; node types
+declare the resources tkre checks."""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tkre.cluster.cluster_yaml import (_ray_autoscaler_validators, docker_env, load_cluster_yaml, node_shapes,
+from tkre.cluster.cluster_yaml import (_ray_autoscaler_file, docker_env, load_cluster_yaml, node_shapes,
                           passthrough_env, secret_findings, validate_cluster_config)
 from tkre.errors import ConfigError
 
@@ -52,9 +56,50 @@ def test_schema_validation_really_rejects_bad_files(raw):
         validate_cluster_config(wrong_head, "head.yaml")
 
 
-def test_private_ray_import_is_wrapped():
-    prepare, validate = _ray_autoscaler_validators()
-    assert prepare.__module__ == validate.__module__ == "ray.autoscaler._private.util"
+def test_schema_validation_checks_what_ray_up_checks(raw):
+    bad_docker = copy.deepcopy(raw)
+    bad_docker["docker"].pop("container_name")
+    with pytest.raises(ConfigError, match="docker"):
+        validate_cluster_config(bad_docker, "docker.yaml")
+    too_many = copy.deepcopy(raw)
+    too_many["available_node_types"]["gpu_8x_a100"]["min_workers"] = raw["max_workers"] + 1
+    with pytest.raises(ConfigError, match="min_workers"):
+        validate_cluster_config(too_many, "min.yaml")
+    with pytest.raises(ConfigError, match=r"provider\.type"):
+        validate_cluster_config({**raw, "provider": {"type": "nope"}}, "provider.yaml")
+    bad_setup = copy.deepcopy(raw)
+    bad_setup["setup_commands"] = "pip install tkre"
+    with pytest.raises(ConfigError, match="setup_commands"):
+        validate_cluster_config(bad_setup, "setup.yaml")
+
+
+def test_validation_equals_rays_own_prepare_and_validate(raw):
+    """What `ray up` itself does to the file (Ray's private prepare_config/validate_config, imported here
+    only, never in tkre) gives the same prepared config and rejects the same files."""
+    try:
+        from ray.autoscaler._private.util import prepare_config, validate_config
+    except ImportError as e:  # pragma: no cover - only on a Ray upgrade
+        pytest.fail(f"Ray moved its cluster-file validators ({e}): compare with the new ones")
+    ours = validate_cluster_config(raw, "cluster.yaml")
+    rays = prepare_config(copy.deepcopy(raw))
+    validate_config(rays)
+    assert ours == rays
+    bad = copy.deepcopy(raw)
+    bad["available_node_types"]["gpu_8x_a100"]["resources"]["GPU"] = "eight"
+    with pytest.raises(Exception):
+        validate_config(prepare_config(bad))
+
+
+def test_no_cloud_sdk_or_private_ray_module_is_needed():
+    """A fresh machine has no boto3: validating the cluster file must not import it, nor Ray's
+    private autoscaler modules (tkre uses only the data files Ray ships)."""
+    script = ("import sys; sys.modules['boto3'] = sys.modules['botocore'] = None\n"
+              "from tkre.cluster.cluster_yaml import load_cluster_yaml, validate_cluster_config\n"
+              f"validate_cluster_config(load_cluster_yaml({str(CLUSTER_YAML)!r}))\n"
+              "print(sorted(m for m in sys.modules if m.startswith('ray.autoscaler._private')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_no_secret_literals_in_cluster_yaml():
@@ -136,6 +181,19 @@ def test_driver_runtime_env_skips_keys_a_submitted_job_already_sets():
     assert driver_runtime_env(environ={}) == {}
 
 
+#: The instance profile `ray up` gives an AWS head whose node_config names none.
+RAY_DEFAULT_INSTANCE_PROFILE = "ray-autoscaler-v1"
+
+
+def test_rays_default_instance_profile_is_the_one_the_tests_assume():
+    # read from Ray's source, not imported: ray.autoscaler._private.aws.config imports boto3
+    source = _ray_autoscaler_file("_private/aws/config.py")
+    prefix = re.search(r'^RAY = "([^"]+)"$', source, flags=re.M)
+    suffix = re.search(r'^DEFAULT_RAY_INSTANCE_PROFILE = RAY \+ "([^"]+)"$', source, flags=re.M)
+    assert prefix and suffix, "Ray changed how it names its default instance profile"
+    assert prefix.group(1) + suffix.group(1) == RAY_DEFAULT_INSTANCE_PROFILE
+
+
 def _profile_name(profile: dict | None) -> str | None:
     """`{Name: n}` or `{Arn: arn:aws:iam::ACCOUNT:instance-profile/n}` -> n."""
     if not profile:
@@ -147,13 +205,11 @@ def storage_writers_without_the_heads_profile(raw: dict) -> list[str]:
     """Node types that write to the s3:// store but would run without the head's instance profile.
     Every node type writes to it (the head runs the trial drivers, GPU workers upload checkpoints and
     artifacts). A head without one gets Ray's default profile (ray.autoscaler's AWS _configure_iam_role)."""
-    from ray.autoscaler._private.aws.config import DEFAULT_RAY_INSTANCE_PROFILE
-
     if not docker_env(raw).get("TKRE_STORAGE_PATH", "").startswith("s3://"):
         return []
     types = raw["available_node_types"]
     head = _profile_name(types[raw["head_node_type"]]["node_config"].get("IamInstanceProfile"))
-    head = head or DEFAULT_RAY_INSTANCE_PROFILE
+    head = head or RAY_DEFAULT_INSTANCE_PROFILE
     return [name for name, t in types.items()
             if name != raw["head_node_type"] and _profile_name(t["node_config"].get("IamInstanceProfile")) != head]
 

@@ -64,3 +64,46 @@ def test_floor_parsing():
     assert floor(Requirement("ray[tune]>=2.50,<3")) == Version("2.50")
     assert floor(Requirement("vllm==0.29.0")) == Version("0.29.0")
     assert floor(Requirement("x<3")) is None
+
+
+def _third_party_imports(folder: str) -> dict[str, set[str]]:
+    """Top-level modules that folder's files import (absolute imports, the standard library and the
+    project's own modules left out) -> the files importing them."""
+    import ast
+    import sys
+
+    own = {"tkre", "conftest"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in own and top != "__future__":
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("folder, sections", [("tkre", ("dependencies", "extra ")), ("tests", None)])
+def test_every_third_party_import_is_declared(folder, sections):
+    """What tkre/ imports is declared in pyproject.toml's dependencies (or an extra, for optional
+    backends); what tests/ imports also in the dev extra: nothing may come only through another
+    package's requirements, or from a package installed by hand."""
+    from importlib.metadata import packages_distributions
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(r.name) for where, r in _requirements() if sections is None or where.startswith(sections)}
+    dists = packages_distributions()
+    missing = {}
+    for module, files in _third_party_imports(folder).items():
+        names = {norm(d) for d in dists.get(module, [])} or {norm(module)}  # not installed: its own name
+        if not names & declared:
+            missing[module] = sorted(files)[:3]
+    assert not missing, f"imported in {folder}/ but not declared in pyproject.toml: {missing}"

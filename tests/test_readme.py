@@ -22,6 +22,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = _first_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
+    # as a new user would: in a new venv, with an empty home, and as the last command (its status is CI's)
+    at = ci.index(tests)
+    before = "\n".join(ci[:at])
+    assert re.search(r"-m venv ", before) and re.search(r"^source .*/bin/activate", before, re.M)
+    assert re.search(r'^export HOME="?\$', before, re.M)
+    assert not [ln for ln in ci[at + 1:] if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _user_docs() -> list[Path]:

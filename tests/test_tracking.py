@@ -1,5 +1,8 @@
 """W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (~/.netrc) is respected; offline
-only when no key is configured at all. Run in a fresh process with its own HOME (wandb keeps global state)."""
+only when no key is configured at all. Run in a fresh process with its own HOME (wandb keeps global state),
+its own working directory and temporary folder, and an environment built from nothing: what the test
+sees must not depend on which tests ran before it in the same pytest process (the variables they or Ray
+left in os.environ, a ./wandb folder in the directory pytest runs in) nor on the user running it."""
 
 from __future__ import annotations
 
@@ -17,10 +20,17 @@ print("RESULT " + json.dumps({"mode": cb.kwargs.get("mode"), "env": os.environ.g
 """
 
 
+#: all the child process takes from this one (PYTHONPATH: a checkout imported without installing it)
+INHERITED = ("PATH", "PYTHONPATH", "LANG", "LC_ALL")
+
+
 def _mode(home) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
-    env["HOME"] = str(home)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    tmp = home / "tmp"
+    tmp.mkdir()
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env.update(HOME=str(home), TMPDIR=str(tmp), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=home, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 

@@ -1,11 +1,12 @@
 """The `ray up` cluster file: offline validation against Ray's autoscaler schema, node shapes, secrets.
 
-Ray validates a cluster file with two functions that live in a private module
-(`ray.autoscaler._private.util.prepare_config` fills in the provider defaults, `validate_config` checks
-the result against `ray/autoscaler/ray-schema.json`). Neither talks to the cloud: the defaults come
-from a YAML file shipped inside Ray. They are imported in ONE place, `_ray_autoscaler_validators()`,
-so a Ray upgrade that moves them fails with a message saying what to change, not an ImportError deep
-inside a test.
+`validate_cluster_config` does offline what `ray up` does to a cluster file before it launches anything:
+merge the provider's defaults (`ray/autoscaler/<provider>/defaults.yaml`), check the result against
+`ray/autoscaler/ray-schema.json` (jsonschema), check the node types (the head type is one of them, the
+workers' `min_workers` fit `max_workers`), then prepend `setup_commands` to the head's and the workers'
+setup commands and give each node type its `min_workers`/`max_workers`. Both files are data Ray ships
+in its public `ray.autoscaler` package; no Ray module is imported and nothing talks to the cloud (no
+credentials, no boto3).
 
 `node_shapes(config)` turns the node types into what the resource checks of tkre/cluster/resources.py need:
 per-type resources and how many nodes of that type the autoscaler may start.
@@ -20,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -57,19 +58,22 @@ _SECRET_PATTERNS = {
 }
 
 
-def _ray_autoscaler_validators() -> tuple[Callable[[dict], dict], Callable[[dict], None]]:
-    """Ray's own (private) `prepare_config` and `validate_config`, or a clear error if they moved."""
+#: Providers whose cluster files tkre prepares: Ray ships `ray/autoscaler/<type>/defaults.yaml` for each.
+CLOUD_PROVIDERS = ("aws", "gcp", "azure", "vsphere")
+
+
+def _ray_autoscaler_file(name: str) -> str:
+    """The text of a data file in Ray's `ray.autoscaler` package (its schema, a provider's defaults)."""
+    from importlib.resources import files
+
     try:
-        from ray.autoscaler._private.util import prepare_config, validate_config
-    except ImportError as e:  # pragma: no cover - only on a Ray upgrade
+        return files("ray.autoscaler").joinpath(name).read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError) as e:  # pragma: no cover - only on a Ray upgrade
         import ray
 
         raise MissingDependencyError(
-            f"ray {ray.__version__} no longer provides ray.autoscaler._private.util.prepare_config/"
-            f"validate_config ({e}); tkre was written against Ray 2.60: update "
-            "tkre/cluster/cluster_yaml.py:_ray_autoscaler_validators to the new location (or validate with "
-            "ray/autoscaler/ray-schema.json via jsonschema after filling the provider defaults)") from e
-    return prepare_config, validate_config
+            f"ray {ray.__version__} ships no ray/autoscaler/{name} ({e}); tkre was written against Ray 2.60: "
+            "update tkre/cluster/cluster_yaml.py:validate_cluster_config") from e
 
 
 def load_cluster_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -87,17 +91,51 @@ def load_cluster_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate_cluster_config(config: dict[str, Any], source: str = "cluster.yaml") -> dict[str, Any]:
-    """Fill provider defaults and validate with Ray's autoscaler schema, offline; return the prepared config.
+    """The cluster file as `ray up` would launch it, checked offline: provider defaults merged in, the
+    result valid against Ray's autoscaler schema, the node types consistent, setup commands merged per
+    role and each node type's min/max workers filled. Returns a new dict; raises ConfigError naming the
+    file and the failing place in it."""
+    import jsonschema
 
-    Raises ConfigError naming the file and the failing path in the config."""
-    prepare_config, validate_config = _ray_autoscaler_validators()
+    def fail(where: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}: {message}")
+
+    provider = (config.get("provider") or {}).get("type") if isinstance(config.get("provider"), dict) else None
+    if provider not in CLOUD_PROVIDERS:
+        raise fail("provider.type", f"{provider!r}: tkre checks cluster files for {', '.join(CLOUD_PROVIDERS)}")
+    if "available_node_types" not in config:
+        raise fail("available_node_types", "required (tkre reads the node types from it; the legacy "
+                   "head_node/worker_nodes form is not supported)")
+    prepared = yaml.safe_load(_ray_autoscaler_file(f"{provider}/defaults.yaml"))
+    prepared.update(copy.deepcopy(config))  # top-level keys replace the defaults' (as in `ray up`)
+    prepared.setdefault("auth", {})
+    prepared.pop("min_workers", None)
+    for legacy in ("head_node", "worker_nodes"):  # `ray up` drops them when empty
+        if legacy in prepared and not prepared[legacy]:
+            del prepared[legacy]
+
+    schema = json.loads(_ray_autoscaler_file("ray-schema.json"))
     try:
-        prepared = prepare_config(copy.deepcopy(config))
-        validate_config(prepared)
-    except Exception as e:  # jsonschema.ValidationError, ValueError, NotImplementedError (provider)
-        where = ".".join(str(p) for p in getattr(e, "absolute_path", [])) or "(top level)"
-        message = getattr(e, "message", None) or str(e)
-        raise ConfigError(f"{source}: {where}: {message}") from None
+        jsonschema.validate(prepared, schema)
+    except jsonschema.ValidationError as e:
+        raise fail(".".join(str(p) for p in e.absolute_path) or "(top level)", e.message) from None
+
+    types = prepared["available_node_types"]
+    head = prepared.get("head_node_type")
+    if head not in types:
+        raise fail("head_node_type", f"{head!r} is not one of available_node_types ({', '.join(types)})")
+    if sum(t.get("min_workers", 0) for t in types.values()) > prepared["max_workers"]:
+        raise fail("max_workers", f"{prepared['max_workers']} is less than the node types' min_workers together")
+    docker = prepared.get("docker") or {}
+    image = docker.get("image") or (docker.get("head_image") and docker.get("worker_image"))
+    if bool(docker.get("container_name")) != bool(image):
+        raise fail("docker", "container_name and image go together (both or neither)")
+
+    for role in ("head", "worker"):
+        prepared[f"{role}_setup_commands"] = prepared["setup_commands"] + prepared[f"{role}_setup_commands"]
+    for name, spec in types.items():
+        spec.setdefault("min_workers", 0)
+        spec.setdefault("max_workers", 0 if name == head else prepared["max_workers"])
     return prepared
 
 
