@@ -15,7 +15,9 @@ A comparison is fair when both arms took the same optimizer steps in fine-tuning
 `STEP_TOLERANCE`) or both stopped on patience (converged): fixed epochs give the arm with more data
 more steps, and the CPU study found that gap to be extra steps. Each comparison says which
 (`budget check`), from the rows' `finetune_steps` and `stopped_on_patience`; rows written before
-these were recorded say "steps unknown".
+these were recorded say "steps unknown". Rows are paired within one budget mode (fixed epochs, fixed
+steps, to convergence: a sweep may run its arms under several), and a sweep file's `comparisons` add
+pairs against another baseline than golden-only (`declared_comparisons`).
 `plot_paired_differences` draws the per-seed differences, their mean ± std and ± 2 std.
 
 The paper's numbers are passed in (`paper(dataset, k, backbone, variant)`, tkre.report.tables.paper_number)
@@ -66,6 +68,8 @@ class PairedComparison:
     variant_steps: list[float | None] = field(default_factory=list)
     baseline_converged: list[bool] = field(default_factory=list)  # stopped on patience, per paired seed
     variant_converged: list[bool] = field(default_factory=list)
+    baseline: str = BASELINE
+    budget_mode: str = "epochs"  # fine-tuning's budget mode in this comparison: epochs, steps or convergence
 
     @property
     def differences(self) -> list[float]:
@@ -166,11 +170,19 @@ def _variant_order(names) -> list[str]:
     return known + sorted(v for v in names if v not in TABLE3)
 
 
+def budget_mode(budget) -> str:
+    """`epochs`, `steps` or `convergence` from a row's `finetune_budget` (rows without one: fixed epochs)."""
+    text = "" if budget is None or budget != budget else str(budget)
+    return "convergence" if text.startswith("convergence") else "steps" if text.endswith(" steps") else "epochs"
+
+
 def paired_comparisons(df: pd.DataFrame, baseline: str = BASELINE) -> list[PairedComparison]:
-    """Every variant against `baseline`, per (dataset, K, backbone) cell that holds both."""
+    """Every variant against `baseline`, per (dataset, K, backbone) cell and budget mode that hold both."""
     df = df[df["variant"].notna() & df["test_micro_f1"].notna()]
+    df = df.assign(budget_mode=[budget_mode(b) for b in (df["finetune_budget"] if "finetune_budget" in df
+                                                         else [None] * len(df))])
     out = []
-    for cell, g in df.groupby(CELL, sort=True):
+    for cell, g in df.groupby(CELL + ["budget_mode"], sort=True):
         if baseline not in set(g["variant"]):
             continue
         averaged: list[str] = []
@@ -190,8 +202,21 @@ def paired_comparisons(df: pd.DataFrame, baseline: str = BASELINE) -> list[Paire
                     str(cell[0]), int(cell[1]), str(cell[2]), variant, seeds, [base[s] for s in seeds],
                     [other[s] for s in seeds], sorted(set(base) - set(other)), sorted(set(other) - set(base)),
                     notes, label, [base_budget[s][0] for s in seeds], [budget[s][0] for s in seeds],
-                    [base_budget[s][1] for s in seeds], [budget[s][1] for s in seeds]))
+                    [base_budget[s][1] for s in seeds], [budget[s][1] for s in seeds], baseline, str(cell[3])))
     return out
+
+
+def declared_comparisons(df: pd.DataFrame, pairs: list) -> list[PairedComparison]:
+    """The (variant, baseline) pairs a sweep file declares under `comparisons`, paired like golden-only's."""
+    out = []
+    for variant, baseline in pairs:
+        out += [c for c in paired_comparisons(df[df["variant"].isin([variant, baseline])], baseline)
+                if c.variant == variant]
+    return out
+
+
+def _name(variant: str) -> str:
+    return "golden-only" if variant == BASELINE else TABLE3.get(variant, variant)
 
 
 def _num(x: float | None, fmt: str = ".1f") -> str:
@@ -204,15 +229,16 @@ def comparisons_table(comparisons: list[PairedComparison], paper: PaperLookup | 
     for c in comparisons:
         gap = None
         if paper is not None:
-            mine, base = paper(c.dataset, c.k, c.backbone, c.variant), paper(c.dataset, c.k, c.backbone, BASELINE)
+            mine, base = paper(c.dataset, c.k, c.backbone, c.variant), paper(c.dataset, c.k, c.backbone, c.baseline)
             gap = None if mine is None or base is None else mine - base
         unpaired = "; ".join(s for s in (
-            f"{BASELINE} only: {', '.join(map(str, c.baseline_only))}" if c.baseline_only else "",
+            f"{c.baseline} only: {', '.join(map(str, c.baseline_only))}" if c.baseline_only else "",
             f"{c.variant} only: {', '.join(map(str, c.variant_only))}" if c.variant_only else "") if s)
         rows.append({
             "dataset": c.dataset, "k": c.k, "backbone": c.backbone,
-            "variant - golden_only": f"{TABLE3.get(c.variant, c.variant)}{f' [{c.setting}]' if c.setting else ''}"
-                                     " - golden-only", "pairs": c.n,
+            "variant - golden_only": f"{_name(c.variant)}{f' [{c.setting}]' if c.setting else ''} - {_name(c.baseline)}"
+                                     + {"epochs": "", "steps": " (fixed steps)", "convergence": " (to convergence)"}[
+                                         c.budget_mode], "pairs": c.n,
             "per-seed Δ (pp)": ", ".join(f"s{s}: {d:+.1f}" for s, d in zip(c.seeds, c.differences)),
             "mean Δ": _num(c.mean, "+.2f"), "std Δ": _num(c.std, ".2f"),
             "95 % CI": "" if (ci := c.ci95()) is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",

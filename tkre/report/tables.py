@@ -33,7 +33,7 @@ import pandas as pd
 
 from tkre.io import atomic_write_text, stable_hash
 from tkre.report.plots import pyplot, save_figure
-from tkre.report.paired import paired_comparisons, paired_section, plot_paired_differences
+from tkre.report.paired import declared_comparisons, paired_comparisons, paired_section, plot_paired_differences
 from tkre.results import PLAN_FILE, SweepDir
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     parts += text
     plots: list[Path] = []
     ok = _finished(df)
-    comparisons = paired_comparisons(ok)
+    comparisons = paired_comparisons(ok) + declared_comparisons(ok, plan.get("sweep", {}).get("comparisons") or [])
     parts += paired_section(ok, paper_number, comparisons)  # per-seed differences with golden-only, tests, Table 3
     if comparisons:
         plots.append(plot_paired_differences(comparisons, out_dir / "paired_differences.png"))

@@ -142,12 +142,23 @@ class SweepConfig(StrictModel):
     min_free_gb: float = Field(1.0, ge=0, description="refuse to start with less free disk at storage_path")
     restart_errored: bool = Field(False, description="on --resume, rerun trials that failed")
     wandb: WandbSettings = Field(default_factory=WandbSettings)
+    comparisons: list[tuple[str, str]] = Field(
+        default_factory=list, description="[variant, baseline] pairs the report compares by seed besides every "
+                                          "variant against golden_only (e.g. [tkre, tkre_shuffled])")
 
     @model_validator(mode="after")
     def _evaluate_needs_search(self) -> "SweepConfig":
         if self.evaluate is not None and self.search is None:
             raise ValueError("'evaluate' runs the best searched config: it needs a 'search' section")
+        unknown = sorted({v for pair in self.comparisons for v in pair} - set(self.variants))
+        if unknown:
+            raise ValueError(f"comparisons name variants the sweep does not define: {', '.join(unknown)}")
         return self
+
+    def plan_dump(self) -> dict:
+        """The sweep as plan.json records it (without `comparisons` when it declares none, so a sweep
+        started before that field existed still resumes)."""
+        return self.model_dump(exclude=None if self.comparisons else {"comparisons"})
 
 
 # ----------------------------------------------------------------------------------- load + check

@@ -307,7 +307,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
 def write_plan(sdir: SweepDir, sweep: SweepConfig, *, source: str, resume: bool) -> None:
     """Record the sweep in `plan.json`; refuse a second start without --resume, and a resume of a
     changed sweep file (it would mix two sweeps in one table). Local and remote storage alike."""
-    plan_hash = stable_hash(sweep.model_dump())
+    plan_hash = stable_hash(sweep.plan_dump())
     old = sdir.read_json(PLAN_FILE)
     if old is not None:
         if not resume:
@@ -316,7 +316,7 @@ def write_plan(sdir: SweepDir, sweep: SweepConfig, *, source: str, resume: bool)
         if old.get("plan_hash") != plan_hash:
             raise ConfigError(f"{source}: the sweep file changed since {sdir.uri} was started: resuming would "
                               "mix two sweeps; give it a new name")
-    sdir.write_json(PLAN_FILE, {"plan_hash": plan_hash, "sweep": sweep.model_dump(), "source": source,
+    sdir.write_json(PLAN_FILE, {"plan_hash": plan_hash, "sweep": sweep.plan_dump(), "source": source,
                                 "tkre_version": __version__})
 
 
