@@ -10,7 +10,9 @@ module owns the generic part and is meant to be read top to bottom in `_train_wo
   gradient accumulation, bf16/fp16 autocast on GPU only -> per-step metrics logged on rank 0, and
   progress events to `tkre.progress`'s current channel (sweep lines, CLI bars) -> once per epoch:
   `task.evaluate` on rank 0 and one `ray.train.report(metrics, checkpoint)` -> the best checkpoint
-  by `select_metric` through Ray's `Result.get_best_checkpoint`.
+  by `select_metric` through Ray's `Result.get_best_checkpoint`. The budget: `epochs`, or `max_steps`
+  optimizer steps (the last epoch partial), and `patience` stops once `select_metric` has not improved
+  for that many epochs (rank 0 decides, every rank stops).
 
 Checkpoints hold the HF model written by `task.save` (`model/`), the raw model, optimizer and
 scheduler state, the epoch, the global step, the RNG state and the metrics history
