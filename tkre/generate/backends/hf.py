@@ -24,6 +24,9 @@ from tkre.io import atomic_path, atomic_write_json
 log = logging.getLogger(__name__)
 
 MARKER = "tkre-converted.json"
+#: the top-k transformers' own sampling applies when a model's generation config leaves it unset (4.x:
+#: GenerationConfig's default; 5.x: the defaults `generate` fills in, the config itself holding None)
+DEFAULT_TOP_K = 50
 
 
 def model_cache_dir() -> Path:
@@ -152,7 +155,7 @@ class HFBackend(Backend):
         dtype = torch.float16 if device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=dtype).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self.top_k = getattr(self.model.generation_config, "top_k", None)  # what do_sample=True would use
+        self.top_k = sampling_top_k(self.model.generation_config)
         self._llt = None  # llguidance tokenizer, built on the first constrained batch
         self._grammars: dict[str, str] = {}  # schema text -> compiled grammar
 
@@ -196,6 +199,12 @@ class HFBackend(Backend):
 
             self._llt = ll_tokenizer(self.tokenizer, self.model.config.vocab_size)
         return self._llt
+
+
+def sampling_top_k(generation_config) -> int:
+    """The top-k `generate(do_sample=True)` would use with this generation config (0 = none)."""
+    top_k = getattr(generation_config, "top_k", None)
+    return DEFAULT_TOP_K if top_k is None else int(top_k)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

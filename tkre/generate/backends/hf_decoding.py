@@ -15,8 +15,10 @@ leaves the batch and its KV cache at once; why: its docstring), runs two transfo
   (a C++ tool-chain and seconds of compile time on CPU); applying a bit mask is three tensor ops.
 - `RowSampler`: draws each row's next token with that row's own random generator (seeded from the
   row's cache key) after temperature / top-k / top-p, and hands the choice to greedy search. A
-  sampled row's output therefore depends on its prompt and seed only, never on its batch-mates
-  (`torch.manual_seed` + batched `multinomial` would tie every row to the whole batch).
+  sampled row's draws therefore depend on its own logits and seed only, never on its batch-mates'
+  (`torch.manual_seed` + batched `multinomial` would tie every row to the whole batch). Its logits
+  agree across batches to float rounding, not bit for bit (a one-row matmul takes other kernels than
+  a batched one), so a draw that lands within that rounding of a token boundary may differ.
 
 Both work in numpy on CPU: a few element-wise passes over one vocabulary row, which torch would
 spread over its intra-op thread pool at a cost far above the work on a busy 2-core machine.
