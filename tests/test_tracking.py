@@ -16,7 +16,7 @@ import json, os
 from tkre.sweep.run import _wandb_callbacks
 from tkre.sweep.config import SweepConfig
 [cb] = _wandb_callbacks(SweepConfig(name="t"), os.environ["HOME"])
-print("RESULT " + json.dumps({"mode": cb.kwargs.get("mode"), "env": os.environ.get("WANDB_MODE")}))
+print("RESULT " + json.dumps({"mode": cb.mode, "env": os.environ.get("WANDB_MODE")}))
 """
 
 

@@ -5,9 +5,9 @@
 - Workers get the user's settings (HF offline flags, W&B project, ...) through the runtime env
   (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
   session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
-  driver's environment (keys included); on a cluster the openai backend and the W&B logging actors
-  get their key as a hidden call argument, and anything else reads the nodes' own environment
-  (README, "Secrets on a cluster").
+  driver's environment (keys included); on a cluster the openai backend's actors get their key as a
+  hidden call argument, W&B logs from the driver itself (`tkre.sweep.tracking`), and anything else
+  reads the nodes' own environment (README, "Secrets on a cluster").
 - A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
   line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
 - Worker output stays in Ray's log files (the path is logged) unless `log_to_driver=True`, and Ray's
@@ -43,21 +43,18 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
         log_to_driver = os.environ.get("TKRE_LOG_TO_DRIVER", "0") == "1"
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
-        ray.init(address=target, ignore_reinit_error=True, include_dashboard=False, log_to_driver=log_to_driver,
-                 runtime_env=driver_runtime_env(extra=extra),
-                 logging_level=logging.INFO if log_to_driver else logging.WARNING)
+        context = ray.init(address=target, ignore_reinit_error=True, include_dashboard=False,
+                           log_to_driver=log_to_driver, runtime_env=driver_runtime_env(extra=extra),
+                           logging_level=logging.INFO if log_to_driver else logging.WARNING)
     except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
         try:
             ray.shutdown()  # processes a half-done start may have left
         except Exception:  # noqa: BLE001
             pass
         raise RayStartError(ray_start_message(e, target)) from e
-    if not log_to_driver:
-        try:
-            session = ray._private.worker._global_node.get_session_dir_path()
-            log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 shows them here)", session)
-        except AttributeError:  # private API moved: the path is only informative
-            pass
+    session = context.address_info.get("session_dir")  # what ray.init returns (RayContext), public
+    if not log_to_driver and session:
+        log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 shows them here)", session)
 
 
 def ray_start_message(error: BaseException, target: str) -> str:

@@ -1,14 +1,10 @@
-"""W&B logging for sweeps: which mode to run in, and Ray Tune's W&B callback without a key on disk.
+"""W&B logging for sweeps: which mode to run in, and a Tune callback that logs each trial with `wandb`.
 
 - Mode: the user's `WANDB_MODE` if set; else online when a key is configured -- `WANDB_API_KEY`, or
   an existing `wandb login` (~/.netrc, wandb settings), asked of wandb itself without network
   (`wandb.login(prompt=False, verify=False)`); else offline (runs kept on disk, `wandb sync` later).
-- Ray's `WandbLoggerCallback` hands `WANDB_API_KEY` to its logging actors through a `runtime_env`,
-  which Ray writes to the session's `logs/runtime_env_agent.log` and shows in the dashboard.
-  `KeyedWandbLoggerCallback` builds the logging actors without a runtime env and passes the key as a
-  hidden constructor argument (`pydantic.SecretStr`), set in that actor's own process environment.
-  The subclass touches two private members of Ray's callback (`_remote_logger_class`,
-  `_logger_actor_cls`); tests/test_secrets.py catches a Ray release that changes them.
+- `WandbTrials` logs from the sweep driver with `wandb` itself, so the API key stays in the driver
+  (see its docstring for why not Ray's `WandbLoggerCallback`).
 """
 
 from __future__ import annotations
@@ -16,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 from typing import Any
+
+from ray.tune import Callback
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +59,77 @@ def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str |
     if not enabled or os.environ.get("WANDB_MODE") == "disabled":
         return []
     try:
-        import ray.air.integrations.wandb  # noqa: F401
+        import wandb  # noqa: F401
     except ImportError:  # pragma: no cover
         log.warning("wandb not installed: W&B logging off")
         return []
-    mode = settle_wandb_mode()
-    kwargs: dict[str, Any] = {"mode": mode} if mode else {}
-    if directory:
-        kwargs["dir"] = directory
-    return [_keyed_callback_class()(project=project, group=group, **kwargs)]
+    return [WandbTrials(project=project, group=group, directory=directory, mode=settle_wandb_mode())]
 
 
-def _keyed_callback_class():
-    import ray
-    from pydantic import SecretStr
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
-    from ray.air.util.node import _force_on_current_node
+def _loggable(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a Tune result (a trial's row also carries strings and JSON: not curves)."""
+    return {k: v for k, v in result.items() if k not in SKIPPED and isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)}
 
-    class KeyedWandbLoggingActor(_WandbLoggingActor):
-        def __init__(self, *args: Any, api_key: SecretStr | None = None, **kwargs: Any):
-            if api_key is not None:
-                os.environ["WANDB_API_KEY"] = api_key.get_secret_value()
-            super().__init__(*args, **kwargs)
 
-    class KeyedWandbLoggerCallback(WandbLoggerCallback):
-        _logger_actor_cls = KeyedWandbLoggingActor
+#: Tune's bookkeeping fields, not measurements (training_iteration is the step)
+SKIPPED = {"done", "training_iteration", "pid", "timestamp", "time_this_iter_s", "time_total_s",
+           "time_since_restore", "iterations_since_restore", "row_complete"}
 
-        def _start_logging_actor(self, trial: Any, exclude_results: list, **wandb_init_kwargs: Any) -> None:
-            if not self._remote_logger_class:  # Ray's own would carry the key in a runtime_env
-                self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=-1,
-                                                       max_task_retries=-1)(self._logger_actor_cls)
-            key = os.environ.get("WANDB_API_KEY")
-            if key and wandb_init_kwargs.get("mode") not in ("offline", "disabled"):
-                wandb_init_kwargs["api_key"] = SecretStr(key)
-            super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
 
-    return KeyedWandbLoggerCallback
+class WandbTrials(Callback):
+    """Tune callback (driver): one W&B run per trial -- id = the Tune trial id, the sweep's name as
+    group, the trial's dotted overrides as config -- its numeric results logged at Tune's
+    `training_iteration`, finished when the trial ends (exit code 1 when it failed).
+
+    `wandb` runs in this driver process (several runs at once: `reinit="create_new"`, W&B >= 0.19.10),
+    not in Ray actors: Ray's `WandbLoggerCallback` starts one logging actor per trial and hands it
+    `WANDB_API_KEY` through a runtime env, which Ray writes to its session logs and dashboard. Here
+    the key never leaves the driver's environment (or `wandb login`'s own file). The mode is settled
+    again in `setup` (a restored sweep re-checks for a key). Console capture is off: the driver's
+    console belongs to tkre's trial lines."""
+
+    def __init__(self, *, project: str, group: str, directory: str | None = None, mode: str | None = None):
+        self.project, self.group, self.directory, self.mode = project, group, directory, mode
+        self.runs: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment: no live runs
+        return {**self.__dict__, "runs": {}}
+
+    def setup(self, **info: Any) -> None:
+        self.mode = settle_wandb_mode()
+
+    def _run(self, trial: Any):
+        run = self.runs.get(trial.trial_id)
+        if run is None:
+            import wandb
+
+            from tkre.sweep.config import trial_overrides
+
+            settings = wandb.Settings(reinit="create_new", console="off", quiet=True)
+            run = self.runs[trial.trial_id] = wandb.init(
+                project=self.project, group=self.group, id=trial.trial_id, name=str(trial), dir=self.directory,
+                mode=self.mode, config=trial_overrides(trial.config or {}), settings=settings)
+        return run
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._run(trial).log(_loggable(result), step=result.get("training_iteration"))
+
+    def _finish(self, trial: Any, exit_code: int) -> None:
+        run = self.runs.pop(trial.trial_id, None)
+        if run is not None:
+            run.finish(exit_code=exit_code)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, 0)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, 1)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for run in self.runs.values():
+            run.finish()
+        self.runs = {}
