@@ -3,7 +3,9 @@
 - a grid sweep where one trial crashes: it is recorded as failed with its error, the others finish,
   and a rerun of an experiment reuses its stored artifacts;
 - an Optuna search killed with SIGKILL mid-way and resumed: finished trials are not rerun and the
-  Optuna study keeps its history (trials after resume = before + new);
+  stored Optuna study (`<sweep>/optuna.db`) is continued (trials after resume = before + new);
+- an ASHA search: the stored study holds every trial, the stopped ones PRUNED with their per-epoch
+  dev scores, the base config's own value offered first (`search.start_from_base`);
 - a search + evaluate sweep end to end: the best dev trial's config re-run over the evaluate seeds,
   reported on test, each row naming the search trial it was selected from;
 - the sweep directory's plan check, done markers and events on remote (pyarrow.fs URI) storage.
@@ -131,8 +133,15 @@ def _saved_terminated(phase_dir: Path) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+def _study(sweep_dir: Path, name: str, phase: str = "search-000"):
+    """The search phase's study, opened as a user would (optuna.load_study on the sweep's database)."""
+    import optuna
+
+    return optuna.load_study(study_name=f"{name}/{phase}", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
 def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
-    from tkre.sweep.run import optuna_trial_count
+    from optuna.trial import TrialState
 
     data = write_mini_dataset(semeval, tmp_path / "data")
     n = 3
@@ -166,8 +175,7 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
                     & _saved_terminated(sweep_dir / "search-000"))
     assert ended_before, "no trial finished before the kill"
     assert not (sweep_dir / "search-000.done.json").exists()
-    phase_dir = sweep_dir / "search-000"
-    before = optuna_trial_count(phase_dir)
+    before = {t.number: t.params for t in _study(sweep_dir, "killme").trials if t.state == TrialState.COMPLETE}
     stored = {m: m.read_bytes() for m in (tmp_path / "store" / "artifacts").glob("*/*/manifest.json")}
     assert {m.parent.parent.name for m in stored} >= {"split", "finetune"}, stored
 
@@ -184,8 +192,13 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     for trial_id in ended_before:  # finished before the kill -> never started again
         assert starts.count(trial_id) == 1, (trial_id, starts)
     assert ended_before <= set(rows["trial_id"])
-    after = optuna_trial_count(phase_dir)
-    assert after == n and before >= len(ended_before)  # history kept: before + new = n, not a new study
+    study = _study(sweep_dir, "killme")
+    after = {t.number: t.params for t in study.trials if t.state == TrialState.COMPLETE}
+    # history kept: the trials complete before the kill are still there, before + new = n, one study
+    assert len(after) == n and len(before) >= len(ended_before) and before.items() <= after.items()
+    # anything else was asked in the moments before the kill and never saved by Tune: failed, not running
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.FAIL}
+    assert sorted(p["finetune.lr"] for p in after.values()) == pytest.approx(sorted(rows["param.finetune.lr"]))
     assert rows["dev_micro_f1"].between(0, 1).all() and rows["param.finetune.lr"].between(1e-4, 1e-2).all()
     # no stored artifact was recomputed: every manifest is as it was, and every trial that ran after the
     # kill took the stored split (`reused`), so nothing finished before the kill was built twice
@@ -251,6 +264,7 @@ def test_search_then_evaluate_best_config_on_test(tmp_path, ray_local, semeval, 
     assert same["test_micro_f1"] == pytest.approx(best["test_micro_f1"])
     rep = write_report(out.sweep_dir)
     assert "golden_only" in rep.markdown_text_tables and "| 2 " in rep.markdown_text_tables
+    assert "Optuna study `searcheval/search-000` (2 complete)" in rep.markdown_path.read_text()  # the stored one
 
 
 def _mock_remote(tmp_path, monkeypatch) -> Path:
@@ -282,6 +296,12 @@ def test_remote_sweep_dir_plan_markers_and_events(tmp_path, monkeypatch):
     changed = sweep.model_copy(update={"grid": {"data.seed": [1, 2, 3]}})
     with pytest.raises(ConfigError, match="changed"):
         write_plan(sdir, changed, source="s.yaml", resume=True)
+    # a sweep started by another tkre version is not resumed: Tune would restore the callbacks and the
+    # searcher as that version pickled them
+    plan_file = bucket / "runs" / "sweeps" / "s" / "plan.json"
+    plan_file.write_text(json.dumps({**json.loads(plan_file.read_text()), "tkre_version": "0.0.1"}))
+    with pytest.raises(ConfigError, match="started by tkre 0.0.1, this is tkre"):
+        write_plan(sdir, sweep, source="s.yaml", resume=True)
     # done markers and events
     assert sdir.read_json("grid.done.json") is None
     sdir.write_json("grid.done.json", {"rows": [{"trial_id": "t1"}]})
@@ -322,12 +342,25 @@ def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray
     data = write_mini_dataset(semeval, tmp_path / "data")
     sweep = {"name": "asha", "base": golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=12),
              "search": {"space": {"finetune.lr": {"type": "loguniform", "low": 1e-7, "high": 1e-1}},
-                        "num_samples": 5, "seed": 0, "asha": {"grace_period": 1, "reduction_factor": 2}},
+                        "num_samples": 5, "seed": 0, "asha": {"grace_period": 1, "reduction_factor": 2},
+                        "start_from_base": True},
              "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 150}
     assert _wait_until(lambda: not _reserved_placement_groups(), 30)  # nothing left by earlier tests
     out = run_sweep(write_sweep(tmp_path / "asha.yaml", sweep))
     rows = pd.read_parquet(out.results_path)
     assert len(rows) == 5 and (rows["status"] == "early_stopped").any(), rows[["status", "epochs_run"]]
+    # the stored study: every trial, as it ended; a stopped one PRUNED with the dev scores it reported
+    # (Ray's own searcher told Optuna COMPLETE with that partial score); the base's lr offered first
+    from optuna.trial import TrialState
+
+    trials = sorted(_study(Path(out.sweep_dir), "asha").trials, key=lambda t: t.number)
+    assert len(trials) == 5 and trials[0].params == {"finetune.lr": 1e-3}
+    expected = {"ok": TrialState.COMPLETE, "early_stopped": TrialState.PRUNED, "error": TrialState.FAIL}
+    for _, r in rows.iterrows():
+        [t] = [t for t in trials if t.params["finetune.lr"] == pytest.approx(r["param.finetune.lr"])]
+        assert t.state == expected[r["status"]], (r["status"], t)
+        if r["status"] == "early_stopped":
+            assert t.intermediate_values and t.value == pytest.approx(r["last_dev_micro_f1"])
     assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
     assert _wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2 - 1e-6, 30), ray.available_resources()
 

@@ -14,7 +14,8 @@ and writes `report/report.md` with:
   amounts were run, `f1_per_generator.png` (Fig. 5) when several generators were;
 - the generator comparison (`tkre.report.generators`: EDKG/SCDG statistics per generator setting);
 - per search phase, Optuna's own plots (`optuna.visualization.matplotlib`: optimisation history and
-  parameter importances, PED-ANOVA, no scikit-learn needed) from a study rebuilt out of the table.
+  parameter importances, PED-ANOVA, no scikit-learn needed) from the phase's stored study
+  (`tkre.sweep.study`; for a sweep written before studies were stored, one rebuilt out of the table).
 Only finished trials of grid/evaluate phases enter the tables; search trials were selected on dev
 and are reported in their own section. Tables are `DataFrame.to_markdown`. For a remote sweep the
 report is written locally (under `~/.cache/tkre/reports/`, or `--out`) and, without `--out`, also
@@ -345,7 +346,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     curve_lines, curve_plots = curve_section(ok, out_dir)
     parts += curve_lines
     plots += curve_plots
-    parts += _search_sections(df, plan, out_dir, plots)
+    parts += _search_sections(df, plan, out_dir, plots, sdir.uri, name)
     from tkre.report.generators import generator_report
 
     generators = generator_report(_finished(df, scored=False), out_dir)
@@ -364,7 +365,8 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     return Report(md, table, plots, "\n".join(text), published)
 
 
-def _search_sections(df: pd.DataFrame, plan: dict, out_dir: Path, plots: list[Path]) -> list[str]:
+def _search_sections(df: pd.DataFrame, plan: dict, out_dir: Path, plots: list[Path], sweep_dir: str,
+                     name: str) -> list[str]:
     search = df[df["phase"].astype(str).str.startswith("search")]
     s = plan.get("sweep", {}).get("search") or {}
     if search.empty or not s.get("space"):
@@ -372,16 +374,25 @@ def _search_sections(df: pd.DataFrame, plan: dict, out_dir: Path, plots: list[Pa
     metric = s.get("metric", "dev_micro_f1")
     parts = []
     for phase, g in search.groupby("phase"):
-        study = optuna_study(g, s["space"], metric, s.get("mode", "max"))
-        if not study.trials:
+        from optuna.trial import TrialState
+
+        from tkre.sweep.study import load_phase_study, study_location
+
+        stored = load_phase_study(sweep_dir, name, str(phase))
+        study = stored or optuna_study(g, s["space"], metric, s.get("mode", "max"))
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             continue
         pdir = out_dir / str(phase)
         pdir.mkdir(exist_ok=True)
         plots += _plot_optuna(study, pdir, metric)
         best = study.best_trial
         stopped = int((g["status"] == "early_stopped").sum())
-        parts += [f"## Search `{phase}`", "", f"{len(study.trials)} finished trials ({stopped} stopped early "
-                  f"by ASHA); best {metric} = {100 * best.value:.1f}% with "
+        parts += [f"## Search `{phase}`", "", f"{len(g)} trials ({stopped} stopped early by ASHA); "
+                  f"best {metric} = {100 * best.value:.1f}% with "
                   + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
                               for k, v in best.params.items()), ""]
+        if stored is not None:
+            states = pd.Series([t.state.name.lower() for t in stored.trials]).value_counts()
+            parts += [f"Optuna study `{stored.study_name}` (" + ", ".join(f"{v} {k}" for k, v in states.items())
+                      + f"), stored in `{study_location(sweep_dir)}`.", ""]
     return parts

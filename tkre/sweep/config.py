@@ -60,16 +60,15 @@ class Distribution(StrictModel):
             raise ValueError("int needs integer low/high")
         return self
 
-    def to_tune(self):
-        from ray import tune
-
-        if self.type == "uniform":
-            return tune.uniform(self.low, self.high)
-        if self.type == "loguniform":
-            return tune.loguniform(self.low, self.high)
-        if self.type == "int":
-            return tune.randint(int(self.low), int(self.high) + 1)  # randint's upper bound is exclusive
-        return tune.choice(list(self.values))
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one this distribution can give (bounds inclusive, as Optuna's)."""
+        if self.type == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.type == "int" and value != int(value):
+            return False
+        return self.low <= value <= self.high
 
     def to_optuna(self):
         import optuna.distributions as od
@@ -97,6 +96,10 @@ class SearchConfig(StrictModel):
     mode: Literal["max", "min"] = "max"
     seed: int = Field(0, description="TPE sampler seed")
     asha: AshaConfig | None = Field(default_factory=AshaConfig, description="null = no early stopping")
+    start_from_base: bool = Field(
+        False, description="the first trial of each search phase runs the grid point's own values of the "
+                           "searched fields (base, then variant): the paper's defaults where the base is the "
+                           "paper's setting (Optuna's enqueued first point)")
 
     @model_validator(mode="after")
     def _dev_only(self) -> "SearchConfig":
@@ -156,9 +159,13 @@ class SweepConfig(StrictModel):
         return self
 
     def plan_dump(self) -> dict:
-        """The sweep as plan.json records it (without `comparisons` when it declares none, so a sweep
-        started before that field existed still resumes)."""
-        return self.model_dump(exclude=None if self.comparisons else {"comparisons"})
+        """The sweep as plan.json records it, without fields added later while they hold their defaults
+        (`comparisons` when it declares none, `search.start_from_base` when false), so a sweep started
+        before they existed still resumes."""
+        exclude: dict[str, Any] = {} if self.comparisons else {"comparisons": True}
+        if self.search is not None and not self.search.start_from_base:
+            exclude["search"] = {"start_from_base": True}
+        return self.model_dump(exclude=exclude or None)
 
 
 # ----------------------------------------------------------------------------------- load + check
@@ -228,6 +235,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
                 where = f"{path}{_line(lines, 'grid', key) if key else ''}: grid point"
             raise ConfigError(f"{where} {point}: {e}") from None
     _check_search_bounds(sweep, experiments, path, lines)
+    _check_start_points(sweep, points, path, lines)
     return sweep
 
 
@@ -257,6 +265,37 @@ def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig]
                     break
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def config_value(data: Any, dotted: str) -> Any:
+    """The value at a dotted ExperimentConfig path in a `model_dump()`."""
+    for key in dotted.split("."):
+        data = data[key]
+    return data
+
+
+def start_point(sweep: SweepConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """The searched fields' values in a grid point's own experiment (`search.start_from_base`)."""
+    data = experiment_for(sweep, point).model_dump()
+    return {key: config_value(data, key) for key in sweep.search.space}
+
+
+def _check_start_points(sweep: SweepConfig, points: list[dict[str, Any]], path: Path,
+                        lines: dict[tuple, int]) -> None:
+    """`start_from_base`: every grid point's own value of a searched field must lie in its distribution."""
+    if sweep.search is None or not sweep.search.start_from_base:
+        return
+    problems = []
+    for point in points:
+        for key, value in start_point(sweep, point).items():
+            dist = sweep.search.space[key]
+            if not dist.contains(value):
+                reach = dist.values if dist.type == "choice" else f"[{dist.low:g}, {dist.high:g}]"
+                problems.append(f"{path}{_line(lines, 'search', 'start_from_base')}: search.start_from_base: "
+                                f"grid point {point or '(base)'} has {key} = {value!r}, outside search.space.{key} "
+                                f"{reach}")
+    if problems:
+        raise ConfigError("\n".join(sorted(set(problems))))
 
 
 def grid_points(sweep: SweepConfig) -> list[dict[str, Any]]:

@@ -23,11 +23,12 @@ Ray Train gives its placement group back. Resources that cannot deadlock on a sm
   bounds the whole phase (Tune's time budget).
 
 Resume (`--resume`): finished phases are skipped; an interrupted phase is restored with
-`Tuner.restore(resume_unfinished=True)`; Tune restores the Optuna searcher (its study, with every
-finished trial) from the `searcher-state-*.pkl` it writes into the experiment directory on every
-experiment checkpoint, so TPE keeps its history (ray#30861) -- `optuna_trial_count` reads it back.
-Finished trials are not rerun. A crashing trial is recorded as `error` with its message and the
-sweep goes on. Every trial start and end is logged as an event (`tkre.results.SweepDir.events`).
+`Tuner.restore(resume_unfinished=True)`, which restores its searcher; the Optuna study itself is
+stored in the sweep's database (`tkre.sweep.study`), so the resumed search continues the same study
+and TPE keeps its history. Finished trials are not rerun. A crashing trial is recorded as `error`
+with its message and the sweep goes on. Every trial start and end is logged as an event
+(`tkre.results.SweepDir.append_event`). A search phase's trials reach Optuna as they ended: complete,
+pruned (stopped by ASHA) or failed (`tkre.sweep.searcher`).
 
 Rows: each trial's row is a `tkre.results.TrialRow` -- the sweep's own fields (phase, trial,
 variant, status, error, selected_from, overrides, search params) around the pipeline's whole
@@ -38,11 +39,9 @@ sweep whose file changed is refused on both.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +57,8 @@ from tkre.io import stable_hash
 from tkre.results import PLAN_FILE, ResultRow, SweepDir, TrialRow
 from tkre.cluster.runtime import init_ray
 from tkre.cluster.resources import cluster_capacity, fit_trials, trial_requests
-from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, trial_meta,
-                               trial_overrides)
+from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, start_point,
+                               trial_meta, trial_overrides)
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,7 @@ def _trial_config_space(sweep: SweepConfig, phase: Phase):
     from ray import tune
 
     if phase.kind == "search":
-        space = {k: v for k, v in phase.points[0].items()}
-        space.update({k: d.to_tune() for k, d in sweep.search.space.items()})
-        return space
+        return dict(phase.points[0])  # the fixed part; the searcher (tkre.sweep.searcher) adds the searched fields
     return {"point": tune.grid_search(phase.points)}
 
 
@@ -139,28 +136,23 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
         log.info("phase %s: restoring from %s (unfinished trials resume, finished ones are kept)", phase.name, path)
-        if sweep.wandb.enabled:  # the restored W&B callback checks for a key unless the mode says offline
-            from tkre.sweep.tracking import settle_wandb_mode
-
-            settle_wandb_mode()
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=sweep.restart_errored)
-        # a Tuner pickled by an older tkre lacks the pipeline-cancelling callback (private accessor:
-        # Tuner.restore takes no run config; without it, stopped trials' pipelines only run to their end)
-        run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
-        if run_config is not None and not any(isinstance(c, CancelEndedPipelines) for c in run_config.callbacks or []):
-            run_config.callbacks = [*(run_config.callbacks or []), CancelEndedPipelines()]
-        return tuner
+        # the callbacks and searcher come back as pickled when the phase started: write_plan refused a
+        # resume by another tkre version; the W&B callback settles its mode again in its setup
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=sweep.restart_errored)
     search_alg = scheduler = None
     num_samples = 1
     metric = mode = None
     if phase.kind == "search":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        from tkre.sweep.searcher import StudySearch
+        from tkre.sweep.study import StudyFile, study_name
 
         s = sweep.search
         metric, mode, num_samples = s.metric, s.mode, s.num_samples
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed), metric=metric, mode=mode)
+        search_alg = StudySearch(study_file=StudyFile(root), study_name=study_name(sweep.name, phase.name),
+                                 space={k: d.to_optuna() for k, d in s.space.items()}, metric=metric, mode=mode,
+                                 seed=s.seed,
+                                 points_to_evaluate=[start_point(sweep, phase.points[0])] if s.start_from_base else None)
         if s.asha is not None:
             max_t = 1 + max(experiment_for(sweep, phase.points[0]).finetune.epochs, 1) * 2
             scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode, max_t=max_t,
@@ -269,6 +261,13 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
+    studies = None
+    if sweep.search is not None:  # one Optuna study per search phase, in the sweep's database
+        from tkre.sweep.study import StudyFile
+
+        studies = StudyFile(root)
+        studies.fetch()  # before Tune restores a searcher: a remote sweep resumed on another machine
+        log.info("Optuna studies in %s (optuna-dashboard %s)", studies.location, studies.url)
     channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
     from tkre.sweep.trial import pipeline_runs, run_trial
 
@@ -299,33 +298,32 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             rows.extend(phase_rows)
             results_path = sdir.write_results(rows)
             sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
+            if studies is not None and phase.kind == "search":
+                studies.publish()
     channel.close()  # the inbox actor; the results table is written below
     results_path = sdir.write_results(rows)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
 
 
 def write_plan(sdir: SweepDir, sweep: SweepConfig, *, source: str, resume: bool) -> None:
-    """Record the sweep in `plan.json`; refuse a second start without --resume, and a resume of a
-    changed sweep file (it would mix two sweeps in one table). Local and remote storage alike."""
+    """Record the sweep in `plan.json`; refuse a second start without --resume, a resume of a changed
+    sweep file (it would mix two sweeps in one table), and a resume by another tkre version (Tune
+    restores an interrupted phase's callbacks and searcher as that version pickled them, and no public
+    API replaces them). Local and remote storage alike."""
     plan_hash = stable_hash(sweep.plan_dump())
     old = sdir.read_json(PLAN_FILE)
     if old is not None:
         if not resume:
             raise ConfigError(f"{source}: sweep {sweep.name!r} already has results in {sdir.uri}: "
                               "pass --resume to continue it (or change its name / storage_path)")
+        if old.get("tkre_version") != __version__:  # Tune restores an interrupted phase from its pickles
+            raise ConfigError(f"{source}: sweep {sweep.name!r} in {sdir.uri} was started by tkre "
+                              f"{old.get('tkre_version')}, this is tkre {__version__}: an interrupted phase "
+                              "restores the Tune state (callbacks, searcher) pickled by that version; resume it "
+                              "with that version, or start the sweep under a new name")
         if old.get("plan_hash") != plan_hash:
             raise ConfigError(f"{source}: the sweep file changed since {sdir.uri} was started: resuming would "
                               "mix two sweeps; give it a new name")
     sdir.write_json(PLAN_FILE, {"plan_hash": plan_hash, "sweep": sweep.plan_dump(), "source": source,
                                 "tkre_version": __version__})
 
-
-def optuna_trial_count(phase_dir: str | Path) -> int:
-    """Trials in the Optuna study Tune saved for a search phase (its restored history on resume)."""
-    files = sorted(glob.glob(str(Path(phase_dir) / "searcher-state-*.pkl")), key=os.path.getmtime)
-    if not files:
-        return 0
-    with open(files[-1], "rb") as f:
-        state = pickle.load(f)
-    study = state["_ot_study"] if isinstance(state, dict) else state[2]
-    return len(study.trials)
