@@ -35,7 +35,7 @@ HEAD_BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 #: Settings tkre forwards from the submitting shell to Ray workers through the runtime env. Never a
 #: secret: Ray writes runtime envs to the session's logs/runtime_env_agent.log and shows them in the
 #: dashboard. Secrets (SECRET_ENV) reach workers from their own environment (a local Ray inherits the
-#: driver's) or as call arguments of the actors that use them (openai backend, W&B logging actors).
+#: driver's) or as call arguments of the actors that use them (openai backend); W&B logs from the driver.
 PASSTHROUGH_ENV = ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL", "OPENAI_BASE_URL",
                    "TKRE_STORAGE_PATH")
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
