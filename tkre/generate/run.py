@@ -11,6 +11,10 @@
 3. The driver streams the results, writes each successful row to the cache as it arrives (a run
    killed half-way keeps every row that reached the driver) and shows a progress bar with rows and
    tokens/s. Errors are returned, counted and retried on the next run; they are never cached.
+
+Before the first constrained row (one with a schema) goes out, the backend spec is `prepared` once in
+the driver (the openai backend finds the structured-output dialect its server speaks); what was found
+is `RunStats.structured`, and each row carries the dialect it was answered in (cached with it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from tkre.cluster.runtime import init_ray
 
 log = logging.getLogger(__name__)
 
+#: characters of an error kept (a server's own message is kept whole up to this)
+ERROR_CHARS = 1000
+
 
 @dataclass
 class RunStats:
@@ -45,6 +52,7 @@ class RunStats:
     error_samples: list[str] = field(default_factory=list)
     corrupt_cache_entries: int = 0  # unreadable cache entries found and regenerated (each logged)
     from_other_runs: int = 0  # rows another run on the same cache generated while this one waited
+    structured: dict | None = None  # what the backend found out before constrained rows (openai: the dialect)
 
     @property
     def tokens_per_s(self) -> float:
@@ -55,13 +63,15 @@ class RunStats:
                      "output_tokens", "corrupt_cache_entries", "from_other_runs"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.error_samples = (self.error_samples + other.error_samples)[:5]
+        self.structured = self.structured if other.structured is None else other.structured
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "cache_hits": self.cache_hits, "generated": self.generated,
                 "errors": self.errors, "tokens": self.tokens, "seconds": round(self.seconds, 3),
                 "tokens_per_s": round(self.tokens_per_s, 2), "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "error_samples": self.error_samples,
-                "corrupt_cache_entries": self.corrupt_cache_entries, "from_other_runs": self.from_other_runs}
+                "corrupt_cache_entries": self.corrupt_cache_entries, "from_other_runs": self.from_other_runs,
+                **({"structured": self.structured} if self.structured is not None else {})}
 
 
 def check_error_budget(stats: RunStats, max_fraction: float, what: str, *, summary: dict | None = None) -> None:
@@ -72,9 +82,10 @@ def check_error_budget(stats: RunStats, max_fraction: float, what: str, *, summa
         return
     if stats.errors < stats.rows and stats.errors / stats.rows <= max_fraction:
         log.warning("%s: %d/%d rows failed (tolerated: max_error_fraction=%g); first error: %s", what,
-                    stats.errors, stats.rows, max_fraction, one_line(stats.error_samples[0] if stats.error_samples else ""))
+                    stats.errors, stats.rows, max_fraction,
+                    one_line(stats.error_samples[0] if stats.error_samples else "", ERROR_CHARS))
         return
-    first = one_line(stats.error_samples[0]) if stats.error_samples else "unknown"
+    first = one_line(stats.error_samples[0], ERROR_CHARS) if stats.error_samples else "unknown"
     raise GenerationError(
         f"{what}: {stats.errors}/{stats.rows} rows failed (cache hits {stats.cache_hits}, generated "
         f"{stats.generated}, errors {stats.errors}; max_error_fraction={max_fraction:g}); first error: {first}. "
@@ -107,7 +118,8 @@ class GenerateUDF:
                 "tokens": [int(r.tokens) for r in results],
                 "input_tokens": [int(r.input_tokens) for r in results],
                 "error": [r.error or "" for r in results],
-                "constrained": [bool(r.constrained) for r in results]}
+                "constrained": [bool(r.constrained) for r in results],
+                "dialect": [r.dialect or "" for r in results]}
 
 
 def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig,
@@ -133,6 +145,8 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
                          "schema": row.get("schema") or ""}
     stats.rows = len(results) + len(todo)
     stats.cache_hits = len(results)
+    if any(r["schema"] for r in todo.values()):
+        spec, stats.structured = spec.prepared()
     while todo:
         with cache.claim(todo) as taken:
             mine = [r for k, r in todo.items() if k not in taken]
@@ -152,7 +166,8 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
 def _take_hit(results: dict, key: str, hit: dict, stats: RunStats) -> None:
     """A row served from the cache (its tokens count towards what the data set cost)."""
     results[key] = {"text": hit["text"], "tokens": int(hit.get("tokens", 0)), "error": None, "cached": True,
-                    "input_tokens": int(hit.get("input_tokens", 0)), "constrained": bool(hit.get("constrained", False))}
+                    "input_tokens": int(hit.get("input_tokens", 0)), "constrained": bool(hit.get("constrained", False)),
+                    "dialect": str(hit.get("dialect") or "")}
     stats.input_tokens += results[key]["input_tokens"]
     stats.output_tokens += results[key]["tokens"]
 
@@ -208,20 +223,22 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
             if error:
                 stats.errors += 1
                 if len(stats.error_samples) < 5:
-                    stats.error_samples.append(str(error)[:300])
-                results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False, "constrained": False}
+                    stats.error_samples.append(str(error)[:ERROR_CHARS])
+                results[key] = {"text": None, "tokens": 0, "error": str(error), "cached": False, "constrained": False,
+                                "dialect": ""}
             else:
                 text, tokens = str(row.get("text") or ""), int(row.get("tokens") or 0)
                 read = int(row.get("input_tokens") or 0)
-                constrained = bool(row.get("constrained"))
+                constrained, dialect = bool(row.get("constrained")), str(row.get("dialect") or "")
                 cache.put(key, {"text": text, "tokens": tokens, "input_tokens": read, "backend": spec.name,
-                                "model": spec.model_id, "constrained": constrained})
+                                "model": spec.model_id, "constrained": constrained,
+                                **({"dialect": dialect} if dialect else {})})
                 stats.generated += 1
                 stats.tokens += tokens
                 stats.input_tokens += read
                 stats.output_tokens += tokens
                 results[key] = {"text": text, "tokens": tokens, "error": None, "cached": False, "input_tokens": read,
-                                "constrained": constrained}
+                                "constrained": constrained, "dialect": dialect}
             elapsed = time.perf_counter() - t0
             bar.update(task, advance=1, tps=stats.tokens / elapsed if elapsed > 0 else 0.0)
             done = stats.generated + stats.errors
@@ -230,6 +247,6 @@ def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
     for key in missing:  # should not happen; never silently drop a row
         stats.errors += 1
         results[key] = {"text": None, "tokens": 0, "error": "row missing from the pipeline output", "cached": False,
-                        "constrained": False}
+                        "constrained": False, "dialect": ""}
     log.info("%s: %d generated, %d errors, %d tokens, %.1f tok/s", desc, stats.generated, stats.errors,
              stats.tokens, stats.tokens / max(time.perf_counter() - t0, 1e-9))

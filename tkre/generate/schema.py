@@ -21,7 +21,9 @@ context is new -- the validator in tkre/generate/parse.py checks on every sample
 - `hf`: llguidance compiles the schema into a token mask applied to every decoding step
   (tkre/generate/backends/hf_decoding.py);
 - `vllm`: the schema goes into the per-row sampling parameters' `structured_outputs={"json": ...}`;
-- `openai`: `response_format={"type": "json_schema", ...}`.
+- `openai`: in the dialect the server speaks, found once per job (tkre/generate/backends/openai.py):
+  `response_format={"type": "json_schema", ...}` (OpenAI), `{"type": "json_object", "schema": ...}`
+  (llama.cpp), vLLM's `structured_outputs` / `guided_json` extra body, Ollama's `format`; else free text.
 
 String lengths are bounded in the `pattern` (not minLength/maxLength, which OpenAI's strict mode
 rejects), so a sample cannot run on until `max_new_tokens` cuts it; a root object (not a bare array)

@@ -53,6 +53,8 @@ def role_stats(role: str, summary: dict[str, Any], *, backend: str, base_url: st
         "golden_overlap_mean": quality.get("golden_overlap_mean"),
         "golden_overlap_max": quality.get("golden_overlap_max"),
         "constrained": bool(summary.get("constrained", False)),
+        "unconstrained": int(counts.get("unconstrained", 0) or 0),
+        "dialects_json": json.dumps(counts.get("dialects") or {}, sort_keys=True),
         "reasons_json": json.dumps(reasons, sort_keys=True),
         "acceptance_json": json.dumps({r: {"asked": int(a.get("asked", 0)), "kept": int(a.get("kept", 0))}
                                        for r, a in sorted(per_relation.items())}),

@@ -31,7 +31,7 @@ from tkre.generate.cache import GenerationCache
 from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_synthetic
 from tkre.generate.prompts import scdg_prompt
 from tkre.generate.quality import scdg_quality
-from tkre.generate.run import RunStats, check_error_budget, generate_rows, make_row
+from tkre.generate.run import ERROR_CHARS, RunStats, check_error_budget, generate_rows, make_row
 from tkre.generate.schema import schema_json, scdg_schema
 from tkre.io import stable_hash
 
@@ -81,6 +81,7 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     schemas = {r: schema_json(scdg_schema(r, spp, type_pairs.get(r) if validator.uses_types else None))
                for r in relations} if constrained else {}
     unconstrained_rows = 0  # constrained rows a backend could only answer as free text (reported)
+    dialects: Counter = Counter()  # constrained rows answered, by how the schema reached the server (openai)
 
     kept: dict[str, list[RelationExample]] = {r: [] for r in relations}
     rejects: list[dict[str, Any]] = []
@@ -108,10 +109,12 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         for row in rows:
             r, res = row["relation"], results[row["key"]]
             if res["error"] is not None:
-                outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:300])]
+                outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:ERROR_CHARS])]
             else:
                 if constrained and not res.get("constrained"):
                     unconstrained_rows += 1
+                if constrained and res.get("dialect"):
+                    dialects[res["dialect"]] += 1
                 outcomes = validator.validate_completion(res["text"], r, json_format=constrained)
             for o in outcomes:
                 if o.example is not None and len(kept[r]) < per_relation:
@@ -153,7 +156,9 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "counts": {"relations": len(relations), "prompts": stats.rows, "samples": total_samples,
                    "valid": total_valid, "kept": len(examples), "rejected": len(rejects),
                    "errors": reasons.get(parse.GENERATION_ERROR, 0), "cache_hits": stats.cache_hits,
-                   "generated": stats.generated, "unconstrained": unconstrained_rows},
+                   "generated": stats.generated, "unconstrained": unconstrained_rows,
+                   "dialects": dict(sorted(dialects.items()))},
+        "structured_output": stats.structured,
         "acceptance_rate": round(total_valid / total_samples, 4) if total_samples else 0.0,
         "acceptance": acceptance, "reasons": dict(sorted(reasons.items())),
         "tokens": stats.tokens, "seconds": round(time.perf_counter() - start, 3),

@@ -15,6 +15,9 @@ generated in that run):
 - SCDG: asked, samples found, parsed, valid, kept, acceptance = kept / asked, distinct-2 of the kept
   contexts, golden overlap (the highest word-3-gram overlap of a kept sample with any one golden
   example, mean over samples; lower = more novel);
+  constrained settings also: unconstrained (rows the server answered without the schema: the free-text
+  fallback) and the structured-output dialect the rows went out in (openai backend: json_schema,
+  json_object+schema, structured_outputs, guided_json, format, text; with counts when several);
 - when trials fine-tuned: dev and test micro-F1 (%) mean ± std over the setting's trials.
 """
 
@@ -32,7 +35,7 @@ from tkre.report.plots import pyplot, save_figure
 
 ROLES = ("edkg", "scdg")
 _SUM = ("prompts", "input_tokens", "output_tokens", "fresh_output_tokens", "generation_seconds", "seconds",
-        "asked", "samples", "parsed", "valid", "kept", "explanations")
+        "asked", "samples", "parsed", "valid", "kept", "explanations", "unconstrained")
 
 
 @dataclass
@@ -80,6 +83,16 @@ def _mean(s: pd.Series, digits: int = 4) -> float | None:
     return round(float(v.mean()), digits) if len(v) else None
 
 
+def _dialects(col: pd.Series) -> str:
+    """How constrained rows reached the server, summed over runs: 'json_schema' or 'json_object+schema 4, text 2'."""
+    total: Counter = Counter()
+    for value in col.dropna():
+        total.update(json.loads(value) if isinstance(value, str) else value)
+    if len(total) == 1:
+        return next(iter(total))
+    return ", ".join(f"{d} {n}" for d, n in total.most_common())
+
+
 def _cost(g: pd.DataFrame, role: str) -> float | None:
     col = f"{role}.cost_usd"
     if col not in g:
@@ -117,6 +130,10 @@ def role_table(df: pd.DataFrame, role: str) -> pd.DataFrame:
                         "golden overlap": _mean(g.get(f"{role}.golden_overlap_mean", pd.Series(dtype=float)))})
             if f"{role}.constrained" in g:
                 row["constrained"] = bool(g[f"{role}.constrained"].fillna(False).astype(bool).any())
+            if f"{role}.unconstrained" in g:  # constrained rows answered as free text (the fallback)
+                row["unconstrained"] = int(s.get("unconstrained", 0))
+            if f"{role}.dialects_json" in g:
+                row["dialect"] = _dialects(g[f"{role}.dialects_json"])
         else:
             row.update({"explanations": int(s.get("explanations", 0)),
                         "words / explanation": _mean(g.get(f"{role}.explanation_words_mean",

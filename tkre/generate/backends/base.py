@@ -26,6 +26,7 @@ class RowResult:
     error: str | None = None
     input_tokens: int = 0  # prompt tokens the model read (cost reports); 0 when the backend cannot tell
     constrained: bool = False  # the schema was enforced while decoding this row
+    dialect: str = ""  # how the schema reached the server (openai: json_schema, json_object+schema, ..., text)
 
 
 @dataclass
@@ -41,10 +42,20 @@ class BackendSpec:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     ray_native: bool = False  # the backend runs its own Ray Data processor (vllm)
+    #: "module:function(spec) -> (spec, report)", run once in the driver before constrained rows go out
+    #: (openai: find the server's structured-output dialect); None = nothing to find out
+    prepare: str | None = None
 
     def build(self) -> "Backend":
         module, name = self.cls.split(":")
         return getattr(importlib.import_module(module), name)(**self.init_kwargs)
+
+    def prepared(self) -> tuple["BackendSpec", dict[str, Any] | None]:
+        """This spec made ready for constrained rows, and what was found out (None: nothing to do)."""
+        if not self.prepare:
+            return self, None
+        module, name = self.prepare.split(":")
+        return getattr(importlib.import_module(module), name)(self)
 
 
 class Backend:
