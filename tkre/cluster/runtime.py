@@ -10,6 +10,10 @@
   reads the nodes' own environment (README, "Secrets on a cluster").
 - A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
   line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
+- A local sweep asks for Ray's dashboard (`dashboard=True`) and gets it when its dependencies are
+  installed (`pip install "ray[default]"`; the modules `DASHBOARD_MODULES`, the ones Ray's dashboard
+  imports), its address logged; a minimal Ray has none, and the log line says how to add it. Other
+  entry points start Ray without it (less start-up on a loaded machine); a cluster keeps its own.
 - Worker output stays in Ray's log files (the path is logged) unless `log_to_driver=True`, and Ray's
   own INFO lines on the driver are off (warnings stay): tkre's progress bars and per-trial sweep
   lines (`tkre.console`) are what a user reads on the console.
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 
@@ -30,8 +35,19 @@ FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TRANSFORMERS_
              "TOKENIZERS_PARALLELISM")
 
 
-def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -> None:
-    """Initialise Ray in this process if it is not already (see the module docstring)."""
+#: what Ray's dashboard imports before it starts (ray/dashboard/optional_deps.py); `ray[default]` brings them
+DASHBOARD_MODULES = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "opentelemetry", "prometheus_client",
+                     "pydantic")
+
+
+def dashboard_installed() -> bool:
+    """True when Ray's dashboard can start here: every module it imports is installed."""
+    return all(importlib.util.find_spec(m) is not None for m in DASHBOARD_MODULES)
+
+
+def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, dashboard: bool = False) -> None:
+    """Initialise Ray in this process if it is not already (see the module docstring); `dashboard`:
+    start Ray's dashboard with a local Ray when it is installed (sweeps)."""
     import ray
 
     if ray.is_initialized():
@@ -42,9 +58,13 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
     if log_to_driver is None:
         log_to_driver = os.environ.get("TKRE_LOG_TO_DRIVER", "0") == "1"
     target = address or os.environ.get("RAY_ADDRESS") or "local"
+    with_dashboard = dashboard and target == "local" and dashboard_installed()
+    if dashboard and target == "local" and not with_dashboard:
+        log.info('Ray dashboard off: it needs `pip install "ray[default]"`')
+    local = {"include_dashboard": with_dashboard} if target == "local" else {}  # a cluster keeps its own
     try:
-        context = ray.init(address=target, ignore_reinit_error=True, include_dashboard=False,
-                           log_to_driver=log_to_driver, runtime_env=driver_runtime_env(extra=extra),
+        context = ray.init(address=target, ignore_reinit_error=True, **local, log_to_driver=log_to_driver,
+                           runtime_env=driver_runtime_env(extra=extra),
                            logging_level=logging.INFO if log_to_driver else logging.WARNING)
     except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
         try:
@@ -52,6 +72,8 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None) -
         except Exception:  # noqa: BLE001
             pass
         raise RayStartError(ray_start_message(e, target)) from e
+    if with_dashboard and context.dashboard_url:
+        log.info("Ray dashboard: http://%s", context.dashboard_url)
     session = context.address_info.get("session_dir")  # what ray.init returns (RayContext), public
     if not log_to_driver and session:
         log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 shows them here)", session)
