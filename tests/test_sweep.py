@@ -28,6 +28,7 @@ import pytest
 from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
 
 from tkre.results import RESULTS_SCHEMA_VERSION, ResultRow, SweepDir, TrialRow
+from tkre.sweep.wandb_log import SUMMARY_ID_PREFIX
 
 os.environ.setdefault("RAY_ADDRESS", "local")  # never attach to another process's Ray on this machine
 
@@ -205,7 +206,9 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     for manifest, data in stored.items():
         assert manifest.read_bytes() == data, manifest
     logged = {d.name.rsplit("-", 1)[1] for d in sweep_dir.glob("wandb/offline-run-*")}
-    assert logged == set(rows["trial_id"])  # every trial logged to W&B offline, those run after the resume too
+    summaries = {i for i in logged if i.startswith(SUMMARY_ID_PREFIX)}
+    assert logged - summaries == set(rows["trial_id"])  # every trial logged to W&B offline, those run after the resume too
+    assert len(summaries) == 1  # the sweep's summary run, once it finished (the killed first run never got there)
     stored_keys = {(m.parent.parent.name, m.parent.name) for m in stored}
     resumed = rows[~rows["trial_id"].isin(ended_before)]
     assert len(resumed) == n - len(ended_before) and resumed["reused.split"].astype(bool).all()

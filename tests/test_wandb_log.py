@@ -120,3 +120,73 @@ def test_summary_run_carries_the_results_table_and_report_offline(tmp_path):
     images = {k.rsplit("/", 1)[0] for k, v in run["summary"].items() if k.startswith("report/") and v == "image-file"}
     assert "report/learning_curves" in images and "report/pretraining_stage1_curves" in images
     assert {"demo-results", "demo-report"} <= set(run["artifacts"])
+
+
+TRIALS = """
+import json, os, time
+from tkre.console import TrialLines
+from tkre.sweep.config import SweepConfig
+from tkre.sweep.tracking import WandbTrials
+from tkre.sweep.trial import CancelEndedPipelines
+
+class Trial:  # what the callbacks read of a Tune trial
+    def __init__(self, trial_id, config):
+        self.trial_id, self.config = trial_id, config
+    def __str__(self):
+        return "run_trial_" + self.trial_id
+
+row = json.loads(os.environ["ROW"])
+sweep = SweepConfig(name="demo").model_dump()
+wb = WandbTrials(project="p", group="demo", directory=os.environ["HOME"], mode="offline", job_type="grid", sweep=sweep)
+callbacks = [TrialLines(), CancelEndedPipelines(), wb]
+for cb in callbacks:
+    cb.setup()
+trial = Trial("t1", {"point": {"variant": "tkre", "data.seed": 2}})
+for cb in callbacks:
+    cb.on_trial_start(0, [trial], trial)
+results = [{"epoch": 0, "dev_micro_f1": 0.2, "training_iteration": 1},
+           {"epoch": 1, "dev_micro_f1": 0.4, "training_iteration": 2},
+           {**row, "row_complete": True, "training_iteration": 3}]
+seconds = {}
+for i, result in enumerate(results):
+    for cb in callbacks:
+        t0 = time.perf_counter()
+        cb.on_trial_result(i, [trial], trial, result)
+        name = type(cb).__name__
+        seconds[name] = max(seconds.get(name, 0.0), time.perf_counter() - t0)
+restored = Trial("t2", {"point": {"variant": "golden_only"}})  # resumed by Tune: results without a start
+for cb in callbacks:
+    t0 = time.perf_counter()
+    cb.on_trial_result(1, [trial, restored], restored, results[0])
+    name = type(cb).__name__
+    seconds[name] = max(seconds.get(name, 0.0), time.perf_counter() - t0)
+wb.on_trial_complete(3, [trial, restored], trial)
+wb.on_trial_error(3, [trial, restored], restored)
+wb.on_experiment_end([trial, restored])
+print("RESULT " + json.dumps(seconds))
+"""
+
+
+def test_trial_runs_carry_job_type_tags_and_curves_and_no_callback_stalls_tune(tmp_path):
+    seconds = run_offline(tmp_path, TRIALS, ROW=json.dumps(row("tkre", 2, "t1")))
+    # Tune warns when a callback takes over 0.1 s per result; wandb.init alone takes seconds
+    assert set(seconds) == {"TrialLines", "CancelEndedPipelines", "WandbTrials"}
+    assert max(seconds.values()) < 0.1, seconds
+    runs = offline_runs(tmp_path / "home")
+    assert runs["t2"]["job_type"] == "grid" and "variant:golden_only" in runs["t2"]["tags"]
+    assert [h["dev_micro_f1"] for h in runs["t2"]["history"]] == [0.2]
+    run = runs["t1"]
+    assert run["id"] == "t1" and run["job_type"] == "grid" and run["group"] == "demo"
+    assert run["config"]["variant"] == "tkre" and run["config"]["data.seed"] == 2
+    assert {"variant:tkre", "seed:2", "K:8", "dataset:semeval", "backbone:typ_marker",
+            "generator:hf:embedded:smollm2"} <= set(run["tags"])
+    history = run["history"]
+    assert [h["dev_micro_f1"] for h in history if h.get("_step") in (1, 2)] == [0.2, 0.4]  # Tune's per-epoch results
+    curve = [(h["finetune/epoch"], h["finetune/train_loss"]) for h in history if "finetune/train_loss" in h]
+    assert curve == [(1, 2.0), (2, 1.5)]
+    stage1 = [(h["pretrain/stage1/epoch"], h["pretrain/stage1/heldout_mslm_loss"]) for h in history
+              if "pretrain/stage1/heldout_mslm_loss" in h]
+    assert stage1 == [(1, 5.5), (2, 5.0)]
+    assert [h["pretrain/stage2/heldout_scl_loss"] for h in history if "pretrain/stage2/heldout_scl_loss" in h] == [2.5]
+    table = media(run["summary"], "finetune/epoch_history")
+    assert table["nrows"] == 2 and run["summary"]["test_micro_f1"] == 0.52

@@ -102,11 +102,27 @@ def plan_phases(sweep: SweepConfig) -> list[Phase]:
     return phases
 
 
-def _wandb_callbacks(sweep: SweepConfig, directory: str) -> list:
+def _wandb_callbacks(sweep: SweepConfig, directory: str, kind: str | None = None) -> list:
     from tkre.sweep.tracking import wandb_callbacks
 
     return wandb_callbacks(enabled=sweep.wandb.enabled, project=sweep.wandb.project, group=sweep.name,
-                           directory=None if is_remote(directory) else directory)
+                           directory=None if is_remote(directory) else directory, job_type=kind,
+                           sweep=sweep.model_dump())
+
+
+def _wandb_summary(sweep: SweepConfig, root: str, rows: list[dict]) -> None:
+    """The sweep's W&B summary run (tkre.sweep.wandb_log): results table, report plots, artifacts."""
+    from tkre.sweep.tracking import settle_wandb_mode, wandb_on
+    from tkre.sweep.wandb_log import log_sweep_summary
+
+    if not rows or not wandb_on(sweep.wandb.enabled):
+        return
+
+    try:
+        log_sweep_summary(project=sweep.wandb.project, group=sweep.name, mode=settle_wandb_mode(), rows=rows,
+                          directory=None if is_remote(root) else root, sweep_dir=root)
+    except Exception as e:  # noqa: BLE001 -- the results are written; W&B trouble is a warning
+        log.warning("W&B summary run of sweep %s not logged: %s", sweep.name, e)
 
 
 def _trial_config_space(sweep: SweepConfig, phase: Phase):
@@ -171,7 +187,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                                 callbacks=[TrialLines(show_test=phase.kind != "search", phase=phase.name,
                                                       total=num_samples if phase.kind == "search" else len(phase.points)),
                                            CancelEndedPipelines(),
-                                           *_wandb_callbacks(sweep, root)],
+                                           *_wandb_callbacks(sweep, root, phase.kind)],
                                 verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
                       run_config=run_config)
@@ -252,7 +268,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     if not ray.is_initialized():
         # default: a fresh local Ray (never silently attach to someone else's); `--address auto` or
         # RAY_ADDRESS (set by `ray job submit`) attach to a running cluster
-        init_ray(address)  # secrets/settings reach workers from the shell, never from a file
+        init_ray(address, dashboard=True)  # secrets/settings reach workers from the shell, never from a file
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
     concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], cluster_capacity(),
@@ -302,6 +318,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 studies.publish()
     channel.close()  # the inbox actor; the results table is written below
     results_path = sdir.write_results(rows)
+    _wandb_summary(sweep, root, rows)
     return SweepOutcome(root, results_path, pd.DataFrame(rows), time.perf_counter() - t0, concurrent)
 
 

@@ -4,7 +4,9 @@
   an existing `wandb login` (~/.netrc, wandb settings), asked of wandb itself without network
   (`wandb.login(prompt=False, verify=False)`); else offline (runs kept on disk, `wandb sync` later).
 - `WandbTrials` logs from the sweep driver with `wandb` itself, so the API key stays in the driver
-  (see its docstring for why not Ray's `WandbLoggerCallback`).
+  (see its docstring for why not Ray's `WandbLoggerCallback`), on a worker thread so that Tune never
+  waits on W&B; what the runs carry besides Tune's results, and the sweep's summary run, are in
+  `tkre.sweep.wandb_log`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 from typing import Any
 
 from ray.tune import Callback
+
+from tkre.sweep.wandb_log import Worker, config_tags, log_row, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +58,26 @@ def settle_wandb_mode() -> str | None:
     return mode
 
 
-def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str | None) -> list:
-    """Tune callbacks for W&B ([] when switched off or wandb is missing)."""
+def wandb_on(enabled: bool) -> bool:
+    """W&B logging is on: the sweep file asks for it, WANDB_MODE is not `disabled`, wandb is installed."""
     if not enabled or os.environ.get("WANDB_MODE") == "disabled":
-        return []
+        return False
     try:
         import wandb  # noqa: F401
     except ImportError:  # pragma: no cover
         log.warning("wandb not installed: W&B logging off")
+        return False
+    return True
+
+
+def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str | None, job_type: str | None = None,
+                    sweep: dict | None = None) -> list:
+    """Tune callbacks for W&B ([] when switched off or wandb is missing); `job_type`: the phase's kind,
+    `sweep`: the sweep file (SweepConfig.model_dump()), for the trials' tags."""
+    if not wandb_on(enabled):
         return []
-    return [WandbTrials(project=project, group=group, directory=directory, mode=settle_wandb_mode())]
+    return [WandbTrials(project=project, group=group, directory=directory, mode=settle_wandb_mode(),
+                        job_type=job_type, sweep=sweep)]
 
 
 def _loggable(result: dict[str, Any]) -> dict[str, float]:
@@ -79,57 +93,89 @@ SKIPPED = {"done", "training_iteration", "pid", "timestamp", "time_this_iter_s",
 
 class WandbTrials(Callback):
     """Tune callback (driver): one W&B run per trial -- id = the Tune trial id, the sweep's name as
-    group, the trial's dotted overrides as config -- its numeric results logged at Tune's
-    `training_iteration`, finished when the trial ends (exit code 1 when it failed).
+    group, the phase's kind (search, evaluate, grid) as job type, the trial's dotted overrides as
+    config, tags for variant, dataset, K, seed and backbone (and the generator once its row is in) --
+    its numeric results logged at Tune's `training_iteration`; its row's fine-tuning and pre-training
+    curves logged when it finishes (`tkre.sweep.wandb_log.log_row`); finished when the trial ends
+    (exit code 1 when it failed).
 
     `wandb` runs in this driver process (several runs at once: `reinit="create_new"`, W&B >= 0.19.10),
     not in Ray actors: Ray's `WandbLoggerCallback` starts one logging actor per trial and hands it
     `WANDB_API_KEY` through a runtime env, which Ray writes to its session logs and dashboard. Here
-    the key never leaves the driver's environment (or `wandb login`'s own file). The mode is settled
-    again in `setup` (a restored sweep re-checks for a key). Console capture is off: the driver's
-    console belongs to tkre's trial lines."""
+    the key never leaves the driver's environment (or `wandb login`'s own file). Every wandb call runs
+    on one worker thread (`tkre.sweep.wandb_log.Worker`): `wandb.init` takes seconds, and Tune warns
+    about any callback that takes over 0.1 s per result; the callbacks only enqueue. The mode is
+    settled again in `setup` (a restored sweep re-checks for a key). Console capture is off: the
+    driver's console belongs to tkre's trial lines."""
 
-    def __init__(self, *, project: str, group: str, directory: str | None = None, mode: str | None = None):
+    def __init__(self, *, project: str, group: str, directory: str | None = None, mode: str | None = None,
+                 job_type: str | None = None, sweep: dict | None = None):
         self.project, self.group, self.directory, self.mode = project, group, directory, mode
-        self.runs: dict[str, Any] = {}
+        self.job_type, self.sweep = job_type, sweep
+        self.runs: dict[str, Any] = {}  # trial id -> wandb run; touched on the worker thread only
+        self.worker = Worker()
 
     def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment: no live runs
-        return {**self.__dict__, "runs": {}}
+        return {**self.__dict__, "runs": {}, "worker": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.worker = Worker()
 
     def setup(self, **info: Any) -> None:
         self.mode = settle_wandb_mode()
 
-    def _run(self, trial: Any):
-        run = self.runs.get(trial.trial_id)
-        if run is None:
-            import wandb
+    # ------------------------------------------------------------ on the worker thread
+    def _start(self, trial_id: str, name: str, config: dict) -> None:
+        if trial_id in self.runs:
+            return
+        import wandb
 
-            from tkre.sweep.config import trial_overrides
+        from tkre.sweep.config import trial_overrides
 
-            settings = wandb.Settings(reinit="create_new", console="off", quiet=True)
-            run = self.runs[trial.trial_id] = wandb.init(
-                project=self.project, group=self.group, id=trial.trial_id, name=str(trial), dir=self.directory,
-                mode=self.mode, config=trial_overrides(trial.config or {}), settings=settings)
-        return run
+        overrides = trial_overrides(config)
+        try:
+            tags = config_tags(self.sweep, overrides) if self.sweep else run_tags(overrides)
+        except Exception as e:  # noqa: BLE001 -- a trial whose config does not build fails in Tune, not here
+            log.debug("W&B tags of %s: %s", trial_id, e)
+            tags = run_tags(overrides)
+        settings = wandb.Settings(reinit="create_new", console="off", quiet=True)
+        self.runs[trial_id] = wandb.init(
+            project=self.project, group=self.group, job_type=self.job_type, tags=tags, id=trial_id, name=name,
+            dir=self.directory, mode=self.mode, config=overrides, settings=settings)
 
+    def _log(self, trial_id: str, values: dict[str, float], step: int | None, row: dict | None) -> None:
+        run = self.runs[trial_id]
+        run.log(values, step=step)
+        if row is not None:
+            log_row(run, row)
+
+    def _finish(self, trial_id: str | None, exit_code: int) -> None:
+        for key in ([trial_id] if trial_id else list(self.runs)):
+            run = self.runs.pop(key, None)
+            if run is not None:
+                run.finish(exit_code=exit_code)
+
+    # ------------------------------------------------------------ Tune's callbacks: enqueue only
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run(trial)
+        self.worker.submit(self._start, trial.trial_id, str(trial), dict(trial.config or {}))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._run(trial).log(_loggable(result), step=result.get("training_iteration"))
-
-    def _finish(self, trial: Any, exit_code: int) -> None:
-        run = self.runs.pop(trial.trial_id, None)
-        if run is not None:
-            run.finish(exit_code=exit_code)
+        self.worker.submit(self._start, trial.trial_id, str(trial), dict(trial.config or {}))  # a restored trial
+        self.worker.submit(self._log, trial.trial_id, _loggable(result), result.get("training_iteration"),
+                           dict(result) if result.get("row_complete") else None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, 0)
+        self.worker.submit(self._finish, trial.trial_id, 0)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, 1)
+        self.worker.submit(self._finish, trial.trial_id, 1)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for run in self.runs.values():
-            run.finish()
-        self.runs = {}
+        self.worker.submit(self._finish, None, 0)
+        if not self.worker.drain(timeout=DRAIN_S):
+            log.warning("W&B: runs still being written after %ds; they finish when the process exits", DRAIN_S)
+
+
+#: how long the end of a phase waits for W&B to write its runs
+DRAIN_S = 600

@@ -21,10 +21,14 @@ import math
 import queue
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+#: the summary run's id starts with this (a trial's run has Tune's trial id)
+SUMMARY_ID_PREFIX = "summary_"
 
 #: long JSON columns kept out of the W&B results Table (they are in the results.parquet Artifact)
 TABLE_SKIPPED = ("epoch_history", "pretrain_history", "experiment_config")
@@ -149,6 +153,7 @@ def log_sweep_summary(*, project: str, group: str, directory: str | None, mode: 
     df = pd.DataFrame(rows)
     settings = wandb.Settings(reinit="create_new", console="off", quiet=True)
     run = wandb.init(project=project, group=group, job_type="summary", name=f"{group} summary", dir=directory,
+                     id=f"{SUMMARY_ID_PREFIX}{uuid.uuid4().hex[:12]}",
                      mode=mode, tags=["summary"], config={"sweep": group, "sweep_dir": sweep_dir}, settings=settings)
     try:
         run.log({"results": results_table(df)})
