@@ -145,7 +145,9 @@ class WandbTrials(Callback):
             dir=self.directory, mode=self.mode, config=overrides, settings=settings)
 
     def _log(self, trial_id: str, values: dict[str, float], step: int | None, row: dict | None) -> None:
-        run = self.runs[trial_id]
+        run = self.runs.get(trial_id)
+        if run is None:  # its wandb.init failed (warned once by the worker)
+            return
         run.log(values, step=step)
         if row is not None:
             log_row(run, row)
