@@ -320,7 +320,7 @@ def test_scdg_keeps_samples_against_json_object_only_and_text_only_servers(ray_l
     json_schema, as llama-cpp-python answers) and one that takes only text (the fallback, counted),
     constrained SCDG keeps its samples; the dialect and the fallback reach the generator report."""
     from tkre.generate.stats import role_stats
-    from tkre.report_generators import role_table
+    from tkre.report.generators import role_table
 
     golden, rels = _golden(semeval)
     with server("scripted", "--structured", mode) as url:
