@@ -389,7 +389,7 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
     @ray.remote(num_cpus=0)
     class Trial:
         def start(self, trial_id):
-            return ray.get(ray.get_actor(RUNS_ACTOR).start.remote(trial_id, train_run_that_does_not_end))
+            return ray.get(ray.get_actor(RUNS_ACTOR).start.remote(trial_id, {}, train_run_that_does_not_end))
 
     with pipeline_runs() as runs:
         assert _wait_until(lambda: not _reserved_placement_groups(), 30)

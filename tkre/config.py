@@ -58,6 +58,10 @@ class ResourcesConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Train worker")
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per Train worker when use_gpu (a fraction shares "
                                                           "a GPU between runs)")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each Train worker (and each test-set evaluation "
+                                          "actor) also reserves, e.g. {stage_node: 0.01}: a resource only some nodes "
+                                          "advertise keeps the stage's work on them")
 
     @model_validator(mode="after")
     def _whole_gpus_above_one(self) -> "ResourcesConfig":
@@ -67,7 +71,8 @@ class ResourcesConfig(StrictModel):
 
     def per_worker(self) -> dict[str, float]:
         """What one Train worker reserves: Ray Train's `resources_per_worker` and the fit check's bundle."""
-        return {"CPU": self.cpus_per_worker, **({"GPU": float(self.gpus_per_worker)} if self.use_gpu else {})}
+        return {"CPU": self.cpus_per_worker, **({"GPU": float(self.gpus_per_worker)} if self.use_gpu else {}),
+                **self.custom}
 
 
 class SamplingConfig(StrictModel):

@@ -267,7 +267,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
                 cfg.pretrain, init=init, golden=golden, explanations=explanations, out_dir=out,
                 run_name=f"stage1-{key}", storage_path=runs), config=s1_cfg, inputs=inputs)
         drop_train_runs(runs, f"stage1-{key}", head_warmup_run_name(f"stage1-{key}"))
-        init, init_key = str(arts["stage1"].path / "checkpoint"), key
+        init, init_key = store.ref("stage1", key, "checkpoint"), key  # a reference: Train workers may be elsewhere
     elif cfg.stages.pretrain_stage1:
         log.info("stage-1 pre-training skipped: it needs the EDKG corpus (stages.edkg is off)")
     if cfg.stages.pretrain_stage2:
@@ -280,7 +280,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
                 cfg.pretrain, init=stage2_init, golden=golden, synthetic=synthetic, relations=dataset.relations,
                 out_dir=out, run_name=f"stage2-{key}", storage_path=runs), config=s2_cfg, inputs=inputs)
         drop_train_runs(runs, f"stage2-{key}")
-        init, init_key = str(arts["stage2"].path / "checkpoint"), key
+        init, init_key = store.ref("stage2", key, "checkpoint"), key
 
     # ---------------------------------------------------------------- fine-tuning + test
     if not cfg.stages.finetune:  # generation-only mode (and pre-training without fine-tuning): no F1
@@ -291,12 +291,12 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     finetune_cfg, recipe_note = apply_encoder_recipe(cfg.finetune)  # lr/epochs/batch fitting an embedded encoder
     if recipe_note:
         log.info("%s", recipe_note)
-    ft = finetune_cfg if init_key is None else finetune_cfg.model_copy(update={"encoder": init})
     key, ft_cfg, inputs = graph["finetune"]
     ft_synthetic = synthetic if cfg.finetune.synthetic_cap_per_relation != 0 else None
     arts["finetune"] = store.get_or_create(
         "finetune", key, lambda out: run_finetune(
-            ft, train=golden, dev=dev, test=test, relations=dataset.relations, no_relation=dataset.no_relation,
+            finetune_cfg, init=init if init_key else None, train=golden, dev=dev, test=test,
+            relations=dataset.relations, no_relation=dataset.no_relation,
             synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
             callbacks=callbacks), config=ft_cfg, inputs=inputs)
     drop_train_runs(runs, f"finetune-{key}")

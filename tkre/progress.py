@@ -55,10 +55,13 @@ class Channel:
 
     @classmethod
     def create(cls, **tags: Any) -> "Channel":
-        """A new inbox actor (zero CPUs; Ray must be initialised), owned by the creating process."""
+        """A new inbox actor (zero CPUs; Ray must be initialised), owned by the creating process and on
+        its node (a zero-CPU actor may land on any node, and a lost worker node must not take it along)."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return cls(ray.remote(_Inbox).options(num_cpus=0).remote(), **tags)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return cls(ray.remote(_Inbox).options(num_cpus=0, scheduling_strategy=here).remote(), **tags)
 
     def tagged(self, **tags: Any) -> "Channel":
         return Channel(self.inbox, **{**self.tags, **tags})

@@ -48,6 +48,7 @@ from tkre import progress
 from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
 from tkre.cluster.runtime import init_ray
+from tkre.store.refs import CheckpointDir, materialise
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class FitResult:
     best_checkpoint_dir: str                  # local folder of the HF model (task.save output)
     metrics_history: list[dict[str, Any]]     # one dict per epoch, as reported by rank 0
     summary: dict[str, Any] = field(default_factory=dict)
+    best_model: Any = None  # best_checkpoint_dir as a reference any node can open (CheckpointDir)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -191,7 +193,8 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
                           f"(epochs {missing}); evaluate() returned {sorted(candidates[0][1])}")
     best_ckpt = result.get_best_checkpoint(metric, mode)
     best_metrics = next(m for c, m in candidates if c.path == best_ckpt.path)
-    best_dir = _local_model_dir(best_ckpt)
+    best_model = CheckpointDir(best_ckpt, MODEL_SUBDIR, COMPLETE_MARKER)
+    best_dir = materialise(best_model)  # downloaded into this node's cache when storage is remote
     summary = {
         "run_path": result.path, "best_epoch": best_metrics.get("epoch"),
         "best_metric": best_metrics.get(settings.select_metric) if settings.select_metric else None,
@@ -201,21 +204,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         "resumed_from_epoch": out.get("resumed_from_epoch"), "num_workers": resources.num_workers,
         "settings": asdict(settings),
     }
-    return FitResult(best_checkpoint_dir=best_dir, metrics_history=history, summary=summary)
-
-
-def _local_model_dir(checkpoint) -> str:
-    """Local path of the checkpoint's HF model folder (downloaded when storage is remote)."""
-    import pyarrow.fs
-
-    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-        root = checkpoint.path
-    else:
-        root = checkpoint.to_directory(tempfile.mkdtemp(prefix="tkre-ckpt-"))
-    model_dir = os.path.join(root, MODEL_SUBDIR)
-    if not os.path.isfile(os.path.join(root, COMPLETE_MARKER)):
-        raise TkreError(f"checkpoint {root} is incomplete (no {COMPLETE_MARKER} marker)")
-    return model_dir
+    return FitResult(best_checkpoint_dir=best_dir, best_model=best_model, metrics_history=history, summary=summary)
 
 
 def _train_worker(config: dict) -> dict:

@@ -165,14 +165,15 @@ def distinct_requests(requests: list[Request]) -> list[Request]:
 
 
 def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus: float,
-               max_concurrent_trials: int, source: str = "resources") -> int:
+               max_concurrent_trials: int, source: str = "resources",
+               trial_resources: dict[str, float] | None = None) -> int:
     """Check that every trial can be placed; return how many can run at once (see the module docstring).
 
     `requests`: the stage requests of all trials (`trial_requests` of each experiment)."""
     problems: list[str] = []
     where = f"the cluster ({capacity.describe()}; from {' + '.join(capacity.sources) or 'given nodes'})"
     totals = capacity.totals()
-    driver = {"CPU": trial_cpus}
+    driver = {"CPU": trial_cpus, **(trial_resources or {})}
     requests = distinct_requests(requests)
 
     def single(bundle: dict[str, float], what: str) -> bool:

@@ -2,8 +2,9 @@
 
 - `predict(model, tokenizer, spec, examples)`: batched in-process inference (length-sorted batches,
   dynamic padding, `torch.inference_mode`); used for dev every epoch and for small test sets.
-- `predict_ray_data(checkpoint_dir, examples)`: the same through Ray Data `map_batches` with an
-  actor pool (each actor loads the checkpoint once); used for large test sets.
+- `predict_ray_data(checkpoint, examples)`: the same through Ray Data `map_batches` with an
+  actor pool (each actor loads the checkpoint once); used for large test sets. The actors may run on
+  any node: `checkpoint` is a hand-over (`tkre.store.refs`) that each materialises on its own.
 - `score_predictions(...)`: metrics via `tkre.metrics.classification_scores` (fractions 0-1) plus
   counts: windowed examples and gold relations outside the model's label set (always wrong).
 - `evaluate_checkpoint(dir, examples, out_dir)`: predictions.parquet (id, gold, predicted, score)
@@ -22,6 +23,7 @@ from tkre.data.records import RelationExample
 from tkre.finetune.spec import FinetuneSpec, load_checkpoint
 from tkre.io import atomic_path, atomic_write_json
 from tkre.metrics import classification_scores
+from tkre.store.refs import HandOver, materialise
 from tkre.cluster.runtime import init_ray
 
 logger = logging.getLogger(__name__)
@@ -60,11 +62,11 @@ def predict(model, tokenizer, spec: FinetuneSpec, examples: Sequence[RelationExa
 class _PredictorActor:
     """Ray Data actor: loads the checkpoint once, predicts batches of serialised examples."""
 
-    def __init__(self, checkpoint_dir: str, batch_size: int):
+    def __init__(self, checkpoint: HandOver, batch_size: int):
         import torch
 
         torch.set_num_threads(1)
-        self.model, self.tokenizer, self.spec = load_checkpoint(checkpoint_dir)
+        self.model, self.tokenizer, self.spec = load_checkpoint(materialise(checkpoint))
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -76,17 +78,19 @@ class _PredictorActor:
                 "score": np.asarray(conf, dtype=np.float64)}
 
 
-def predict_ray_data(checkpoint_dir: str, examples: Sequence[RelationExample], *, batch_size: int = 64,
-                     actors: int = 2) -> tuple[list[str], list[float]]:
-    """Batched inference with Ray Data `map_batches` over an actor pool of `actors` CPU actors."""
+def predict_ray_data(checkpoint: HandOver, examples: Sequence[RelationExample], *, batch_size: int = 64,
+                     actors: int = 2, resources: dict[str, float] | None = None) -> tuple[list[str], list[float]]:
+    """Batched inference with Ray Data `map_batches` over an actor pool of `actors` CPU actors, each
+    also reserving `resources` (custom Ray resources: the nodes that run the trial's stage work)."""
     import ray
     import ray.data
 
     init_ray()
     rows = [{"row": i, "record": json.dumps(ex.to_dict())} for i, ex in enumerate(examples)]
     ds = ray.data.from_items(rows).map_batches(
-        _PredictorActor, fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir), "batch_size": batch_size},
-        batch_size=max(batch_size, 256), concurrency=actors, num_cpus=1, batch_format="numpy")
+        _PredictorActor, fn_constructor_kwargs={"checkpoint": checkpoint, "batch_size": batch_size},
+        batch_size=max(batch_size, 256), concurrency=actors, num_cpus=1, batch_format="numpy",
+        **({"resources": dict(resources)} if resources else {}))
     preds: list[str] = [""] * len(examples)
     conf: list[float] = [0.0] * len(examples)
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -149,13 +153,18 @@ def write_predictions(path: str | Path, examples: Sequence[RelationExample], pre
 
 def evaluate_split(checkpoint_dir: str, examples: Sequence[RelationExample], out_dir: str | Path, *,
                    split: str = "test", relations: Sequence[str] | None = None, batch_size: int = 64,
-                   ray_data_min_examples: int = RAY_DATA_MIN_EXAMPLES, actors: int = 2) -> dict:
-    """Predict `examples` with the checkpoint, write out_dir/predictions.parquet, return metrics."""
+                   ray_data_min_examples: int = RAY_DATA_MIN_EXAMPLES, actors: int = 2,
+                   actor_checkpoint: HandOver | None = None, actor_resources: dict[str, float] | None = None) -> dict:
+    """Predict `examples` with the checkpoint, write out_dir/predictions.parquet, return metrics.
+
+    Ray Data's actors (large sets) open `actor_checkpoint` (default: `checkpoint_dir`), a hand-over
+    that each materialises on its node, and reserve `actor_resources` besides their CPU."""
     model, tokenizer, spec = load_checkpoint(str(checkpoint_dir), relations=relations)
     if len(examples) >= ray_data_min_examples:
         _, n_windowed = spec.encode(examples, tokenizer)  # counted here; actors only predict
         del model
-        preds, conf = predict_ray_data(str(checkpoint_dir), examples, batch_size=batch_size, actors=actors)
+        preds, conf = predict_ray_data(actor_checkpoint or str(checkpoint_dir), examples, batch_size=batch_size,
+                                       actors=actors, resources=actor_resources)
         engine = "ray_data"
     else:
         preds, conf, n_windowed = predict(model, tokenizer, spec, examples, batch_size=batch_size)

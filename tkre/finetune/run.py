@@ -1,6 +1,10 @@
 """`run_finetune`: golden (+ capped synthetic) training set -> Ray Train fine-tuning through the shared
 loop (tkre.train_loop.fit) with dev micro-F1 after every epoch -> the best dev epoch's checkpoint
 -> test metrics. Writes out_dir/checkpoint, out_dir/predictions.parquet, out_dir/metrics.json.
+
+The weights to start from (`init`, default `cfg.encoder`) may be a reference to a stored artifact
+(`tkre.store.refs`): each Train worker materialises it on its own node. A test set large enough for
+Ray Data's actors gets the best epoch's Train checkpoint as a reference too, not this node's copy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from tkre.finetune.evaluate import evaluate_split
 from tkre.finetune.spec import FinetuneSpec
 from tkre.finetune.task import FinetuneTask
 from tkre.io import atomic_path, atomic_write_json, stable_hash
+from tkre.store.refs import HandOver
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +87,8 @@ def _coverage_warnings(train: Sequence[RelationExample], dev: Sequence[RelationE
 def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list[RelationExample],
                  test: list[RelationExample], relations: list[str], no_relation: str | None,
                  synthetic: list[RelationExample] | None = None, out_dir, run_name: str | None = None,
-                 storage_path: str | None = None, callbacks: list | None = None) -> dict:
+                 storage_path: str | None = None, callbacks: list | None = None,
+                 init: HandOver | None = None) -> dict:
     """Fine-tune, keep the best epoch by dev micro-F1, evaluate it on test; returns metrics.json's dict.
 
     A second call with the same run_name/storage_path resumes from the last finished epoch."""
@@ -104,7 +110,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     spec = FinetuneSpec(backbone=cfg.backbone, relations=list(relations), no_relation=no_relation,
                         max_length=cfg.max_length, use_types=bool(use_types),
                         label_words=dict(cfg.genpt_label_words))
-    init_path = resolve_encoder(cfg.encoder)
+    init_path = resolve_encoder(cfg.encoder) if init is None else init
     task = FinetuneTask(spec=spec, init_path=init_path, train=examples, dev=list(dev), seed=cfg.seed,
                         eval_batch_size=cfg.eval_batch_size)
     _, train_windowed = spec.encode(examples, task.tokenizer)  # fail fast on bad input, count windows
@@ -122,7 +128,8 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     with atomic_path(checkpoint) as tmp:
         shutil.copytree(result.best_checkpoint_dir, tmp)
     test_metrics = evaluate_split(str(checkpoint), test, out_dir, split="test", batch_size=cfg.eval_batch_size,
-                                  ray_data_min_examples=cfg.eval_ray_data_min_examples, actors=cfg.eval_actors)
+                                  ray_data_min_examples=cfg.eval_ray_data_min_examples, actors=cfg.eval_actors,
+                                  actor_checkpoint=result.best_model, actor_resources=cfg.resources.custom)
     history = [{k: h.get(k) for k in ("epoch", "global_step", "train_loss", "dev_micro_f1", "dev_macro_f1", "samples_per_s",
                                       "train_seconds") if k in h} for h in result.metrics_history]
     best_epoch = result.summary.get("best_epoch")
@@ -138,7 +145,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
         "history": history,
         "counts": {**test_metrics["counts"], **counts, "train_examples": len(examples),
                    "train_windowed": train_windowed, "dev_examples": len(dev), **coverage},
-        "backbone": cfg.backbone, "init": cfg.encoder, "use_types": spec.use_types,
+        "backbone": cfg.backbone, "init": cfg.encoder if init is None else str(init), "use_types": spec.use_types,
         "checkpoint": str(checkpoint), "run_name": run_name, "run_path": result.summary.get("run_path"),
         "resumed_from_epoch": result.summary.get("resumed_from_epoch"),
         "num_workers": cfg.resources.num_workers, "wall_seconds": time.perf_counter() - t0,

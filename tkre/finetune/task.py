@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tkre.store.refs import HandOver, materialise
 from tkre.data.records import RelationExample
 from tkre.finetune.evaluate import predict
 from tkre.finetune.inputs import load_tokenizer
@@ -31,7 +32,7 @@ class ItemDataset:
 @dataclass
 class FinetuneTask:
     spec: FinetuneSpec
-    init_path: str                     # resolved HF folder or id the weights start from
+    init_path: HandOver                # HF folder/id the weights start from, or a reference (tkre.store.refs)
     train: list[RelationExample]
     dev: list[RelationExample]
     seed: int = 42
@@ -46,12 +47,12 @@ class FinetuneTask:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.init_path)
+            self._tokenizer = load_tokenizer(materialise(self.init_path))
         return self._tokenizer
 
     # ---------------------------------------------------------------- TrainTask protocol
     def build_model(self):
-        return self.spec.build_model(self.init_path, self.tokenizer, self.seed)
+        return self.spec.build_model(materialise(self.init_path), self.tokenizer, self.seed)
 
     def train_dataset(self) -> ItemDataset:
         items, _ = self.spec.encode(self.train, self.tokenizer)

@@ -5,6 +5,10 @@ Stage 2: lambda1 * MSLM + lambda2 * SCL on golden + synthetic examples, starting
 Each writes out_dir/checkpoint (HF masked LM + tokenizer [+ SCL anchors]) and out_dir/summary.json,
 and returns the summary. A stage switched off (`enabled: false`) trains nothing: its summary names
 the init weights as its checkpoint so the next step can chain on it unchanged.
+
+`init` is a hand-over (`tkre.store.refs`): a name or folder, or a reference to a stored artifact that
+each node materialises for itself -- the Train workers may run on nodes that share no disk with the
+caller. The head warm-up hands stage 1 its Train checkpoint the same way, not its local copy.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from tkre.pretrain.masking import MaskingProbabilities
 from tkre.pretrain.model import check_init_dir
 from tkre.pretrain.scl import AnchorTable
 from tkre.pretrain.task import HELDOUT_EPOCH, PretrainTask
+from tkre.store.artifacts import is_remote
+from tkre.store.refs import HandOver, materialise
 from tkre.train_loop import LoopSettings, fit
 from tkre.cluster.runtime import init_ray
 
@@ -40,7 +46,7 @@ def head_warmup_run_name(stage1_run_name: str) -> str:
     return f"{stage1_run_name}_head_warmup"
 
 
-def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
+def pretrain_stage1(cfg: PretrainConfig, *, init: HandOver, golden: list[RelationExample],
                     explanations: list[dict] | None, out_dir, run_name: str | None = None,
                     storage_path: str | None = None, callbacks: list | None = None) -> dict:
     """MSLM on explanations (mentions located in the explanation text) + golden texts. With
@@ -52,12 +58,11 @@ def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
     counts["golden"] = len(golden)
     warm = None
     if cfg.stage1.enabled and cfg.mlm_head_warmup_epochs > 0:
-        warm = _run_stage(cfg, cfg.stage1.model_copy(update={"epochs": cfg.mlm_head_warmup_epochs}), "head_warmup",
+        warm, init = _run_stage(cfg, cfg.stage1.model_copy(update={"epochs": cfg.mlm_head_warmup_epochs}), "head_warmup",
                           init=init, texts=texts, relations=None, counts=counts, out_dir=Path(out_dir) / "head_warmup",
                           run_name=head_warmup_run_name(run_name or 'pretrain_stage1'), storage_path=storage_path,
                           callbacks=callbacks, head_only=True)
-        init = warm["checkpoint"]
-    summary = _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
+    summary, _ = _run_stage(cfg, cfg.stage1, "stage1", init=init, texts=texts, relations=None, counts=counts,
                          out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
     if warm is not None:
         summary["head_warmup"] = {k: warm[k] for k in ("init", "checkpoint", "heldout_mslm_loss_before",
@@ -66,7 +71,7 @@ def pretrain_stage1(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
     return summary
 
 
-def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExample],
+def pretrain_stage2(cfg: PretrainConfig, *, init: HandOver, golden: list[RelationExample],
                     synthetic: list[RelationExample] | None, relations: list[str], out_dir,
                     run_name: str | None = None, storage_path: str | None = None,
                     callbacks: list | None = None) -> dict:
@@ -75,7 +80,7 @@ def pretrain_stage2(cfg: PretrainConfig, *, init: str, golden: list[RelationExam
     texts = from_examples(list(golden) + list(synthetic or []))
     return _run_stage(cfg, cfg.stage2, "stage2", init=init, texts=texts,
                       relations=list(relations) if cfg.scl.lambda2 > 0 else None, counts=counts,
-                      out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)
+                      out_dir=out_dir, run_name=run_name, storage_path=storage_path, callbacks=callbacks)[0]
 
 
 def heldout_sample(items: list, fraction: float, cap: int, seed: int) -> list:
@@ -88,19 +93,22 @@ def heldout_sample(items: list, fraction: float, cap: int, seed: int) -> list:
     return [items[i] for i in sorted(order[:n])]
 
 
-def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str, texts: list[SpanText],
+def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: HandOver, texts: list[SpanText],
                relations: list[str] | None, counts: Counter, out_dir, run_name, storage_path, callbacks,
-               head_only: bool = False) -> dict:
+               head_only: bool = False) -> tuple[dict, HandOver]:
+    """(the stage's summary, what it hands the next step: its best Train checkpoint, or `init` when off)."""
     from transformers import AutoTokenizer
 
     out_dir = Path(out_dir)
-    init_path = check_init_dir(init)
-    summary: dict[str, Any] = {"stage": name, "enabled": stage.enabled, "init": init_path}
+    init_path = check_init_dir(materialise(init))  # on this node: the tokenizer, the held-out baseline
+    task_init = init if not isinstance(init, str) else init_path  # the Train workers open it on theirs
+    summary: dict[str, Any] = {"stage": name, "enabled": stage.enabled,
+                               "init": init_path if isinstance(init, str) else str(init)}
     if not stage.enabled:
-        summary["checkpoint"] = init_path
+        summary["checkpoint"] = summary["init"]
         atomic_write_json(out_dir / "summary.json", summary)
-        logger.info("%s switched off: passing %s on", name, init_path)
-        return summary
+        logger.info("%s switched off: passing %s on", name, summary["init"])
+        return summary, init
     if not texts:
         raise TkreError(f"{name}: empty corpus -- no explanations and no examples to pre-train on")
 
@@ -120,7 +128,7 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
         bert_rate=cfg.bert_mask_prob, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, seed=cfg.seed,
         scl=cfg.scl if relations is not None else None)
-    task = PretrainTask(init_path=init_path, train_items=items, heldout_items=heldout, masking=masking,
+    task = PretrainTask(init_path=task_init, train_items=items, heldout_items=heldout, masking=masking,
                         relations=relations, scl=cfg.scl if name == "stage2" else None,
                         head_init=cfg.mlm_head_init, head_only=head_only)
     before = _heldout_before(task)
@@ -155,7 +163,9 @@ def _run_stage(cfg: PretrainConfig, stage: StageConfig, name: str, *, init: str,
         logger.warning("%s: %d of %d examples have no token outside the entities and the relation span, so no "
                        "negative span: their SCL term is skipped (MSLM still trains on them)",
                        name, skips[SCL_SKIPPED], len(items))
-    return summary
+    # the next step starts from this stage's weights: its copy here when every node sees this disk (local
+    # storage), else the Train checkpoint, which each node downloads for itself
+    return summary, (result.best_model if is_remote(storage) else str(checkpoint))
 
 
 def _heldout_before(task: PretrainTask) -> dict:

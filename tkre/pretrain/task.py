@@ -13,6 +13,7 @@ from functools import partial
 
 import torch
 
+from tkre.store.refs import HandOver, materialise
 from tkre.config import SCLConfig
 from tkre.pretrain.data import EncodedText, MaskedSpanDataset, MaskingSettings, collate_masked
 from tkre.pretrain.masking import IGNORE_INDEX
@@ -23,7 +24,7 @@ HELDOUT_EPOCH = -1  # the held-out masks are drawn once, with this epoch number
 
 @dataclass
 class PretrainTask:
-    init_path: str
+    init_path: HandOver  # the weights to start from: opened with `materialise` on the node that runs this
     train_items: list[EncodedText]
     heldout_items: list[EncodedText]
     masking: MaskingSettings
@@ -34,7 +35,7 @@ class PretrainTask:
     head_only: bool = False    # train the MLM head alone (the head warm-up before stage 1)
 
     def build_model(self) -> MSLMSCLModel:
-        model = MSLMSCLModel.from_pretrained(self.init_path, relations=self.relations, scl=self.scl,
+        model = MSLMSCLModel.from_pretrained(materialise(self.init_path), relations=self.relations, scl=self.scl,
                                              seed=self.masking.seed, head_init=self.head_init)
         if self.head_only:
             from tkre.pretrain.head import freeze_all_but_head
@@ -76,4 +77,4 @@ class PretrainTask:
     def save(self, model: MSLMSCLModel, directory: str) -> None:
         from transformers import AutoTokenizer
 
-        model.save(directory, tokenizer=AutoTokenizer.from_pretrained(self.init_path))
+        model.save(directory, tokenizer=AutoTokenizer.from_pretrained(materialise(self.init_path)))

@@ -12,7 +12,12 @@ An artifact is *complete* when its manifest exists; the manifest is written last
   beside the target, the manifest is written there, then the directory is renamed into place;
 - remote storage (any other `pyarrow.fs` URI: `s3://`, `gs://`, ...): the stage writes into a local
   staging directory, the files are uploaded with `pyarrow.fs.copy_files`, and the manifest is
-  uploaded last. Readers download a complete artifact into a local cache before using it.
+  uploaded last. Readers download a complete artifact into their node's cache before using it: one
+  download per node (a node-local file lock), checked against the file sizes its manifest lists.
+
+Hand-overs between stages carry a reference (`ArtifactStore.ref` -> `StoredDir`), never a path of
+the node that asked: whatever runs a stage (a Train worker, a Ray Data actor, on any node) opens it
+with `tkre.store.refs.materialise`. Local storage hands over the store's own path (no copy).
 
 Concurrency: trials that ask for the same artifact compute it once. For local/NFS storage we take an
 exclusive `fcntl.flock` on `<storage>/artifacts/<stage>/.locks/<key>.lock` -- it needs no running
@@ -42,7 +47,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.fs as pafs
 
 from tkre import __version__, progress
-from tkre.errors import ConfigError
+from tkre.errors import ConfigError, TkreError
 from tkre.io import stable_hash
 from tkre.store.locks import DEFAULT_LEASE_S, file_lock, ray_actor_lock
 from tkre.store.manifest import MANIFEST, make_manifest, read_manifest, write_manifest
@@ -99,6 +104,28 @@ class Artifact:
         return self.manifest.get("summary", {})
 
 
+@dataclass(frozen=True)
+class StoredDir:
+    """A folder inside a stored artifact, as a reference any node can open (`local()`); what stages
+    hand each other on remote storage (`ArtifactStore.ref`)."""
+
+    storage: str  # the store's storage URI (its `storage_path`)
+    stage: str
+    key: str
+    sub: str = ""  # a folder inside the artifact, e.g. "checkpoint"
+
+    def __str__(self) -> str:
+        return join_uri(self.storage, "artifacts", self.stage, self.key, *([self.sub] if self.sub else []))
+
+    def local(self) -> str:
+        """The folder on this node: the artifact downloaded into this node's cache (once per node)."""
+        art = ArtifactStore(self.storage).find(self.stage, self.key)
+        if art is None:
+            raise TkreError(f"artifact {self.stage}/{self.key} is not in the store {self.storage} "
+                            f"(handed over as {self}): was it deleted?")
+        return str(art.path / self.sub) if self.sub else str(art.path)
+
+
 class ArtifactStore:
     """Artifacts under `<storage>/artifacts`; `storage` is a local directory or a pyarrow.fs URI."""
 
@@ -126,6 +153,13 @@ class ArtifactStore:
             return f"{self.storage.rstrip('/')}/artifacts/{stage}/{key}"
         return str(self.local_root / stage / key)
 
+    def ref(self, stage: str, key: str, sub: str = "") -> str | StoredDir:
+        """What a stage hands the next one: the folder's path for local storage (every node of a cluster
+        on local storage shares it, as NFS), a `StoredDir` reference for remote storage."""
+        if self.remote:
+            return StoredDir(self.storage, stage, key, sub)
+        return str(self._local_dir(stage, key) / sub) if sub else str(self._local_dir(stage, key))
+
     def _remote_dir(self, stage: str, key: str) -> str:
         return f"{self.root}/{stage}/{key}"
 
@@ -145,15 +179,22 @@ class ArtifactStore:
         info = self.fs.get_file_info(f"{remote}/{MANIFEST}")
         if info.type != pafs.FileType.File:
             return None
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".download", dir=_ensure(local.parent)))
+        # one download per node: the workers of a node wait for the first one's and reuse it
+        with file_lock(_ensure(local.parent / ".locks") / f"{key}.download.lock", timeout_s=self.lock_timeout_s):
+            if read_manifest(local) is None:
+                self._download(remote, local, f"{stage}/{key}")
+        manifest = read_manifest(local)
+        return Artifact(stage, key, local, manifest or {}, True, self.uri(stage, key))
+
+    def _download(self, remote: str, local: Path, name: str) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}.", suffix=".download", dir=_ensure(local.parent)))
         try:
             pafs.copy_files(remote, str(tmp), source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())
+            check_files(tmp, read_manifest(tmp) or {}, f"artifact {name} downloaded from {self.storage}")
             _rename_into_place(tmp, local)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        manifest = read_manifest(local)
-        return Artifact(stage, key, local, manifest or {}, True, self.uri(stage, key))
 
     def list(self, stage: str | None = None) -> list[dict[str, Any]]:
         """Manifests of every complete artifact (of one stage, or all)."""
@@ -207,6 +248,7 @@ class ArtifactStore:
             summary = build(tmp) or {}
             manifest = make_manifest(stage, summary, key=key, config=config, inputs=inputs,
                                      seconds=time.perf_counter() - t0)
+            manifest["files"] = file_sizes(tmp)
             if self.remote:
                 self._upload(tmp, self._remote_dir(stage, key), manifest)
             write_manifest(tmp, manifest)
@@ -261,6 +303,23 @@ class ArtifactStore:
         lock_dir = _ensure(self.local_root / stage / ".locks")
         with file_lock(lock_dir / f"{key}.lock", timeout_s=timeout_s):
             yield
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Size of every file under `folder` but the manifest, by relative path (what a download is checked against)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def check_files(folder: Path, manifest: dict[str, Any], what: str) -> None:
+    """Every file the manifest lists is in `folder` with its size (manifests written before the list
+    existed have none: nothing to check)."""
+    for rel, size in (manifest.get("files") or {}).items():
+        path = folder / rel
+        got = path.stat().st_size if path.is_file() else None
+        if got != size:
+            raise TkreError(f"{what}: file {rel} is {'missing' if got is None else f'{got} bytes'}, "
+                            f"its manifest says {size} bytes")
 
 
 def _ensure(path: Path) -> Path:

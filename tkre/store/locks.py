@@ -102,9 +102,12 @@ def ray_actor_lock(name: str, *, timeout_s: float, lease_s: float = DEFAULT_LEAS
     """Cluster-wide named lock held in a detached Ray actor, leased for `lease_s` and renewed by a
     heartbeat thread while the holder lives."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # on the first user's node (the pipelines' node, e.g. the head), not on a worker node that may be lost
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     actor = ray.remote(num_cpus=0)(_LockTable).options(
-        name=_LOCK_ACTOR, namespace="tkre", get_if_exists=True, lifetime="detached").remote()
+        name=_LOCK_ACTOR, namespace="tkre", get_if_exists=True, lifetime="detached", scheduling_strategy=here).remote()
     token = uuid.uuid4().hex
     deadline = time.monotonic() + timeout_s
     while not ray.get(actor.acquire.remote(name, token, lease_s)):

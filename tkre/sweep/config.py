@@ -118,6 +118,10 @@ class SweepResources(StrictModel):
     max_concurrent_trials: int = Field(1, ge=1, description="upper bound; lowered to what the cluster fits")
     trial_cpus: float = Field(0.05, gt=0, le=64, description="CPUs of the trial's own driver process")
     generation_slots: int = Field(1, ge=1, description="LLM generation jobs allowed at once, sweep-wide")
+    trial_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each trial and its pipeline task also reserve, e.g. "
+                                          "{head: 0.01}: keeps the trials' orchestration on the nodes that advertise "
+                                          "them (the head), off nodes that may be lost")
     max_failures: int = Field(0, ge=0, description="retries of a trial that crashed or lost its node "
                                                      "(set 1-2 on clusters with spot nodes)")
 

@@ -166,6 +166,7 @@ def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict
         experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
         requests = distinct_requests([r for cfg in experiments for r in trial_requests(cfg)])
         concurrent = fit_trials(requests, capacity, trial_cpus=sweep.resources.trial_cpus,
+                                trial_resources=sweep.resources.trial_resources,
                                 max_concurrent_trials=sweep.resources.max_concurrent_trials,
                                 source=f"{sweep_file}: resources")
         summary["sweep"] = {"name": sweep.name, "trials_per_grid": len(experiments),

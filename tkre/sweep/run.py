@@ -272,7 +272,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
     concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], cluster_capacity(),
-                            trial_cpus=sweep.resources.trial_cpus,
+                            trial_cpus=sweep.resources.trial_cpus, trial_resources=sweep.resources.trial_resources,
                             max_concurrent_trials=sweep.resources.max_concurrent_trials, source=f"{path}: resources")
     log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
              sweep.name, len(experiments), concurrent, root)
@@ -305,7 +305,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 phase.points = _with_run_constants(phase.points, sweep)
             spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel}
             trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
-                                            {"cpu": sweep.resources.trial_cpus})
+                                            {"cpu": sweep.resources.trial_cpus, **sweep.resources.trial_resources})
             tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
             with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
                 result_grid = tuner.fit()

@@ -72,9 +72,9 @@ def run_trial(config: dict, *, spec: dict) -> None:
     runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep.trial)
     # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
     # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
-    [ref] = ray.get(runs.start.remote(trial_id, pipeline_task, cfg.model_dump_json(exclude_unset=True),
-                                      [TuneReportCallback()], sweep.resources.generation_slots, channel,
-                                      overrides.get("variant")))
+    [ref] = ray.get(runs.start.remote(trial_id, sweep.resources.trial_resources, pipeline_task,
+                                      cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
+                                      sweep.resources.generation_slots, channel, overrides.get("variant")))
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.get(runs.cancel.remote(trial_id))
@@ -95,14 +95,15 @@ class PipelineRuns:
     def __init__(self):
         self._refs: dict[str, Any] = {}
 
-    def start(self, trial_id: str, fn, *args) -> list:
-        """Start `fn(*args)` (`pipeline_task`) as a task for a trial; returns [its ObjectRef] (in a list,
-        so the caller gets the reference to wait on, not the row)."""
+    def start(self, trial_id: str, resources: dict[str, float], fn, *args) -> list:
+        """Start `fn(*args)` (`pipeline_task`) as a task for a trial, reserving the custom `resources`
+        (`resources.trial_resources`); returns [its ObjectRef] (in a list, so the caller gets the
+        reference to wait on, not the row)."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         task = ray.remote(fn).options(
-            num_cpus=0, max_retries=0,
+            num_cpus=0, max_retries=0, resources=dict(resources),
             # in no placement group: Ray Train and Ray Data inside reserve their own resources
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
         ref = self._refs[trial_id] = task.remote(*args)
@@ -135,7 +136,12 @@ def pipeline_runs(name_free_timeout_s: float = 30.0):
     sweep in the same driver (tests, notebooks) would find the dying one by name."""
     import ray
 
-    runs = ray.remote(PipelineRuns).options(name=RUNS_ACTOR, num_cpus=0, max_concurrency=64).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # on the driver's node: the owner of every pipeline must not go down with a worker node
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    runs = ray.remote(PipelineRuns).options(name=RUNS_ACTOR, num_cpus=0, max_concurrency=64,
+                                            scheduling_strategy=here).remote()
     try:
         yield runs
     finally:
