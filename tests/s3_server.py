@@ -23,8 +23,9 @@ import threading
 _WRONG, _RIGHT = b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult"
 
 
-def _s3_fixups(app):
+def _s3_fixups(app, requests: list):
     def wrapped(environ, start_response):
+        requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():  # werkzeug de-chunks the stream;
             body_in = environ["wsgi.input"].read()                           # moto decodes the aws-chunked body
             environ.pop("HTTP_TRANSFER_ENCODING")
@@ -54,7 +55,8 @@ class S3Server:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        app = _s3_fixups(DomainDispatcherApplication(create_backend_app))
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
+        app = _s3_fixups(DomainDispatcherApplication(create_backend_app), self.requests)
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="s3-server")
