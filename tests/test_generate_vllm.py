@@ -24,7 +24,7 @@ VLLM_INSTALLED = vb.importlib.util.find_spec("vllm") is not None
 def _cfg(model="org/some-model", **kw) -> GeneratorConfig:
     return GeneratorConfig(backend="vllm", model=model, revision="abc123",
                            vllm=VLLMConfig(tensor_parallel_size=2, num_replicas=3, batch_size=16, max_model_len=2048,
-                                           gpu_memory_utilization=0.8),
+                                           gpu_memory_utilization=0.8, accelerator_type="A10G"),
                            sampling=SamplingConfig(temperature=0.6, top_p=0.9, seed=5), **kw)
 
 
@@ -41,6 +41,7 @@ def test_processor_config_mapping():
     assert pc.concurrency == (3, 3)  # a fixed pool of 3 engine replicas
     assert pc.get_concurrency() == {"min_size": 3, "max_size": 3}
     assert pc.batch_size == 16
+    assert pc.accelerator_type == "A10G"  # the engine replicas land on A10G nodes
     assert pc.should_continue_on_error is True  # per-row error capture (ray#59194)
     assert pc.task_type == "generate"
 

@@ -105,6 +105,10 @@ class VLLMConfig(StrictModel):
     batch_size: int = Field(64, ge=1, description="rows per batch sent to an engine")
     max_model_len: int = Field(4096, ge=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    accelerator_type: str | None = Field(
+        None, description="GPU type every engine replica needs (Ray's accelerator names: A10G, L4, A100, H100, ...): "
+                          "placement on that node type, and `tkre sweep --plan` checks that the weights fit its memory; "
+                          "None: any GPU")
 
 
 class OpenAIConfig(StrictModel):

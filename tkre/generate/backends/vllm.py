@@ -7,6 +7,7 @@ Config mapping (GeneratorConfig -> processor config, Ray 2.60 field names):
   vllm.gpu_memory_utilization  -> engine_kwargs["gpu_memory_utilization"]
   vllm.num_replicas            -> concurrency=(n, n): a fixed pool of n engine replicas (= GPUs / TP)
   vllm.batch_size              -> batch_size
+  vllm.accelerator_type        -> accelerator_type (each replica's GPUs on a node of that type)
   revision                     -> engine_kwargs["revision"] and ["tokenizer_revision"]
   sampling + the stage's budget -> per-row sampling_params (temperature, top_p, max_tokens, seed)
   SCDG schema (constrained)    -> per-row sampling_params["structured_outputs"] = {"json": schema}
@@ -74,7 +75,7 @@ def processor_config(cfg: GeneratorConfig):
                        **({"revision": cfg.revision, "tokenizer_revision": cfg.revision} if cfg.revision else {})},
         concurrency=(v.num_replicas, v.num_replicas),
         batch_size=v.batch_size,
-        accelerator_type=None,
+        accelerator_type=v.accelerator_type,
         should_continue_on_error=True,
         chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
     )
