@@ -106,8 +106,8 @@ def compare_generators_cmd(
 
 def print_plan(sweep_file: str, storage: Optional[str], as_json: bool) -> None:
     from tkre.sweep.config import load_sweep, resolve_sweep_file
-    from tkre.sweep.plan import (plan_json_lines, plan_trials, resource_lines, search_lines, shared_artifacts,
-                                 trial_summary)
+    from tkre.sweep.plan import (gpu_memory_lines, plan_json_lines, plan_trials, resource_lines, search_lines,
+                                 shared_artifacts, trial_summary)
 
     sweep = load_sweep(resolve_sweep_file(sweep_file))
     if storage:
@@ -138,3 +138,8 @@ def print_plan(sweep_file: str, storage: Optional[str], as_json: bool) -> None:
     out.print("[bold]resources[/bold] (per trial)")
     for line in resource_lines(sweep, trials):
         out.print(f"  {line}")
+    memory = gpu_memory_lines(trials)
+    if memory:
+        out.print("[bold]GPU memory[/bold] (vLLM generators: weights per GPU against the accelerator's memory)")
+        for line in memory:
+            out.print(f"  {line}", style="bold red" if "DOES NOT FIT" in line else None)

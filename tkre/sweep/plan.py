@@ -150,6 +150,30 @@ def resource_lines(sweep: SweepConfig, trials: list[PlannedTrial]) -> list[str]:
     return lines
 
 
+def gpu_memory_lines(trials: list[PlannedTrial]) -> list[str]:
+    """One line per distinct vLLM generator of the sweep: its accelerator, and whether its weights fit
+    that GPU's memory at its tensor parallelism (`tkre.cluster.gpu_memory`); `DOES NOT FIT` flags it."""
+    from tkre.cluster.gpu_memory import memory_check
+
+    seen: dict[tuple, tuple[list[str], str]] = {}
+    for t in trials:
+        cfg = t.experiment
+        gens = [("edkg", cfg.edkg.generator)] if cfg.stages.edkg else []
+        gens += [("scdg", cfg.resolved_scdg().generator)] if cfg.stages.scdg else []
+        for role, g in gens:
+            if g.backend != "vllm":
+                continue
+            v = g.vllm
+            ident = (g.model, g.revision, v.accelerator_type, v.tensor_parallel_size, v.gpu_memory_utilization)
+            if ident not in seen:
+                seen[ident] = ([], memory_check(g.model, accelerator=v.accelerator_type,
+                                                tensor_parallel_size=v.tensor_parallel_size,
+                                                gpu_memory_utilization=v.gpu_memory_utilization, revision=g.revision)[1])
+            if role not in seen[ident][0]:
+                seen[ident][0].append(role)
+    return [f"{'+'.join(roles)}: {line}" for roles, line in seen.values()]
+
+
 def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict[str, Any]:
     """`tkre cluster check`: validate a cluster file offline and, given a sweep file, check that its
     trials fit the node types. Returns a summary for the CLI; raises ConfigError on any problem."""
