@@ -133,8 +133,14 @@ def run(out: Path, report: dict) -> None:
         try:
             ray.init(address=head.address, log_to_driver=False)
             state["worker"] = start_worker("worker1")
-            report["sees"] = ray.get(ray.remote(num_cpus=0, resources={"stage_node": 0.01})(_what_a_worker_sees).remote(
-                [str(data), str(out), os.path.expanduser("~/.cache"), head.temp_dir], encoder))
+            marker = Path.home() / f".tkre-nodisk-{uuid.uuid4().hex}"  # a file in the head's home
+            marker.write_text("head")
+            try:
+                head_files = [str(data / "train.jsonl"), str(Path(head.temp_dir) / "head.log"), str(marker)]
+                report["sees"] = ray.get(ray.remote(num_cpus=0, resources={"stage_node": 0.01})(
+                    _what_a_worker_sees).remote(head_files, encoder))
+            finally:
+                marker.unlink()
             base = golden_only_base(data, encoder, Path("unused"), epochs=FT_EPOCHS)
             base["storage_path"] = STORAGE
             base["stages"] = {"edkg": True, "scdg": True, "pretrain_stage1": True, "pretrain_stage2": True}
@@ -176,7 +182,7 @@ def run(out: Path, report: dict) -> None:
 
 
 def _what_a_worker_sees(head_paths: list[str], encoder: str) -> dict:
-    """Runs on the worker node: which of the head's folders exist there, and whether the models do."""
+    """Runs on the worker node: which of the head's files exist there, and whether the models do."""
     return {"head_paths_visible": [p for p in head_paths if os.path.exists(p)],
             "encoder_visible": os.path.isfile(os.path.join(encoder, "config.json")),
             "node_id": __import__("ray").get_runtime_context().get_node_id()}
@@ -204,7 +210,11 @@ def test_sweep_on_nodes_sharing_no_disk_survives_a_lost_node(tmp_path):
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"no-shared-disk sweep failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}")
-    r = json.loads((tmp_path / "report.json").read_text())
+    check_report(json.loads((tmp_path / "report.json").read_text()))
+
+
+def check_report(r: dict) -> None:
+    """The test's assertions on the driver's report (also for a report from a run of this file as a script)."""
     # the worker node sees none of the head's files, only the models put there for it
     assert r["sees"]["head_paths_visible"] == [] and r["sees"]["encoder_visible"], r["sees"]
     # both trials finished
