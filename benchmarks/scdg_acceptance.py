@@ -34,10 +34,9 @@ def run(constrained: bool, args, golden, relations, type_pairs, root: str) -> di
     gen = GeneratorConfig(cache_dir=os.path.join(root, "cache"))  # fresh cache per run: nothing served from it
     updates = {k: v for k, v in {"max_rounds": args.max_rounds, "samples_per_prompt": args.samples_per_prompt,
                                  "prompt_examples": args.prompt_examples}.items() if v is not None}
-    cfg = SCDGConfig(generator=gen, constrained=constrained, **updates)
+    cfg = SCDGConfig(generator=gen, constrained=constrained, samples_per_relation=args.k, **updates)
     t0 = time.perf_counter()
-    m = generate_synthetic(golden, type_pairs, cfg, os.path.join(root, "out"), per_relation=args.k,
-                           relations=relations)
+    m = generate_synthetic(golden, type_pairs, cfg, os.path.join(root, "out"), relations=relations)
     wall = time.perf_counter() - t0
     kept = {r: a["kept"] for r, a in m["acceptance"].items()}
     asked = sum(a["asked"] for a in m["acceptance"].values())

@@ -8,7 +8,6 @@ import pytest
 
 from tkre.config import BudgetConfig, ExperimentConfig, FinetuneConfig, validate_config
 from tkre.errors import ConfigError
-from tkre.finetune.encoder_recipes import apply_encoder_recipe
 from tkre.finetune.run import loop_budget
 from tkre.pipeline import finetune_key_config
 from tkre.sweep.config import experiment_for, grid_points, load_sweep, resolve_sweep_file
@@ -38,26 +37,29 @@ def test_budget_reaches_the_loop_settings():
         loop_budget(conv, has_dev=False)
 
 
+def _paper_encoder(**kw) -> FinetuneConfig:
+    """A FinetuneConfig whose lr/epochs/batch_size are its own (an embedded encoder's recipe would fill them)."""
+    return FinetuneConfig(encoder="FacebookAI/roberta-large", **kw)
+
+
 def test_budget_keys_fine_tuning_only_when_not_the_default():
-    default = FinetuneConfig()
+    default = _paper_encoder()
     key = finetune_key_config(default, from_pretraining=False)
     assert "budget" not in key and key["epochs"] == 10  # a fixed-epochs run keeps the key it had
-    steps = finetune_key_config(FinetuneConfig(budget={"mode": "steps", "steps": 90}), from_pretraining=False)
+    steps = finetune_key_config(_paper_encoder(budget={"mode": "steps", "steps": 90}), from_pretraining=False)
     assert "epochs" not in steps and steps["budget"] == {"mode": "steps", "steps": 90}
     # epochs do not matter under a step budget; the steps do
-    assert finetune_key_config(FinetuneConfig(epochs=3, budget={"mode": "steps", "steps": 90}),
+    assert finetune_key_config(_paper_encoder(epochs=3, budget={"mode": "steps", "steps": 90}),
                                from_pretraining=False) == steps
-    assert finetune_key_config(FinetuneConfig(budget={"mode": "steps", "steps": 91}), from_pretraining=False) != steps
-    conv = finetune_key_config(FinetuneConfig(budget={"mode": "convergence"}), from_pretraining=False)
+    assert finetune_key_config(_paper_encoder(budget={"mode": "steps", "steps": 91}), from_pretraining=False) != steps
+    conv = finetune_key_config(_paper_encoder(budget={"mode": "convergence"}), from_pretraining=False)
     assert conv["budget"] == {"mode": "convergence", "patience": 3, "max_epochs": 30}
 
 
 def test_setting_a_budget_keeps_the_encoders_recipe():
-    cfg, note = apply_encoder_recipe(FinetuneConfig(encoder="embedded:minilm",
-                                                    budget={"mode": "steps", "steps": 100}))
-    assert note is not None and cfg.lr == 1e-4 and cfg.batch_size == 16 and cfg.budget.steps == 100
-    _, off = apply_encoder_recipe(FinetuneConfig(encoder="embedded:minilm", epochs=5))
-    assert off is None
+    cfg = FinetuneConfig(encoder="embedded:minilm", budget={"mode": "steps", "steps": 100})
+    assert cfg.recipe_note() is not None and cfg.lr == 1e-4 and cfg.batch_size == 16 and cfg.budget.steps == 100
+    assert FinetuneConfig(encoder="embedded:minilm", epochs=5).recipe_note() is None
 
 
 @pytest.mark.parametrize("name", STUDY_SWEEPS)
@@ -66,7 +68,7 @@ def test_committed_study_sweeps_keep_their_fine_tuning_keys(name):
     configs hold no budget, exactly as before budgets existed."""
     sweep = load_sweep(resolve_sweep_file(name))
     for point in grid_points(sweep):
-        ft, _ = apply_encoder_recipe(experiment_for(sweep, point).finetune)
+        ft = experiment_for(sweep, point).finetune
         assert ft.budget == BudgetConfig() and "budget" not in ft.model_fields_set
         key = finetune_key_config(ft, from_pretraining=False)
         assert key == {k: v for k, v in ft.model_dump().items()

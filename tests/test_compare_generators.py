@@ -172,7 +172,7 @@ def test_shipped_comparison_is_generation_only_with_three_offline_settings():
     for cfg in settings.values():
         st = cfg.stages
         assert st.edkg and st.scdg and not (st.pretrain_stage1 or st.pretrain_stage2 or st.finetune)
-    scdg = {v: (cfg.resolved_scdg().generator.backend, cfg.scdg.constrained) for v, cfg in settings.items()}
+    scdg = {v: (cfg.scdg.generator.backend, cfg.scdg.constrained) for v, cfg in settings.items()}
     assert ("hf", False) in scdg.values() and ("hf", True) in scdg.values()
     assert any(backend == "openai" for backend, _ in scdg.values())
     check_prices(sweep, str(path))  # all local: nothing to price

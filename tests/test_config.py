@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tkre.config import (DataConfig, ExperimentConfig, FinetuneConfig, PretrainConfig, load_config,
+from tkre.config import (DataConfig, ExperimentConfig, FinetuneConfig, PretrainConfig, SCDGConfig, load_config,
                          validate_config)
 from tkre.errors import ConfigError
 
@@ -14,7 +14,7 @@ def test_paper_defaults():
     assert (p.p_relation, p.p_entity, p.p_other) == (0.8, 0.5, 0.2)
     assert (p.scl.tau, p.scl.lambda1, p.scl.lambda2, p.scl.negative_span_min, p.scl.negative_span_max) == \
         (0.1, 1.0, 1.0, 1, 3)
-    f = FinetuneConfig()
+    f = FinetuneConfig(encoder="FacebookAI/roberta-large")  # the embedded encoder has its own recipe
     assert (f.lr, f.batch_size, f.epochs) == (3e-5, 32, 10)
     assert DataConfig().k == 8 and DataConfig().protocol == "knowprompt"
 
@@ -114,8 +114,9 @@ def test_generation_defaults_are_the_papers():
     each (reference code: 1024 tokens for eight samples), K asked per relation."""
     e = ExperimentConfig()
     assert e.edkg.max_new_tokens >= 512 and e.edkg.prompt is None
-    s = e.scdg
-    assert s.generator is None and s.samples_per_relation is None
+    assert SCDGConfig().generator is None and SCDGConfig().samples_per_relation is None  # the section's own
+    s = e.scdg  # in an experiment: EDKG's generator, K samples per relation, filled in when built
+    assert s.generator == e.edkg.generator and s.generator is not e.edkg.generator and s.samples_per_relation == 8
     assert (s.max_rounds, s.samples_per_prompt, s.prompt_examples) == (10, 8, 8)
     assert s.new_tokens == s.tokens_per_sample * s.samples_per_prompt == 1024
     assert s.model_copy(update={"samples_per_prompt": 3}).new_tokens == 3 * s.tokens_per_sample  # sized for asks
@@ -128,10 +129,10 @@ def test_generation_defaults_are_the_papers():
 def test_scdg_inherits_edkg_generator_unless_set():
     e = validate_config({"edkg": {"generator": {"backend": "openai", "model": "gpt-3.5-turbo",
                                                 "sampling": {"temperature": 0.3}}}}, ExperimentConfig)
-    assert e.resolved_scdg().generator == e.edkg.generator  # the whole section, not just the model
+    assert e.scdg.generator == e.edkg.generator  # the whole section, not just the model
     own = validate_config({"edkg": {"generator": {"model": "a"}}, "scdg": {"generator": {"model": "b"}}},
                           ExperimentConfig)
-    assert own.resolved_scdg().generator.model == "b" and own.edkg.generator.model == "a"
+    assert own.scdg.generator.model == "b" and own.edkg.generator.model == "a"
     assert [g.model for g in own.active_generators()] == ["a", "b"]
     with pytest.raises(ConfigError, match="generation"):
         validate_config({"generation": {"model": "x"}}, ExperimentConfig, "old.yaml")  # the old section is gone
@@ -143,7 +144,7 @@ def _keys(cfg: ExperimentConfig) -> tuple[str, str]:
     from tkre.store.artifacts import artifact_key
     from tkre.pipeline import edkg_key_config, scdg_key_config
 
-    scdg = scdg_key_config(cfg.resolved_scdg(), cfg.synthetic_asked_per_relation())
+    scdg = scdg_key_config(cfg.scdg)
     return artifact_key("edkg", edkg_key_config(cfg.edkg), {}), artifact_key("scdg", scdg, {})
 
 
@@ -154,8 +155,9 @@ def test_edkg_generator_varies_alone_in_artifact_keys():
     e1, s1 = _keys(apply_overrides(own, {"edkg.generator.model": "qwen"}))
     e2, s2 = _keys(apply_overrides(own, {"edkg.generator.model": "gpt"}))
     assert e1 != e2 and s1 == s2  # SCDG has its own generator: its artifact is shared
-    # unset scdg.generator inherits EDKG's, so the same change moves both keys
-    inherit = ExperimentConfig().model_dump()
+    # unset scdg.generator inherits EDKG's, so the same change moves both keys (overrides go on the
+    # input: a built config's dump has EDKG's generator copied into scdg, and K into samples_per_relation)
+    inherit: dict = {}
     e3, s3 = _keys(apply_overrides(inherit, {"edkg.generator.model": "qwen"}))
     e4, s4 = _keys(apply_overrides(inherit, {"edkg.generator.model": "gpt"}))
     assert e3 != e4 and s3 != s4

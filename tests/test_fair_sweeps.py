@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 import tkre.cluster.runtime
 from tkre.cli import app
-from tkre.finetune.encoder_recipes import apply_encoder_recipe
 from tkre.sweep.config import experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 
@@ -53,8 +52,8 @@ def test_fig6_is_tkre_genpt_with_an_oracle_curve_to_convergence(monkeypatch):
     for p, c in trials:
         assert c.finetune.backbone == "genpt" and all((c.stages.edkg, c.stages.pretrain_stage1,
                                                         c.stages.pretrain_stage2)), p
-        ft, note = apply_encoder_recipe(c.finetune)
-        assert note is not None and ft.lr == 1e-4, "the MiniLM recipe applies (no lr/epochs/batch_size set)"
+        ft = c.finetune
+        assert ft.recipe_note() is not None and ft.lr == 1e-4, "the MiniLM recipe applies (no lr/epochs/batch_size set)"
         assert ft.budget.mode == "convergence"
         source = c.scdg.source if c.stages.scdg else "none"
         curves.setdefault(source, set()).add(c.synthetic_asked_per_relation())

@@ -1,45 +1,68 @@
 """Encoder-fitting optimisation: an embedded encoder's recipe replaces the paper's lr / epochs /
-batch size only when the user set none of them, and `tkre finetune` says so in one line.
+batch size only when the input (YAML, overrides, options) set none of them; it is filled in when the
+config is built, so what runs is what the config holds, and `tkre finetune` says so in one line.
 No training here (the CLI's training call is replaced by a recorder); the real run is the done-when
 check of issue 13 (`tkre finetune --backbone typ_marker --dataset semeval --k 8 --seed 1`)."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from tkre.config import EMBEDDED_ENCODER, FinetuneConfig, load_config
-from tkre.finetune.encoder_recipes import RECIPES, apply_encoder_recipe, recipe_for
+from tkre.config import EMBEDDED_ENCODER, ENCODER_RECIPES, ExperimentConfig, FinetuneConfig, load_config
+
+PAPER = (3e-5, 10, 32)
 
 
-def test_recipe_applies_to_the_embedded_encoder_when_nothing_is_set():
-    cfg, note = apply_encoder_recipe(FinetuneConfig())
-    recipe = RECIPES[EMBEDDED_ENCODER]
-    assert (cfg.lr, cfg.epochs, cfg.batch_size) == (recipe.lr, recipe.epochs, recipe.batch_size) == (1e-4, 12, 16)
+def _optim(cfg: FinetuneConfig) -> tuple:
+    return cfg.lr, cfg.epochs, cfg.batch_size
+
+
+def test_recipe_fills_the_embedded_encoders_values_when_nothing_is_set():
+    cfg = FinetuneConfig()
+    recipe = ENCODER_RECIPES[EMBEDDED_ENCODER]
+    assert _optim(cfg) == (recipe.lr, recipe.epochs, recipe.batch_size) == (1e-4, 12, 16)
+    note = cfg.recipe_note()
     assert note and "\n" not in note and EMBEDDED_ENCODER in note and "lr 0.0001" in note
-    assert apply_encoder_recipe(cfg) == (cfg, None)  # applied once: the fields now count as set
-    assert FinetuneConfig().lr == 3e-5  # the defaults stay the paper's
+    assert tuple(FinetuneConfig.model_fields[f].default for f in ("lr", "epochs", "batch_size")) == PAPER
+    # built once: a full dump read back (JSON, a dict) or a pickle (Ray) holds the same values
+    assert FinetuneConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    assert FinetuneConfig.model_validate(cfg.model_dump()) == pickle.loads(pickle.dumps(cfg)) == cfg
 
 
 @pytest.mark.parametrize("given", [{"lr": 3e-5}, {"epochs": 10}, {"batch_size": 32}, {"lr": 2e-4, "epochs": 3}])
 def test_any_value_the_user_set_switches_the_recipe_off(given):
     cfg = FinetuneConfig(**given)  # even the paper's own value, set explicitly, wins
-    assert recipe_for(cfg) is None
-    out, note = apply_encoder_recipe(cfg)
-    assert out is cfg and note is None
+    assert _optim(cfg) == tuple(given.get(f, v) for f, v in zip(("lr", "epochs", "batch_size"), PAPER))
+    assert cfg.recipe_note() is None
+    exp = ExperimentConfig.model_validate({"finetune": given})
+    assert exp.finetune == cfg
 
 
 def test_no_recipe_for_the_papers_encoders_or_a_checkpoint():
     for encoder in ("FacebookAI/roberta-large", "/runs/stage2/checkpoint"):
-        cfg, note = apply_encoder_recipe(FinetuneConfig(encoder=encoder))
-        assert note is None and (cfg.lr, cfg.epochs, cfg.batch_size) == (3e-5, 10, 32)
+        cfg = FinetuneConfig(encoder=encoder)
+        assert cfg.recipe_note() is None and _optim(cfg) == PAPER
 
 
-def test_fields_set_survive_yaml_loading(tmp_path):
+def test_recipe_follows_the_yaml_as_written(tmp_path):
     f = tmp_path / "ft.yaml"
     f.write_text("finetune:\n  epochs: 4\n")
-    assert recipe_for(load_config(f, FinetuneConfig, section="finetune")) is None
+    assert _optim(load_config(f, FinetuneConfig, section="finetune")) == (3e-5, 4, 32)
     f.write_text("finetune:\n  max_length: 96\n")
-    assert recipe_for(load_config(f, FinetuneConfig, section="finetune")) is RECIPES[EMBEDDED_ENCODER]
+    assert _optim(load_config(f, FinetuneConfig, section="finetune")) == (1e-4, 12, 16)
+
+
+def test_tkre_run_overrides_switch_the_recipe_off(tmp_path):
+    """`tkre run exp.yaml --set finetune.epochs=3`: the option counts as the user's, like the file."""
+    from tkre.overrides import load_with_overrides
+
+    f = tmp_path / "exp.yaml"
+    f.write_text("finetune:\n  max_length: 96\n")
+    assert _optim(load_with_overrides(f, ExperimentConfig).finetune) == (1e-4, 12, 16)
+    assert _optim(load_with_overrides(f, ExperimentConfig, overrides={"finetune.epochs": 3}).finetune) == \
+        (3e-5, 3, 32)
 
 
 @pytest.fixture
@@ -50,6 +73,8 @@ def recorded(monkeypatch):
     def fake_finetune_dataset(data, cfg, **kw):
         seen["cfg"] = cfg
         return {"best_epoch": 0, "dev_micro_f1": 0.5, "test_micro_f1": 0.5, "test_macro_f1": 0.4,
+                "budget": cfg.budget.describe(cfg.epochs), "epochs_run": 1, "best_step": 1, "steps": 1,
+                "stopped_on_patience": False,
                 "checkpoint": "ck", "counts": {"train_windowed": 0, "test_windowed": 0,
                                                "test_unseen_relation_examples": 0}}
 
@@ -93,15 +118,15 @@ def test_cli_config_file_setting_lr_keeps_the_papers_values(ray_local, recorded,
     assert (recorded["cfg"].lr, recorded["cfg"].epochs) == (5e-5, 10) and "recipe" not in r.output
 
 
-def test_sweep_trials_keep_which_fields_were_set():
-    """A sweep point's experiment (and its JSON as shipped to the trial) still says whether the user
-    set lr/epochs/batch_size, so the pipeline applies the recipe exactly when `tkre finetune` would."""
-    from tkre.config import ExperimentConfig
+def test_sweep_trials_get_the_recipe_as_built():
+    """A sweep point's experiment holds the recipe's values (or the user's), and the trial hands that
+    object to its pipeline as it is: its artifact keys do not depend on what survives a trip."""
+    from tkre.pipeline import stage_keys
     from tkre.sweep.config import SweepConfig, experiment_for
 
     sweep = SweepConfig.model_validate({"name": "s", "base": {"finetune": {"max_length": 96}}})
     cfg = experiment_for(sweep, {})
-    assert recipe_for(cfg.finetune) is RECIPES[EMBEDDED_ENCODER]
-    shipped = ExperimentConfig.model_validate_json(cfg.model_dump_json(exclude_unset=True))
-    assert recipe_for(shipped.finetune) is RECIPES[EMBEDDED_ENCODER]
-    assert recipe_for(experiment_for(sweep, {"finetune.lr": 5e-5}).finetune) is None
+    assert _optim(cfg.finetune) == (1e-4, 12, 16)
+    assert _optim(experiment_for(sweep, {"finetune.lr": 5e-5}).finetune) == (5e-5, 10, 32)
+    for shipped in (pickle.loads(pickle.dumps(cfg)), ExperimentConfig.model_validate_json(cfg.model_dump_json())):
+        assert shipped == cfg and stage_keys(shipped, "data") == stage_keys(cfg, "data")

@@ -259,10 +259,9 @@ def test_constrained_and_free_scdg_are_cached_apart(ray_local, tiny_llama, semev
     runs = {}
     for constrained in (True, False, True):
         cfg = SCDGConfig(generator=gen, samples_per_prompt=1, prompt_examples=1, max_rounds=1, max_new_tokens=ROOMY,
-                         constrained=constrained)
+                         constrained=constrained, samples_per_relation=2)
         runs.setdefault(constrained, []).append(generate_synthetic(
-            golden, relation_type_schema(golden), cfg, tmp_path / f"s{constrained}", per_relation=2,
-            relations=[rel]))
+            golden, relation_type_schema(golden), cfg, tmp_path / f"s{constrained}", relations=[rel]))
     c1, c2 = runs[True]
     [free] = runs[False]
     assert c1["counts"]["generated"] == 2 and free["counts"]["generated"] == 2  # free did not reuse constrained

@@ -105,10 +105,9 @@ def test_server_errors_are_counted_never_a_crash(ray_local, tiny_llama, semeval,
     rel = golden[0].relation
     with server(tiny_llama, "--always", "500") as url:
         cfg = SCDGConfig(generator=_cfg(url, tmp_path, max_retries=1), max_rounds=1, samples_per_prompt=4,
-                         max_new_tokens=8)
+                         max_new_tokens=8, samples_per_relation=8)
         with pytest.raises(GenerationError, match=r"2/2 rows failed.*HTTP 500") as failed:  # all rows failed
-            generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=8,
-                               relations=[rel])
+            generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", relations=[rel])
         s = stats(url)
     assert s["requests"] == 2 + 2 * 2  # the dialect probe and 2 prompts, each tried twice (1 retry)
     m = failed.value.summary  # the counts are still there, with the error
@@ -210,9 +209,8 @@ def _scdg(url, tmp_path, golden, rel, name, max_new_tokens=560):
     gen = GeneratorConfig.model_validate({**_cfg(url, tmp_path, max_retries=1).model_dump(),
                                           "sampling": {"temperature": 0.7}})
     cfg = SCDGConfig(generator=gen, max_rounds=1, samples_per_prompt=1,
-                     prompt_examples=1, max_new_tokens=max_new_tokens, constrained=True)
-    return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, per_relation=2,
-                              relations=[rel])
+                     prompt_examples=1, max_new_tokens=max_new_tokens, constrained=True, samples_per_relation=2)
+    return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, relations=[rel])
 
 
 @pytest.mark.parametrize("mode, dialect", [("honour", "json_schema"), ("json_object", "json_object+schema")])

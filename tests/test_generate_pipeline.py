@@ -153,9 +153,9 @@ def test_explanations_end_to_end_then_served_from_cache(ray_local, tiny_llama, g
 
 def test_synthetic_with_garbage_model_rejects_everything_with_reasons(ray_local, tiny_llama, golden, tmp_path):
     cfg = _scdg(tiny_llama, tmp_path / "cache", samples_per_prompt=2, prompt_examples=2, max_rounds=2,
-                max_new_tokens=12)
+                max_new_tokens=12, samples_per_relation=2)
     rels = sorted({ex.relation for ex in golden})[:2]
-    m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", per_relation=2, relations=rels)
+    m = generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / "s", relations=rels)
     synthetic, rejects = read_synthetic(tmp_path / "s"), read_rejects(tmp_path / "s")
     known = {v for k, v in vars(parse).items() if k.isupper() and isinstance(v, str)}
     assert rejects and all(r["reason"] in known for r in rejects)
@@ -185,10 +185,10 @@ def test_synthetic_with_empty_prompt_rows_counts_errors(ray_local, tiny_llama, g
     where every row failed is an error (issue 14 item 2) naming the first reason."""
     from tkre.errors import GenerationError
 
-    cfg = _scdg(tiny_llama, tmp_path / "cache", max_rounds=1, prompt=" ")
+    cfg = _scdg(tiny_llama, tmp_path / "cache", max_rounds=1, prompt=" ", samples_per_relation=1)
     rel = golden[0].relation
     with pytest.raises(GenerationError, match="1/1 rows failed.*empty prompt") as failed:
-        generate_synthetic(golden, {}, cfg, tmp_path / "s", per_relation=1, relations=[rel])
+        generate_synthetic(golden, {}, cfg, tmp_path / "s", relations=[rel])
     m = failed.value.summary  # the counts travel with the error (the manifest writer stores them)
     assert m["counts"]["errors"] == 1 and m["reasons"] == {parse.GENERATION_ERROR: 1}
     assert read_synthetic(tmp_path / "s") == []

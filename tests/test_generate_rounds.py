@@ -61,9 +61,8 @@ def fake_backend(monkeypatch):
 def _run(tmp_path, llm, monkeypatch, per_relation=3, **kw):
     monkeypatch.setattr(synthetic, "generate_rows", llm)
     cfg = SCDGConfig(generator=GeneratorConfig(cache_dir=str(tmp_path / "cache")), samples_per_prompt=2,
-                     prompt_examples=2, **kw)
-    return synthetic.generate_synthetic(GOLDEN, {}, cfg, tmp_path / "out", per_relation=per_relation,
-                                        relations=[A, B])
+                     prompt_examples=2, samples_per_relation=per_relation, **kw)
+    return synthetic.generate_synthetic(GOLDEN, {}, cfg, tmp_path / "out", relations=[A, B])
 
 
 def test_rounds_top_up_only_relations_short_of_samples(tmp_path, fake_backend, monkeypatch):

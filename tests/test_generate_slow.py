@@ -23,12 +23,13 @@ def test_quickstart_generation_with_smollm2(ray_local, semeval, tmp_path):
     golden = sample_kshot(semeval, 8, 1).train
     base, _ = read_yaml(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml")
     exp = ExperimentConfig.model_validate(base["base"])  # the settings the quickstart states
-    exp.edkg.generator.cache_dir = str(tmp_path / "cache")
-    edkg, scdg = exp.edkg, exp.resolved_scdg()
+    for gen in (exp.edkg.generator, exp.scdg.generator):  # SCDG's: a copy of EDKG's unless the file sets one
+        gen.cache_dir = str(tmp_path / "cache")
+    edkg, scdg = exp.edkg, exp.scdg
     t0 = time.perf_counter()
     me = generate_explanations(golden, edkg, tmp_path / "edkg")
     t1 = time.perf_counter()
-    ms = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg", per_relation=8)
+    ms = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg")
     t2 = time.perf_counter()
     report = {"edkg_s": round(t1 - t0, 1), "scdg_s": round(t2 - t1, 1), "total_s": round(t2 - t0, 1),
               "explanations": me["counts"]["written"], "edkg_tokens_per_s": me["tokens_per_s"],
@@ -41,5 +42,5 @@ def test_quickstart_generation_with_smollm2(ray_local, semeval, tmp_path):
     assert len(synthetic) == ms["counts"]["kept"] and ms["counts"]["kept"] > 0
     assert all(ex.problems() == [] and ex.source.startswith("synthetic:hf:") for ex in synthetic)
     # a second run is served from the cache
-    again = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg2", per_relation=8)
+    again = generate_synthetic(golden, relation_type_schema(golden), scdg, tmp_path / "scdg2")
     assert again["counts"]["generated"] == 0 and again["counts"]["kept"] == ms["counts"]["kept"]

@@ -78,3 +78,19 @@ def test_cli_flags_and_set_go_through_the_same_overrides(tmp_path):
                         "scl.tau=-1", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "scl.tau: Input should be greater than 0" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_generate_command_builds_its_section_as_an_experiment(tmp_path):
+    """`tkre generate synthetic`: SCDG asks K (the --k option's) samples per relation and uses EDKG's
+    generator unless the file or an option says otherwise: the section comes out of an experiment
+    built with the command's data options, every default filled in."""
+    from tkre.cli.generate import _generation_inputs
+
+    f = tmp_path / "gen.yaml"
+    f.write_text("edkg:\n  generator: {model: some/model, sampling: {temperature: 0.3}}\n")
+    _, cfg = _generation_inputs("scdg", "semeval", None, None, 4, 1, "knowprompt", f, {}, {})
+    assert cfg.samples_per_relation == 4 and cfg.generator.model == "some/model"
+    assert cfg.generator.sampling.temperature == 0.3
+    _, cfg = _generation_inputs("scdg", "semeval", None, None, 4, 1, "knowprompt", f, {"model": "other"},
+                                {"samples_per_relation": 2})
+    assert cfg.samples_per_relation == 2 and cfg.generator.model == "other"

@@ -136,15 +136,15 @@ def test_quickstart_states_its_cpu_sizing_and_paper_sweeps_use_paper_generation(
         sweep = load_sweep(resolve_sweep_file(name))
         for point in grid_points(sweep):
             cfg = experiment_for(sweep, point)
-            assert cfg.edkg.max_new_tokens >= 512 and cfg.resolved_scdg().max_rounds >= 5, name
-            assert cfg.resolved_scdg().generator.model == "meta-llama/Llama-2-13b-chat-hf"
+            assert cfg.edkg.max_new_tokens >= 512 and cfg.scdg.max_rounds >= 5, name
+            assert cfg.scdg.generator.model == "meta-llama/Llama-2-13b-chat-hf"
 
 
 def test_fig5_varies_the_explanation_generator_alone():
     sweep = load_sweep(resolve_sweep_file("generators_fig5"))
     configs = [experiment_for(sweep, p) for p in grid_points(sweep)]
     assert len({c.edkg.generator.model for c in configs}) == 3
-    assert len({c.resolved_scdg().generator.model_dump_json() for c in configs}) == 1
+    assert len({c.scdg.generator.model_dump_json() for c in configs}) == 1
 
 
 def _trials(name):
@@ -170,7 +170,7 @@ def test_table2_measures_golden_only_for_both_backbones_on_all_four_datasets():
         assert len(got) == len(set(got)) == 4 * 3 * 2 * 5, variant
         assert all(_golden_only(c) is want_golden for p, c in trials if p["variant"] == variant)
     for _, c in trials:
-        assert c.edkg.max_new_tokens >= 512 and c.resolved_scdg().max_rounds >= 5
+        assert c.edkg.max_new_tokens >= 512 and c.scdg.max_rounds >= 5
         assert c.pretrain.encoder == c.finetune.encoder == "FacebookAI/roberta-large"
 
 
@@ -190,7 +190,7 @@ def test_fig5_is_the_papers_figure_tacred_genpt_three_explanation_generators():
                for c in configs)
     assert {(c.edkg.generator.backend, c.edkg.generator.model) for c in configs} == {
         ("vllm", "meta-llama/Llama-2-13b-chat-hf"), ("openai", "gpt-3.5-turbo"), ("vllm", "Qwen/Qwen2.5-7B-Instruct")}
-    scdg = {c.resolved_scdg().generator.model_dump_json() for c in configs}
+    scdg = {c.scdg.generator.model_dump_json() for c in configs}
     assert len(scdg) == 1 and '"meta-llama/Llama-2-13b-chat-hf"' in scdg.pop()
     # one explanation generator per variant, each over the same K x seed cells
     per_gen = {}

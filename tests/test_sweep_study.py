@@ -31,7 +31,7 @@ def test_study_grid_is_five_seeds_by_six_variants_on_embedded_models():
         assert (c.data.dataset, c.data.k, c.data.protocol, c.finetune.backbone) == ("semeval", 8, "knowprompt",
                                                                                    "typ_marker")
         assert c.pretrain.encoder == c.finetune.encoder == "embedded:minilm"
-        assert c.edkg.generator.model == c.resolved_scdg().generator.model == "embedded:smollm2"
+        assert c.edkg.generator.model == c.scdg.generator.model == "embedded:smollm2"
         assert c.edkg.generator.backend == "hf"
         assert c.scdg.constrained is True and "constrained" in c.scdg.model_fields_set  # stated in the file
     by = {p["variant"]: c for p, c in trials if c.data.seed == 1}
@@ -53,7 +53,7 @@ def test_a_seeds_variants_share_generation_and_stage1():
     for seed in (1, 2, 3, 4, 5):
         cfgs = {p["variant"]: c for p, c in trials if c.data.seed == seed}
         edkg = {stable_hash(edkg_key_config(c.edkg)) for c in cfgs.values() if c.stages.edkg}
-        scdg = {stable_hash(scdg_key_config(c.resolved_scdg(), c.synthetic_asked_per_relation()))
+        scdg = {stable_hash(scdg_key_config(c.scdg))
                 for c in cfgs.values() if c.stages.scdg}
         stage1 = {v: stable_hash(stage1_key_config(c.pretrain)) for v, c in cfgs.items()
                   if c.stages.pretrain_stage1 and c.stages.edkg}

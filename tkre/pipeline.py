@@ -61,13 +61,12 @@ def edkg_key_config(edkg: EDKGConfig) -> dict:
     return {**edkg.model_dump(exclude={"generator"}), "generator": generator_key_config(edkg.generator)}
 
 
-def scdg_key_config(scdg: SCDGConfig, samples_per_relation: int) -> dict:
-    """What changes the synthetic set: SCDG's resolved generator, its settings and the samples asked."""
-    if scdg.generator is None:
-        raise ValueError("scdg_key_config needs the resolved SCDG section (ExperimentConfig.resolved_scdg())")
+def scdg_key_config(scdg: SCDGConfig) -> dict:
+    """What changes the synthetic set: SCDG's generator, its settings and the samples asked (an
+    experiment's section: every default filled in)."""
     return {**scdg.model_dump(exclude={"generator", "samples_per_relation", "max_new_tokens", "tokens_per_sample",
                                        "source"}),  # a control's key is built on this one (synthetic_stage.py)
-            "new_tokens": scdg.new_tokens, "samples_per_relation": samples_per_relation,
+            "new_tokens": scdg.new_tokens, "samples_per_relation": scdg.samples_per_relation,
             "generator": generator_key_config(scdg.generator)}
 
 
@@ -110,8 +109,6 @@ def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
     config fields and upstream keys make each stage's artifact key. `run_experiment` stores artifacts
     under these keys (`data_hash`: the dataset files' hash) and `tkre sweep --plan` predicts reuse
     with them (a stand-in hash, unknown before the files are read)."""
-    from tkre.finetune.encoder_recipes import apply_encoder_recipe
-
     out: dict[str, StageKey] = {}
 
     def add(stage: str, config: dict, inputs: dict[str, str]) -> str:
@@ -122,9 +119,8 @@ def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
     if cfg.stages.edkg:
         add("edkg", edkg_key_config(cfg.edkg), split)
     if cfg.stages.scdg:  # SCDG's samples, or a control in their place (tkre/synthetic_stage.py)
-        out.update({node: StageKey(*n) for node, n in synthetic_nodes(cfg.scdg.source, scdg_key_config(
-            cfg.resolved_scdg(), cfg.synthetic_asked_per_relation()), cfg.synthetic_asked_per_relation(), split,
-            data_hash).items()})
+        out.update({node: StageKey(*n) for node, n in synthetic_nodes(
+            cfg.scdg.source, scdg_key_config(cfg.scdg), cfg.synthetic_asked_per_relation(), split, data_hash).items()})
     scdg = {"scdg": out["scdg"].key} if "scdg" in out else {}
     init = None  # the key of the pre-training stage the next one starts from
     if cfg.stages.pretrain_stage1 and cfg.stages.edkg:  # stage 1 needs the EDKG corpus
@@ -132,8 +128,7 @@ def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
     if cfg.stages.pretrain_stage2:
         init = add("stage2", stage2_key_config(cfg.pretrain), {**split, "init": init or cfg.pretrain.encoder, **scdg})
     if cfg.stages.finetune:
-        finetune, _ = apply_encoder_recipe(cfg.finetune)  # lr/epochs/batch fitting an embedded encoder
-        add("finetune", finetune_key_config(finetune, from_pretraining=init is not None),
+        add("finetune", finetune_key_config(cfg.finetune, from_pretraining=init is not None),
             {**split, "data": data_hash, **({"init": init} if init else {}), **scdg})
     return out
 
@@ -286,16 +281,14 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: list | None = None,
     if not cfg.stages.finetune:  # generation-only mode (and pre-training without fine-tuning): no F1
         return _finish(cfg, variant, dataset, relations_in_split, arts, timer, t_start)
     from tkre.finetune import run_finetune
-    from tkre.finetune.encoder_recipes import apply_encoder_recipe
 
-    finetune_cfg, recipe_note = apply_encoder_recipe(cfg.finetune)  # lr/epochs/batch fitting an embedded encoder
-    if recipe_note:
-        log.info("%s", recipe_note)
+    if note := cfg.finetune.recipe_note():  # lr/epochs/batch fitting an embedded encoder
+        log.info("%s", note)
     key, ft_cfg, inputs = graph["finetune"]
     ft_synthetic = synthetic if cfg.finetune.synthetic_cap_per_relation != 0 else None
     arts["finetune"] = store.get_or_create(
         "finetune", key, lambda out: run_finetune(
-            finetune_cfg, init=init if init_key else None, train=golden, dev=dev, test=test,
+            cfg.finetune, init=init if init_key else None, train=golden, dev=dev, test=test,
             relations=dataset.relations, no_relation=dataset.no_relation,
             synthetic=ft_synthetic, out_dir=out, run_name=f"finetune-{key}", storage_path=runs,
             callbacks=callbacks), config=ft_cfg, inputs=inputs)
@@ -319,7 +312,7 @@ def generation_stats(cfg: ExperimentConfig, artifacts: dict[str, Artifact], role
 
     if role not in artifacts or (role == "scdg" and cfg.scdg.source != "llm"):  # a control generates nothing
         return {}
-    gen = cfg.edkg.generator if role == "edkg" else cfg.resolved_scdg().generator
+    gen = cfg.edkg.generator if role == "edkg" else cfg.scdg.generator
     stats = role_stats(role, artifacts[role].summary, backend=gen.backend, base_url=gen.openai.base_url,
                        price_in=gen.price_per_m_input_tokens, price_out=gen.price_per_m_output_tokens)
     if not stats["price_known"]:

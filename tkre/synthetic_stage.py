@@ -43,15 +43,13 @@ def synthetic_artifact(cfg: ExperimentConfig, graph: dict, store: ArtifactStore,
     per_relation = cfg.synthetic_asked_per_relation()
 
     def generated(node: str) -> Artifact:
-        resolved = cfg.resolved_scdg()
-        gen = resolved.generator if resolved.generator.cache_dir else resolved.generator.model_copy(
-            update={"cache_dir": gen_cache})
-        scdg = resolved.model_copy(update={"generator": gen})
+        gen = cfg.scdg.generator
+        scdg = cfg.scdg.model_copy(update={"generator": gen if gen.cache_dir else gen.model_copy(
+            update={"cache_dir": gen_cache})})
 
         def build(out):
             with store.slot("generation"):  # one cluster-wide generation slot (ArtifactStore.slot)
-                return generate_synthetic(golden, relation_type_schema(golden), scdg, out, per_relation=per_relation,
-                                          relations=relations)
+                return generate_synthetic(golden, relation_type_schema(golden), scdg, out, relations=relations)
 
         key, config, inputs = graph[node]
         return store.get_or_create("scdg", key, build, config=config, inputs=inputs)

@@ -16,16 +16,19 @@ generate_app = typer.Typer(help="LLM knowledge generation: EDKG explanations, SC
 
 
 def _generation_inputs(stage, dataset, path, patch, k, seed, protocol, config, generator_opts, stage_opts):
-    """(K-shot split, EDKGConfig or SCDGConfig with its generator resolved) from the command's options:
-    the config file's `edkg:` / `scdg:` sections first (SCDG inherits EDKG's generator unless it has its
-    own), then the options given on top, as dotted overrides (generator options go to the stage's
-    generator, `--set` keys are the section's own, e.g. generator.sampling.top_p=0.9)."""
+    """(K-shot split, EDKGConfig or SCDGConfig) from the command's options: the config file's `edkg:` /
+    `scdg:` sections with the data options, built as an experiment (SCDG inherits EDKG's generator unless
+    it has its own, and asks K samples per relation unless told), then the stage options given on top, as
+    dotted overrides (generator options go to the stage's generator, `--set` keys are the section's own,
+    e.g. generator.sampling.top_p=0.9)."""
     from tkre.config import ExperimentConfig
     from tkre.data import load_dataset, sample_kshot
     from tkre.overrides import apply_overrides, load_with_overrides
 
-    exp = load_with_overrides(config, ExperimentConfig)
-    section = exp.edkg if stage == "edkg" else exp.resolved_scdg()
+    exp = load_with_overrides(config, ExperimentConfig, overrides={
+        "data.dataset": dataset, "data.path": path, "data.patch_path": patch, "data.k": k, "data.seed": seed,
+        "data.protocol": protocol})
+    section = exp.edkg if stage == "edkg" else exp.scdg
     overrides = {**{f"generator.{key}": value for key, value in generator_opts.items()}, **stage_opts}
     cfg = apply_overrides(section.model_dump(), {key: v for key, v in overrides.items() if v is not None},
                           type(section), source=f"{config} + options" if config else "<options>")
@@ -114,9 +117,9 @@ def generate_synthetic_cmd(
          "concurrency": concurrency, "sampling.temperature": temperature, "openai.base_url": base_url},
         {"max_new_tokens": max_new_tokens, "samples_per_relation": samples_per_relation,
          "samples_per_prompt": samples_per_prompt, "max_rounds": max_rounds, **parse_assignments(set_)})
-    n = cfg.samples_per_relation or k
+    n = cfg.samples_per_relation
     m = write_stage_manifest(out, "scdg", lambda: generate_synthetic(
-        split.train, relation_type_schema(split.train), cfg, out, per_relation=n), cfg.model_dump(mode="json"))
+        split.train, relation_type_schema(split.train), cfg, out), cfg.model_dump(mode="json"))
     c = m["counts"]
     console.print(f"{c['kept']} synthetic samples for {c['relations']} relations ({m['generator']}, {m['rounds']} "
                   f"of at most {m['max_rounds']} round(s)) -> {out / m['file']}")

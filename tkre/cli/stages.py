@@ -79,7 +79,6 @@ def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", hel
     best_epoch, 0-based; best_step; steps; dev_micro_f1 of that epoch), OUT/predictions.parquet and OUT/checkpoint."""
     from tkre.config import DataConfig, FinetuneConfig, validate_config
     from tkre.finetune.command import finetune_dataset
-    from tkre.finetune.encoder_recipes import apply_encoder_recipe
     from tkre.console import ProgressBar
     from tkre.overrides import load_with_overrides, parse_assignments
 
@@ -87,8 +86,7 @@ def finetune(backbone: Optional[Backbone] = typer.Option(None, "--backbone", hel
         "backbone": backbone, "encoder": init, "synthetic_cap_per_relation": synthetic_cap_per_relation, "epochs": epochs,
         "lr": lr, "batch_size": batch_size, "max_length": max_length, "resources.num_workers": workers,
         **parse_assignments(set_)})
-    cfg, recipe_note = apply_encoder_recipe(cfg)
-    if recipe_note:
+    if recipe_note := cfg.recipe_note():
         console.print(recipe_note, soft_wrap=True, highlight=False)
     data = validate_config({"dataset": dataset, "path": path, "patch_path": patch, "k": k, "seed": seed,
                             "protocol": protocol}, DataConfig, source="<options>")

@@ -55,8 +55,8 @@ class LocalServer:
 def _generators(cfg: ExperimentConfig) -> list[tuple[str, GeneratorConfig]]:
     out = [("edkg.generator", cfg.edkg.generator)] if cfg.stages.edkg else []
     if cfg.stages.scdg:
-        own = cfg.scdg.generator is not None
-        out.append(("scdg.generator" if own else "edkg.generator", cfg.resolved_scdg().generator))
+        own = cfg.scdg.generator != cfg.edkg.generator  # else inherited (or set to the same): fix it there
+        out.append(("scdg.generator" if own else "edkg.generator", cfg.scdg.generator))
     return out
 
 

@@ -224,12 +224,11 @@ def load_sweep(path: str | Path) -> SweepConfig:
             problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: also in grid")
     if problems:
         raise ConfigError("\n".join(problems))
-    experiments = []
     points = grid_points(sweep)
     first_explicit = len(points) - len(sweep.points)
     for i, point in enumerate(points):
         try:
-            experiments.append(experiment_for(sweep, point))
+            experiment_for(sweep, point)
         except ConfigError as e:
             key = next((k for k in point if k != "variant" and k in str(e)), None) or \
                 next((k for k in point if k in sweep.grid), None)
@@ -238,7 +237,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
             else:
                 where = f"{path}{_line(lines, 'grid', key) if key else ''}: grid point"
             raise ConfigError(f"{where} {point}: {e}") from None
-    _check_search_bounds(sweep, experiments, path, lines)
+    _check_search_bounds(sweep, points, path, lines)
     _check_start_points(sweep, points, path, lines)
     return sweep
 
@@ -250,7 +249,7 @@ def bounds(d: Distribution) -> list[Any]:
     return [int(d.low), int(d.high)] if d.type == "int" else [d.low, d.high]
 
 
-def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig], path: Path,
+def _check_search_bounds(sweep: SweepConfig, points: list[dict[str, Any]], path: Path,
                          lines: dict[tuple, int]) -> None:
     """Every bound (and every choice) of the search space, put into every grid point's experiment, must
     be a valid config: `pretrain.p_other` uniform 1.2-1.5 fails here, not in every trial after Ray started."""
@@ -259,9 +258,9 @@ def _check_search_bounds(sweep: SweepConfig, experiments: list[ExperimentConfig]
     problems = []
     for key, dist in sweep.search.space.items():
         for value in bounds(dist):
-            for cfg in experiments:
+            for point in points:
                 try:
-                    apply_overrides(cfg.model_dump(exclude_unset=True), {key: value}, source="bound")
+                    experiment_for(sweep, {**point, key: value})
                 except ConfigError as e:
                     reason = str(e).splitlines()[0].split(": ", 1)[-1]
                     problems.append(f"{path}{_line(lines, 'search', 'space', key)}: search.space.{key}: "

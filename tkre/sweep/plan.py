@@ -20,7 +20,6 @@ from tkre.config import DataConfig, ExperimentConfig
 from tkre.io import stable_hash
 from tkre.pipeline import STAGES, stage_keys
 from tkre.cluster.resources import trial_requests
-from tkre.overrides import apply_overrides
 from tkre.sweep.run import plan_phases
 from tkre.sweep.config import SweepConfig, bounds, experiment_for
 
@@ -63,8 +62,7 @@ def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
         keys = planned_artifact_keys(cfg)
         for field in searched:  # a stage whose key moves with a searched field is this trial's own
             for value in bounds(sweep.search.space[field]):
-                probe = planned_artifact_keys(apply_overrides(cfg.model_dump(exclude_unset=True),
-                                                              {field: value}))
+                probe = planned_artifact_keys(experiment_for(sweep, {**point, field: value}))
                 keys.update({s: f"{name} (searched)" for s, k in probe.items() if keys.get(s) != k})
         out.append(PlannedTrial(name, phase, point.get("variant"), dict(point), cfg, searched, keys))
 
@@ -102,11 +100,8 @@ def trial_summary(t: PlannedTrial) -> dict[str, Any]:
 
 
 def finetune_budget(cfg: ExperimentConfig) -> str:
-    """The fine-tuning budget a trial runs with, after an embedded encoder's recipe (e.g. `12 epochs`, `120 steps`)."""
-    from tkre.finetune.encoder_recipes import apply_encoder_recipe
-
-    ft, _ = apply_encoder_recipe(cfg.finetune)
-    return ft.budget.describe(ft.epochs)
+    """The fine-tuning budget a trial runs with (e.g. `12 epochs`, `120 steps`)."""
+    return cfg.finetune.budget.describe(cfg.finetune.epochs)
 
 
 def shared_artifacts(trials: list[PlannedTrial]) -> dict[str, list[tuple[str, list[str]]]]:
@@ -159,7 +154,7 @@ def gpu_memory_lines(trials: list[PlannedTrial]) -> list[str]:
     for t in trials:
         cfg = t.experiment
         gens = [("edkg", cfg.edkg.generator)] if cfg.stages.edkg else []
-        gens += [("scdg", cfg.resolved_scdg().generator)] if cfg.stages.scdg else []
+        gens += [("scdg", cfg.scdg.generator)] if cfg.stages.scdg else []
         for role, g in gens:
             if g.backend != "vllm":
                 continue

@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 RUNS_ACTOR = "tkre_pipeline_runs"
 
 
-def pipeline_task(cfg_json: str, callbacks: list | None, generation_slots: int, channel: progress.Channel,
+def pipeline_task(cfg: ExperimentConfig, callbacks: list | None, generation_slots: int, channel: progress.Channel,
                   variant: str | None) -> dict:
     """One experiment in a plain Ray task (outside any placement group); progress goes to `channel`;
-    returns the flat results row."""
+    returns the flat results row. `cfg` is the trial's config as built (pickled by Ray, every default
+    already filled in)."""
     from tkre.store.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
-    cfg = ExperimentConfig.model_validate_json(cfg_json)
     store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
     with progress.use(channel):
         return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
@@ -70,11 +70,9 @@ def run_trial(config: dict, *, spec: dict) -> None:
     cfg = experiment_for(sweep, overrides)
     channel = spec["progress"].tagged(trial=trial_id, variant=overrides.get("variant"))  # the console line
     runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep.trial)
-    # exclude_unset: the trial sees which fields the sweep set (an embedded encoder's fine-tuning
-    # recipe applies only when lr/epochs/batch_size are unset, tkre/finetune/encoder_recipes.py)
-    [ref] = ray.get(runs.start.remote(trial_id, sweep.resources.trial_resources, pipeline_task,
-                                      cfg.model_dump_json(exclude_unset=True), [TuneReportCallback()],
-                                      sweep.resources.generation_slots, channel, overrides.get("variant")))
+    [ref] = ray.get(runs.start.remote(trial_id, sweep.resources.trial_resources, pipeline_task, cfg,
+                                      [TuneReportCallback()], sweep.resources.generation_slots, channel,
+                                      overrides.get("variant")))
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.get(runs.cancel.remote(trial_id))
