@@ -207,7 +207,8 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
         assert manifest.read_bytes() == data, manifest
     logged = {d.name.rsplit("-", 1)[1] for d in sweep_dir.glob("wandb/offline-run-*")}
     summaries = {i for i in logged if i.startswith(SUMMARY_ID_PREFIX)}
-    assert logged - summaries == set(rows["trial_id"])  # every trial logged to W&B offline, those run after the resume too
+    # every trial logged to W&B offline, those run after the resume too
+    assert logged - summaries == set(rows["trial_id"])
     assert len(summaries) == 1  # the sweep's summary run, once it finished (the killed first run never got there)
     stored_keys = {(m.parent.parent.name, m.parent.name) for m in stored}
     resumed = rows[~rows["trial_id"].isin(ended_before)]

@@ -62,4 +62,5 @@ def read_run(run_dir: str | Path) -> dict:
     assert run is not None, f"{path}: no run record"
     config = {i.key: json.loads(i.value_json) for i in run.config.update}
     return {"id": run.run_id, "job_type": run.job_type, "group": run.run_group, "tags": tags, "config": config,
-            "history": history, "summary": summary, "exited": exited, "artifacts": artifacts, "files": Path(run_dir) / "files"}
+            "history": history, "summary": summary, "exited": exited, "artifacts": artifacts,
+            "files": Path(run_dir) / "files"}
