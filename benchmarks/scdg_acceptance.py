@@ -1,7 +1,7 @@
 """Benchmark: SCDG acceptance and throughput, constrained decoding vs the paper's free text + regex.
 
 SemEval 8-shot (knowprompt seed 1), the embedded SmolLM2-135M, the SCDG defaults (scdg.* of
-tkre/config.py) and the same sampling settings in both runs; the only difference is `scdg.constrained`
+tkre/config/) and the same sampling settings in both runs; the only difference is `scdg.constrained`
 (the prompt then shows the golden samples in the schema's JSON instead of the labelled-lines format).
 Both runs go through the real pipeline (`generate_synthetic`: Ray Data actor pool, rounds, validator)
 with fresh caches, one after the other in this process:

@@ -82,7 +82,7 @@ def test_pipeline_stores_each_control_in_scdgs_place(tmp_path, ray_local, semeva
 
     calls = []
 
-    def fake_generate(golden, type_pairs, cfg, out, *, per_relation, relations):
+    def fake_generate(golden, type_pairs, cfg, out, *, relations):
         calls.append(out)
         samples = [_ex(100 + i, ex.relation, "synthetic:hf:fake") for i, ex in enumerate(golden[:5])]
         write_synthetic(samples, [], Path(out))

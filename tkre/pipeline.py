@@ -39,7 +39,8 @@ from tkre.data import from_arrow, load_from_config, sample_kshot, to_arrow
 from tkre.data.records import RelationExample
 from tkre.errors import DataError
 from tkre.results import STAGES, ResultRow
-from tkre.synthetic_stage import synthetic_artifact, synthetic_nodes
+from tkre.generate.controls import control_key_config
+from tkre.synthetic_stage import synthetic_artifact
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,14 @@ def stage_graph(cfg: ExperimentConfig, data_hash: str) -> dict[str, StageKey]:
     split = {"split": add("split", split_key_config(cfg.data), {"data": data_hash})}
     if cfg.stages.edkg:
         add("edkg", edkg_key_config(cfg.edkg), split)
-    if cfg.stages.scdg:  # SCDG's samples, or a control in their place (tkre/synthetic_stage.py)
-        out.update({node: StageKey(*n) for node, n in synthetic_nodes(
-            cfg.scdg.source, scdg_key_config(cfg.scdg), cfg.synthetic_asked_per_relation(), split, data_hash).items()})
+    if cfg.stages.scdg:  # SCDG's samples, or a control stored in their place (tkre/synthetic_stage.py)
+        generated = add("scdg", scdg_key_config(cfg.scdg), split)  # `llm`: keyed as SCDG always was
+        source = cfg.scdg.source
+        if source != "llm":  # oracle: real examples (the data files); shuffled/golden_repeat: built on `generated`
+            if source != "oracle":
+                out["generated"] = out["scdg"]
+            add("scdg", control_key_config(source, cfg.synthetic_asked_per_relation()),
+                {**split, **({"data": data_hash} if source == "oracle" else {"generated": generated})})
     scdg = {"scdg": out["scdg"].key} if "scdg" in out else {}
     init = None  # the key of the pre-training stage the next one starts from
     if cfg.stages.pretrain_stage1 and cfg.stages.edkg:  # stage 1 needs the EDKG corpus

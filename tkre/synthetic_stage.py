@@ -2,7 +2,7 @@
 (tkre/generate/controls.py) stored in SCDG's place, so that stage 2 and fine-tuning take it as they take
 generated samples and every downstream key follows it.
 
-Keys (through `artifact_key`, stage `scdg`): `llm` is keyed as SCDG always was (a sweep's TKRE and its
+Keys (made in `tkre.pipeline.stage_graph`, stage `scdg`): `llm` is keyed as SCDG always was (a sweep's TKRE and its
 controls share one generation); `oracle` by its source, the samples asked, the split and the dataset
 files; `shuffled` and `golden_repeat` by their source, the samples asked, the split and the generated
 set they are built on (the `generated` node: the very artifact `llm` would store).
@@ -13,26 +13,8 @@ from __future__ import annotations
 from tkre.config import ExperimentConfig
 from tkre.data import relation_type_schema
 from tkre.data.records import RelationExample
-from tkre.generate.controls import FROM_GENERATED, build_control, control_key_config
-from tkre.store.artifacts import Artifact, ArtifactStore, artifact_key
-
-Node = tuple[str, dict, dict]  # (artifact key, key config, inputs)
-
-
-def synthetic_nodes(source: str, llm_config: dict, per_relation: int, split: dict[str, str],
-                    data_hash: str) -> dict[str, Node]:
-    """node -> (key, config, inputs): `scdg` (what stage 2 and fine-tuning read) and, for the controls
-    built on generated samples, `generated` (SCDG's own artifact). `llm_config`: `scdg_key_config`."""
-    llm = (artifact_key("scdg", llm_config, split), llm_config, split)
-    if source == "llm":
-        return {"scdg": llm}
-    config = control_key_config(source, per_relation)
-    if source == "oracle":
-        inputs = {**split, "data": data_hash}
-        return {"scdg": (artifact_key("scdg", config, inputs), config, inputs)}
-    inputs = {**split, "generated": llm[0]}
-    return {"generated": llm, "scdg": (artifact_key("scdg", config, inputs), config, inputs)}
-
+from tkre.generate.controls import FROM_GENERATED, build_control
+from tkre.store.artifacts import Artifact, ArtifactStore
 
 def synthetic_artifact(cfg: ExperimentConfig, graph: dict, store: ArtifactStore, *, dataset,
                        golden: list[RelationExample], dev: list[RelationExample], relations: list[str],

@@ -1,6 +1,6 @@
 """Reading configuration files: YAML with line numbers, and pydantic errors as `file:line: field: message`.
 
-Kept apart from tkre/config.py (the models themselves) so that module stays a readable list of settings;
+Kept apart from tkre/config/__init__.py (the models themselves) so that module stays a readable list of settings;
 `from tkre.config import load_config, read_yaml, ...` keeps working (re-exported there).
 """
 

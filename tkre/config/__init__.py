@@ -4,33 +4,19 @@ Defaults are the paper's (see shared/method.md) unless a field says otherwise. E
 one-line description: `tkre ... --help` and the README reuse them. Unknown keys are errors.
 
 `load_config(path, Model)` reads YAML and reports a bad value as `file:line: field: message`
-(tkre/config_io.py, re-exported here).
+(tkre/config/files.py, re-exported here; the names every section shares are in tkre/config/base.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from tkre.config_io import (field_model, load_config, read_yaml, unknown_key_hint,  # noqa: F401 -- re-exported
-                            validate_config, validation_error_message)
-
-DatasetName = Literal["semeval", "tacred", "tacrev", "retacred", "jsonl"]
-Protocol = Literal["knowprompt", "genpt"]
-Backend = Literal["hf", "vllm", "openai"]
-Backbone = Literal["typ_marker", "genpt"]
-PROTOCOL_SEEDS = {"knowprompt": (1, 2, 3, 4, 5), "genpt": (13, 21, 42, 87, 100)}  # the protocols' published splits
-SEEDS_HELP = "; ".join(f"{name}: {', '.join(map(str, seeds))}" for name, seeds in PROTOCOL_SEEDS.items())
-
-#: Model names that resolve to a model shipped inside a registry package (see tkre/model_sources.py).
-EMBEDDED_ENCODER = "embedded:minilm"
-EMBEDDED_GENERATOR = "embedded:smollm2"
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
+from tkre.config.base import (EMBEDDED_ENCODER, EMBEDDED_GENERATOR, PROTOCOL_SEEDS, SEEDS_HELP,  # noqa: F401
+                              Backbone, Backend, DatasetName, Protocol, StrictModel)
+from tkre.config.files import (field_model, load_config, read_yaml, unknown_key_hint,  # noqa: F401 -- re-exported
+                               validate_config, validation_error_message)
 
 class DataConfig(StrictModel):
     """Which dataset, which K-shot split."""
@@ -312,7 +298,7 @@ class FinetuneConfig(StrictModel):
                            "(otherwise a configuration error: golden-only and TKRE would compare different encoders)")
     lr: float = Field(3e-5, gt=0, description="AdamW learning rate (paper: 3e-5; an embedded encoder's recipe "
                                               "replaces lr/epochs/batch_size when none is set, see "
-                                              "ENCODER_RECIPES in tkre/config.py)")
+                                              "ENCODER_RECIPES in tkre/config/__init__.py)")
     batch_size: int = Field(32, ge=1, description="per-step batch over all workers (paper: 32)")
     epochs: int = Field(10, ge=1, description="training epochs (paper: 10) when budget.mode is epochs")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description=(
