@@ -9,7 +9,8 @@
 - `ProgressBar`: a rich progress bar for `tkre pretrain` / `tkre finetune` (one bar per stage).
 
 Both poll a `progress.Channel` on the driver: Tune calls `on_step_end` in its control loop; the bar
-uses a thread.
+uses a thread. Under `tkre.cluster.quiet.quiet_console` the trial lines go to the terminal and
+everything else the driver prints to the log file.
 """
 
 from __future__ import annotations
@@ -117,12 +118,16 @@ class TrialLines(Callback):
 
         self.channel = progress.current()
         self._started = time.time()
-        self._console = Console(soft_wrap=True, highlight=False)
+        from tkre.cluster.quiet import is_quiet, terminal_file
+
+        self._console = Console(file=terminal_file(), soft_wrap=True, highlight=False)
         live = self._console.is_terminal if self.live_wanted is None else self.live_wanted
         if live:
             from rich.live import Live
 
-            self._live = Live("", console=self._console, refresh_per_second=2, transient=True)
+            # under a quiet console sys.stdout is the log file: Live must not route it to the terminal
+            self._live = Live("", console=self._console, refresh_per_second=2, transient=True,
+                              redirect_stdout=not is_quiet(), redirect_stderr=not is_quiet())
             self._live.start()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

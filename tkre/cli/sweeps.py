@@ -1,5 +1,8 @@
 """`tkre sweep` (and its `--plan`), `tkre report`, `tkre quickstart` and `tkre compare-generators`:
-sweeps from the command line. Parse options, call the sweep or report function, print."""
+sweeps from the command line. Parse options, call the sweep or report function, print.
+
+While a sweep runs, Ray's and Tune's own output goes to a log file that the console names
+(`tkre.cluster.quiet`); `--verbose` keeps it on the terminal."""
 
 from __future__ import annotations
 
@@ -12,6 +15,17 @@ from rich.table import Table
 
 from tkre.cli.options import console, err_console
 
+VERBOSE = typer.Option(False, "--verbose", help="keep Ray's and Tune's own warnings and boxes on the console "
+                                                "(default: in a log file the console names)")
+
+
+def _quiet(verbose: bool, sweep_file: str, storage: Optional[str]):
+    """The command's body runs in this: Ray's and Tune's output to the sweep's log file unless --verbose."""
+    from tkre.cluster.quiet import quiet_console
+    from tkre.sweep.run import console_log_path
+
+    return quiet_console(None if verbose else console_log_path(sweep_file, storage), consoles=(console, err_console))
+
 
 def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or a shipped sweep's name"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep"),
@@ -20,17 +34,19 @@ def sweep_cmd(sweep_file: str = typer.Argument(..., help="sweeps/<name>.yaml or 
               plan: bool = typer.Option(False, "--plan", help="print every trial, shared artifacts and resources; "
                                                               "run nothing (no Ray)"),
               as_json: bool = typer.Option(False, "--json", help="with --plan: one JSON object per trial and line "
-                                                                 "(name, variant, resolved experiment config)")) -> None:
+                                                                 "(name, variant, resolved experiment config)"),
+              verbose: bool = VERBOSE) -> None:
     """Run a sweep with Ray Tune (grid, Optuna + ASHA search, evaluate-best), resumable."""
     if plan or as_json:
         return print_plan(sweep_file, storage, as_json)
     from tkre.sweep.run import run_sweep
 
-    out = run_sweep(sweep_file, resume=resume, address=address, storage_path=storage)
-    counts = out.rows["status"].value_counts().to_dict() if len(out.rows) else {}
-    console.print(f"{len(out.rows)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
-                  f"{out.seconds:.0f}s; results: {out.results_path}")
-    _exit_if_all_trials_failed(out)
+    with _quiet(verbose, sweep_file, storage):
+        out = run_sweep(sweep_file, resume=resume, address=address, storage_path=storage)
+        counts = out.rows["status"].value_counts().to_dict() if len(out.rows) else {}
+        console.print(f"{len(out.rows)} trials ({', '.join(f'{v} {k}' for k, v in counts.items())}) in "
+                      f"{out.seconds:.0f}s; results: {out.results_path}")
+        _exit_if_all_trials_failed(out)
 
 
 def _exit_if_all_trials_failed(out) -> None:
@@ -57,14 +73,16 @@ def report_cmd(sweep_dir: str = typer.Argument(..., help="a sweep directory (hol
 
 
 def quickstart_cmd(storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path"),
-                   address: Optional[str] = typer.Option(None, "--address", help="Ray address")) -> None:
+                   address: Optional[str] = typer.Option(None, "--address", help="Ray address"),
+                   verbose: bool = VERBOSE) -> None:
     """`tkre sweep quickstart` + `tkre report`: golden-only vs TKRE on SemEval 8-shot."""
     from tkre.report.tables import write_report
     from tkre.sweep.run import run_sweep
 
-    out = run_sweep("quickstart", resume=True, address=address, storage_path=storage)
-    _exit_if_all_trials_failed(out)
-    rep = write_report(out.sweep_dir)
+    with _quiet(verbose, "quickstart", storage):
+        out = run_sweep("quickstart", resume=True, address=address, storage_path=storage)
+        _exit_if_all_trials_failed(out)
+        rep = write_report(out.sweep_dir)
     console.print(rep.markdown_text_tables, soft_wrap=True, markup=False, highlight=False)  # tables stay whole in logs
     for line in quickstart_lines(out.rows):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
@@ -92,12 +110,14 @@ def quickstart_lines(rows) -> list[str]:
 def compare_generators_cmd(
         sweep_file: str = typer.Argument("generators_compare", help="a sweep whose variants are generator settings"),
         resume: bool = typer.Option(False, "--resume", help="continue an interrupted comparison"),
-        storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path")) -> None:
+        storage: Optional[str] = typer.Option(None, "--storage", help="override storage_path"),
+        verbose: bool = VERBOSE) -> None:
     """Run generator settings side by side (starting `tkre serve` for loopback openai ones) and report
     acceptance, reject reasons, tokens, tokens/s, cost, diversity and novelty per setting."""
     from tkre.sweep.compare_generators import compare_generators
 
-    out, rep = compare_generators(sweep_file, resume=resume, storage_path=storage)
+    with _quiet(verbose, sweep_file, storage):
+        out, rep = compare_generators(sweep_file, resume=resume, storage_path=storage)
     failed = out.rows[out.rows["status"] == "error"]
     for _, r in failed.iterrows():
         console.print(f"  failed {r['trial_id']} ({r.get('variant')}): {str(r['error']).splitlines()[0][:200]}")

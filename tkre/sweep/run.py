@@ -84,6 +84,18 @@ def sweep_dir(sweep: SweepConfig, storage: str) -> str:
         str(local_path(storage) / "sweeps" / sweep.name)
 
 
+def console_log_path(sweep_file: str | Path, storage_path: str | None = None) -> Path:
+    """Where a sweep command without `--verbose` writes Ray's and Tune's own output
+    (`tkre.cluster.quiet`): `<sweep dir>/logs/console-<UTC time>.log`; with remote storage under
+    `~/.cache/tkre/logs/<sweep>/` (the process's descriptors point at it: it must be a local file)."""
+    sweep = load_sweep(resolve_sweep_file(sweep_file))
+    storage = storage_path or os.environ.get("TKRE_STORAGE_PATH") or \
+        experiment_for(sweep, grid_points(sweep)[0]).storage_path
+    folder = (Path(os.path.expanduser("~/.cache/tkre/logs")) / sweep.name if is_remote(storage)
+              else Path(sweep_dir(sweep, storage)) / "logs")
+    return folder / time.strftime("console-%Y%m%dT%H%M%SZ.log", time.gmtime())
+
+
 # ------------------------------------------------------------------------------------- phases
 @dataclass
 class Phase:
