@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,36 @@ def console_log_path(sweep_file: str | Path, storage_path: str | None = None) ->
     folder = (Path(os.path.expanduser("~/.cache/tkre/logs")) / sweep.name if is_remote(storage)
               else Path(sweep_dir(sweep, storage)) / "logs")
     return folder / time.strftime("console-%Y%m%dT%H%M%SZ.log", time.gmtime())
+
+
+#: Tune's settings for a sweep's phases (environment variables, documented in Tune's "Environment
+#: variables" page; a value the user set wins), set only while a phase runs so that other Tune runs in
+#: the same process keep Tune's defaults:
+#: - TUNE_GLOBAL_CHECKPOINT_S: Tune writes its experiment state (trial statuses, searcher state) every so
+#:   many seconds ("auto": 10 s or more, stretching with the state's size): 2 s makes a SIGKILL lose at
+#:   most ~2 s of bookkeeping, so trials that finished before the kill are not rerun on --resume. Each
+#:   write is a small JSON and the searcher's pickle, and a copy of the driver's staging folder (the
+#:   trials' params and result.json) to storage_path, skipped while the previous copy still runs.
+#: - TUNE_PRINT_ALL_TRIAL_ERRORS=0: a failed trial's trace goes to its error.txt only; TrialLines prints
+#:   the one-line reason.
+#: - TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: no CSV and TensorBoard logger per trial (a tensorboardX import,
+#:   an event per numeric field of every result -- the final row has well over a hundred -- and two more
+#:   files in every experiment-state copy); `_make_tuner` keeps Tune's JSON logger, so each trial's
+#:   result.json is there and `ResultGrid`'s metrics dataframes still load. tkre reads neither.
+TUNE_SETTINGS = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
+                 "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+@contextmanager
+def tune_settings():
+    """`TUNE_SETTINGS` in the environment for the block (those the user has not set), then as before."""
+    added = {k: v for k, v in TUNE_SETTINGS.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -156,6 +187,7 @@ def _with_run_constants(points: list[dict], sweep: SweepConfig) -> list[dict]:
 
 def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, trainable, resume: bool):
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
     from tkre.console import TrialLines  # one line per trial event instead of status tables (verbose=0)
@@ -199,6 +231,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                                 callbacks=[TrialLines(show_test=phase.kind != "search", phase=phase.name,
                                                       total=num_samples if phase.kind == "search" else len(phase.points)),
                                            CancelEndedPipelines(),
+                                           JsonLoggerCallback(),  # the one auto logger kept (TUNE_SETTINGS)
                                            *_wandb_callbacks(sweep, root, phase.kind)],
                                 verbose=0)
     return tune.Tuner(trainable, param_space=_trial_config_space(sweep, phase), tune_config=tune_config,
@@ -268,12 +301,6 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     sdir = SweepDir(root)
     write_plan(sdir, sweep, source=str(path), resume=resume)
 
-    # Tune writes its experiment state (trial statuses, searcher state) every TUNE_GLOBAL_CHECKPOINT_S
-    # seconds ("auto" can stretch to minutes): a short period makes a SIGKILL lose at most ~2 s of
-    # bookkeeping, so trials that finished before the kill are not rerun on --resume. The state is small.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # a failed trial's trace goes to its error.txt only; TrialLines prints the one-line reason
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
     from ray import tune
 
@@ -319,7 +346,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                             {"cpu": sweep.resources.trial_cpus, **sweep.resources.trial_resources})
             tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
-            with progress.use(channel):  # TrialLines (a Tune callback on this driver) reads the channel
+            # TrialLines (a Tune callback on this driver) reads the channel
+            with progress.use(channel), tune_settings():
                 result_grid = tuner.fit()
             ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
             phase_rows = _phase_rows(result_grid, phase, sweep)

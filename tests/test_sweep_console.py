@@ -1,9 +1,11 @@
-"""A quiet console (tkre.cluster.quiet): during `tkre sweep` the terminal shows tkre's lines only, and
-Ray's and Tune's own output (raylet warnings, Tune's experiment box, loggers, C++ lines on descriptor 2)
-goes to the log file the console names; `--verbose` keeps it on the terminal.
+"""What a sweep leaves on the console and on disk.
 
-Both tests run in a fresh process: the redirection is of the process's own descriptors, which pytest's
-output capture replaces."""
+- A quiet console (tkre.cluster.quiet): during `tkre sweep` the terminal shows tkre's lines only, and
+  Ray's and Tune's own output (raylet warnings, Tune's experiment box, loggers, C++ lines on descriptor 2)
+  goes to the log file the console names; `--verbose` keeps it on the terminal. These tests run in a
+  fresh process: the redirection is of the process's own descriptors, which pytest's capture replaces.
+- Tune's settings for a phase (`tkre.sweep.run.TUNE_SETTINGS`) hold only while it runs, and of Tune's
+  per-trial loggers only the JSON one writes (result.json; no progress.csv or TensorBoard events)."""
 
 from __future__ import annotations
 
@@ -93,6 +95,9 @@ def test_sweep_console_is_quiet_and_verbose_keeps_ray_output(tmp_path, semeval, 
     text = log.read_text()
     assert "Configuration for experiment" in text and "View detailed results here" in text, text
     assert "trial " not in text.replace("Number of trials", "")  # the trial lines are the console's
+    trial_dirs = list((tmp_path / "store" / "sweeps" / "quiet" / "grid").glob("run_trial_*"))
+    assert len(trial_dirs) == 2 and all((d / "result.json").is_file() for d in trial_dirs), trial_dirs
+    assert not [f for d in trial_dirs for f in d.iterdir() if f.name == "progress.csv" or "tfevents" in f.name]
     # --verbose: Ray's and Tune's output stays on the terminal (a one-trial sweep that fails at once)
     verbose = {**sweep, "name": "verbose", "grid": {"variant": ["broken"]}}
     out = _cli(["sweep", str(write_sweep(tmp_path / "verbose.yaml", verbose)), "--verbose"], tmp_path)
@@ -100,3 +105,16 @@ def test_sweep_console_is_quiet_and_verbose_keeps_ray_output(tmp_path, semeval, 
     assert out.returncode == 1, console[-3000:]  # its only trial failed
     assert "Configuration for experiment" in console and "own output" not in console, console
     assert not (tmp_path / "store" / "sweeps" / "verbose" / "logs").exists()
+
+
+def test_tune_settings_hold_only_inside_and_the_users_win(monkeypatch):
+    from tkre.sweep.run import TUNE_SETTINGS, tune_settings
+
+    for k in TUNE_SETTINGS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")  # the user's
+    with tune_settings():
+        assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
+        assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ and "TUNE_PRINT_ALL_TRIAL_ERRORS" not in os.environ
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
