@@ -76,7 +76,7 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
         log.info("Ray dashboard: http://%s", context.dashboard_url)
     session = context.address_info.get("session_dir")  # what ray.init returns (RayContext), public
     if not log_to_driver and session:
-        log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 shows them here)", session)
+        log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 prints them on the driver)", session)
 
 
 def ray_start_message(error: BaseException, target: str) -> str:
