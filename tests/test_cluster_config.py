@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tkre.cluster.cluster_yaml import (_ray_autoscaler_file, docker_env, load_cluster_yaml, node_shapes,
-                          passthrough_env, secret_findings, validate_cluster_config)
+from tkre.cluster.cluster_yaml import (_ray_autoscaler_file, docker_env, driver_runtime_env, load_cluster_yaml,
+                                       node_shapes, secret_findings, validate_cluster_config)
 from tkre.errors import ConfigError
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
@@ -144,12 +144,14 @@ def test_node_types_declare_resources_tkre_can_check(raw):
     assert sum(s.max_count for s in shapes.values() if s.name != "head") >= raw["max_workers"] > 0
 
 
-def test_passthrough_env_takes_only_listed_settings_never_secrets():
+def test_driver_runtime_env_takes_only_listed_settings_never_secrets():
     env = {"WANDB_API_KEY": "x" * 40, "OPENAI_API_KEY": "sk-test", "AWS_SECRET_ACCESS_KEY": "no", "EMPTY": "",
            "HF_TOKEN": "hf_x", "WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1"}
-    out = passthrough_env(env)
-    assert out == {"WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1"}  # Ray logs runtime envs
-    json.dumps({"env_vars": out})  # usable as --runtime-env-json
+    out = driver_runtime_env(environ=env)
+    assert out == {"env_vars": {"WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1"}}  # Ray logs runtime envs
+    assert driver_runtime_env(environ=env, extra={"HF_TOKEN": "hf_y", "TOKENIZERS_PARALLELISM": "false"}) == {
+        "env_vars": {"WANDB_PROJECT": "p", "OPENAI_BASE_URL": "http://h/v1", "TOKENIZERS_PARALLELISM": "false"}}
+    json.dumps(out)  # usable as --runtime-env-json
 
 
 def test_missing_or_broken_cluster_file_is_a_clear_error(tmp_path):
@@ -231,3 +233,24 @@ def test_every_node_type_that_writes_to_s3_has_the_heads_instance_profile(raw):
     own["available_node_types"][own["head_node_type"]]["node_config"]["IamInstanceProfile"] = {
         "Arn": "arn:aws:iam::123456789012:instance-profile/tkre-node"}
     assert sorted(storage_writers_without_the_heads_profile(own)) == sorted(gpu_types)
+
+
+def test_cluster_check_refuses_a_file_with_a_secret_and_names_the_line(tmp_path):
+    from tkre.sweep.plan import check_cluster_file
+
+    leaky = tmp_path / "cluster.yaml"
+    text = CLUSTER_YAML.read_text()
+    leaky.write_text(text + "\n# - --env WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")
+    with pytest.raises(ConfigError, match=r"line \d+: .*never write them into the cluster file") as e:
+        check_cluster_file(str(leaky))
+    assert "0123456789abcdef" not in str(e.value)
+    assert check_cluster_file(str(CLUSTER_YAML))["storage"].startswith("s3://")
+
+
+def test_secret_names_are_whole_words():
+    from tkre.cluster.cluster_yaml import is_secret_name
+
+    for name in ("WANDB_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "GCP_CREDENTIALS", "TOKEN"):
+        assert is_secret_name(name), name
+    for name in ("TOKENIZERS_PARALLELISM", "WANDB_PROJECT", "MONKEY_PATCH", "KEYBOARD"):
+        assert not is_secret_name(name), name

@@ -22,6 +22,7 @@ def cluster_check(cluster_file: Path = typer.Argument(Path("cluster.yaml"), help
 
     summary = check_cluster_file(str(cluster_file), sweep)
     console.print(f"ok: {cluster_file} ({summary['provider']}): {summary['node_types']}")
+    console.print(f"  storage (TKRE_STORAGE_PATH): {summary['storage'] or 'not set: sweeps use their files storage_path'}")
     if "sweep" in summary:
         s = summary["sweep"]
         asks = "; ".join(f"{r['stage']} {r['count']} x {json.dumps(r['bundle'])}" for r in s["requests"])

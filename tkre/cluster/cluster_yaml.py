@@ -39,11 +39,12 @@ HEAD_BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 PASSTHROUGH_ENV = ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL", "OPENAI_BASE_URL",
                    "TKRE_STORAGE_PATH")
 SECRET_ENV = ("WANDB_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+# a whole word of the name (TOKENIZERS_PARALLELISM is a setting, HF_TOKEN a secret)
+_SECRET_NAME = re.compile(r"(?:^|_)(?:KEYS?|TOKENS?|SECRETS?|PASSWORDS?|CREDENTIALS?)(?:_|$)", re.IGNORECASE)
 
 
 def is_secret_name(name: str) -> bool:
-    """True for variables that hold secrets (the known ones, and any *KEY*/*TOKEN*/*SECRET*/... name)."""
+    """True for variables that hold secrets (the known ones, and any name with a word KEY, TOKEN, SECRET, ...)."""
     return name in SECRET_ENV or bool(_SECRET_NAME.search(name))
 
 # Shapes of well-known API keys / secrets that must never appear in a committed cluster file.
@@ -193,14 +194,6 @@ def head_bootstrap_config() -> dict[str, Any] | None:
     """The prepared cluster file `ray up` left on this (head) node, or None elsewhere."""
     p = Path(HEAD_BOOTSTRAP_CONFIG).expanduser()
     return load_cluster_yaml(p) if p.is_file() else None
-
-
-def passthrough_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The PASSTHROUGH_ENV variables set in `environ` (default os.environ), for a Ray runtime_env.
-
-    Settings only: secrets are never put in a runtime env (Ray logs it; see PASSTHROUGH_ENV)."""
-    environ = os.environ if environ is None else environ
-    return {k: environ[k] for k in PASSTHROUGH_ENV if environ.get(k) and not is_secret_name(k)}
 
 
 def driver_runtime_env(names: tuple[str, ...] = PASSTHROUGH_ENV, environ: dict[str, str] | None = None,

@@ -172,14 +172,23 @@ def gpu_memory_lines(trials: list[PlannedTrial]) -> list[str]:
 def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict[str, Any]:
     """`tkre cluster check`: validate a cluster file offline and, given a sweep file, check that its
     trials fit the node types. Returns a summary for the CLI; raises ConfigError on any problem."""
-    from tkre.cluster.cluster_yaml import load_cluster_yaml, validate_cluster_config
+    from pathlib import Path
+
+    from tkre.cluster.cluster_yaml import docker_env, load_cluster_yaml, secret_findings, validate_cluster_config
     from tkre.cluster.resources import cluster_capacity, distinct_requests, fit_trials
+    from tkre.errors import ConfigError
     from tkre.sweep.config import grid_points, load_sweep, resolve_sweep_file
 
-    prepared = validate_cluster_config(load_cluster_yaml(cluster_yaml), str(cluster_yaml))
+    raw = load_cluster_yaml(cluster_yaml)
+    secrets = secret_findings(Path(cluster_yaml).read_text(encoding="utf-8"))
+    if secrets:  # keys come from the launching environment, never from a file (docs/cluster.md)
+        raise ConfigError(f"{cluster_yaml}: secret-looking values ({'; '.join(secrets)}): pass keys from the "
+                          "environment you launch from, never write them into the cluster file")
+    prepared = validate_cluster_config(raw, str(cluster_yaml))
     capacity = cluster_capacity(prepared, live=False)
     summary: dict[str, Any] = {"provider": prepared["provider"]["type"], "node_types": capacity.describe(),
-                               "max_totals": capacity.totals()}
+                               "max_totals": capacity.totals(),
+                               "storage": docker_env(prepared).get("TKRE_STORAGE_PATH")}
     if sweep_file:
         sweep = load_sweep(resolve_sweep_file(sweep_file))
         experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
