@@ -89,7 +89,8 @@ def predict_ray_data(checkpoint: HandOver, examples: Sequence[RelationExample], 
     rows = [{"row": i, "record": json.dumps(ex.to_dict())} for i, ex in enumerate(examples)]
     ds = ray.data.from_items(rows).map_batches(
         _PredictorActor, fn_constructor_kwargs={"checkpoint": checkpoint, "batch_size": batch_size},
-        batch_size=max(batch_size, 256), concurrency=actors, num_cpus=1, batch_format="numpy",
+        batch_size=max(batch_size, 256), compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+        batch_format="numpy",
         **({"resources": dict(resources)} if resources else {}))
     preds: list[str] = [""] * len(examples)
     conf: list[float] = [0.0] * len(examples)
