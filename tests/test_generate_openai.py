@@ -276,9 +276,8 @@ def _scdg_scripted(url, tmp_path, golden, relations, name, **openai):
 
     gen = _cfg(url, tmp_path, **{"max_retries": 3, **openai})
     cfg = SCDGConfig(generator=gen, max_rounds=2, samples_per_prompt=2, prompt_examples=2, max_new_tokens=400,
-                     constrained=True)
-    return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, per_relation=2,
-                              relations=relations)
+                     constrained=True, samples_per_relation=2)
+    return generate_synthetic(golden, relation_type_schema(golden), cfg, tmp_path / name, relations=relations)
 
 
 def _golden(semeval):
