@@ -41,3 +41,22 @@ def test_plan_shows_the_accelerator_and_memory_check_of_paper_table2():
     lines = gpu_memory_lines(plan_trials(load_sweep(resolve_sweep_file("paper_table2"))))
     assert len(lines) == 1 and lines[0].startswith("edkg+scdg: meta-llama/Llama-2-13b-chat-hf"), lines
     assert "accelerator A100" in lines[0] and "fits" in lines[0], lines
+
+
+def test_plan_reads_model_configs_locally_only(monkeypatch):
+    """--plan never asks the Hub (it retried with back-off for ~a minute per model where unreachable)."""
+    import transformers
+
+    from tkre.cluster import gpu_memory
+
+    seen = {}
+
+    def fake(model, **kw):
+        seen.update(kw)
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
+    gpu_memory.model_weights.cache_clear()
+    w = gpu_memory.model_weights("meta-llama/Llama-2-13b-chat-hf")
+    assert seen.get("local_files_only") is True
+    assert w is not None and w.source == "model name" and w.params == 13e9

@@ -38,13 +38,16 @@ class Weights(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def model_weights(model: str, revision: str | None = None) -> Weights | None:
-    """Parameters and dtype of `model` from its config (exact), else from its name, else None."""
+    """Parameters and dtype of `model` from its config (exact), else from its name, else None.
+
+    The config is read from a local folder or the Hugging Face cache only: `--plan` never touches the
+    network (a Hub lookup retries with back-off for tens of seconds where the Hub is unreachable)."""
     try:
         import torch
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        config = AutoConfig.from_pretrained(model, revision=revision)
+        config = AutoConfig.from_pretrained(model, revision=revision, local_files_only=True)
         with init_empty_weights():
             meta = AutoModelForCausalLM.from_config(config)
         dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float16
