@@ -177,6 +177,16 @@ class TrialRow(_FlatModel):
         return row
 
 
+def json_field(text: Any, empty: Any) -> Any:
+    """A row's JSON-text field (`epoch_history`, `pretrain_history`) decoded; `empty` when missing or not JSON."""
+    if not isinstance(text, str) or not text:
+        return empty
+    try:
+        return json.loads(text)
+    except ValueError:
+        return empty
+
+
 def columns() -> list[str]:
     """Every non-dict column of a results table, in order."""
     dicts = ResultRow._dict_fields() | TrialRow._dict_fields() | {"result"}

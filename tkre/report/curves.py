@@ -10,32 +10,23 @@ under early stopping, is averaged over those that did; the count is in the table
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from tkre.report.plots import pyplot, save_figure
+from tkre.results import json_field
 
 FINETUNE_METRICS = ("train_loss", "dev_micro_f1")
 PRETRAIN_METRICS = ("train_loss", "heldout_mslm_loss", "heldout_scl_loss")
 CELL = ["dataset", "k", "backbone"]
 
 
-def _records(text) -> list | dict:
-    if not isinstance(text, str) or not text:
-        return []
-    try:
-        return json.loads(text)
-    except ValueError:
-        return []
-
-
 def finetune_curves(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, variant, epoch, metric): mean, std and n over seeds. Epochs are 1-based."""
     long = []
     for _, r in rows.iterrows():
-        for h in _records(r.get("epoch_history")) or []:
+        for h in json_field(r.get("epoch_history"), []):
             for m in FINETUNE_METRICS:
                 if isinstance(h.get(m), (int, float)) and h.get("epoch") is not None:
                     long.append({**{c: r[c] for c in CELL}, "variant": r.get("variant") or "-",
@@ -47,7 +38,7 @@ def pretrain_curves(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, variant, stage, epoch, metric): mean, std and n over seeds. Epochs are 1-based."""
     long = []
     for _, r in rows.iterrows():
-        stages = _records(r.get("pretrain_history"))
+        stages = json_field(r.get("pretrain_history"), {})
         for stage, history in (stages.items() if isinstance(stages, dict) else []):
             for i, h in enumerate(history):
                 for m in PRETRAIN_METRICS:

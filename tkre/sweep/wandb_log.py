@@ -15,7 +15,6 @@ All of it works offline (no key): W&B keeps the runs on disk for `wandb sync`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -24,6 +23,8 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from tkre.results import json_field
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,6 @@ def config_tags(sweep: dict, overrides: dict[str, Any]) -> list[str]:
                      "seed": cfg.data.seed, "backbone": cfg.finetune.backbone})
 
 
-def _json(text: Any, empty: Any) -> Any:
-    if not isinstance(text, str) or not text:
-        return empty
-    try:
-        return json.loads(text)
-    except ValueError:
-        return empty
-
-
 def _numbers(record: dict) -> dict[str, float]:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(v)}
@@ -109,7 +101,7 @@ def log_row(run: Any, row: dict[str, Any]) -> None:
     """A finished trial's curves and epoch table (see the module docstring), and its final tags."""
     import wandb
 
-    epochs = [h for h in _json(row.get("epoch_history"), []) if isinstance(h, dict)]
+    epochs = [h for h in json_field(row.get("epoch_history"), []) if isinstance(h, dict)]
     if epochs:
         run.define_metric("finetune/epoch")
         run.define_metric("finetune/*", step_metric="finetune/epoch")
@@ -119,7 +111,7 @@ def log_row(run: Any, row: dict[str, Any]) -> None:
         columns = sorted({k for h in epochs for k in h})
         run.log({"finetune/epoch_history": wandb.Table(columns=columns,
                                                        data=[[h.get(c) for c in columns] for h in epochs])})
-    stages = _json(row.get("pretrain_history"), {})
+    stages = json_field(row.get("pretrain_history"), {})
     for stage, history in (stages.items() if isinstance(stages, dict) else []):
         run.define_metric(f"pretrain/{stage}/epoch")
         run.define_metric(f"pretrain/{stage}/*", step_metric=f"pretrain/{stage}/epoch")
