@@ -1,6 +1,6 @@
 """cluster.yaml: validated offline against Ray's own autoscaler schema (no cloud SDK, no private Ray
-module); no secrets; shared storage is a URI; every node installs tkre with the vllm extra; node types
-declare the resources tkre checks."""
+module); no secrets; shared storage is a URI; every node runs Ray's LLM image and installs tkre from the
+mounted repository; the Hugging Face cache is on the host; node types declare the resources tkre checks."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_cluster_yaml_passes_rays_autoscaler_schema_offline(raw, monkeypatch):
     assert prepared["head_node_type"] in prepared["available_node_types"]
     # the defaults were filled (validate_config demands cluster_synced_files) and setup merged per role
     assert "cluster_synced_files" in prepared
-    assert any("tkre[vllm]" in c for c in prepared["worker_setup_commands"])
+    assert any("pip install" in c and "$HOME/tkre" in c for c in prepared["worker_setup_commands"])
     assert prepared["available_node_types"][prepared["head_node_type"]]["max_workers"] == 0
 
 
@@ -125,13 +125,34 @@ def test_storage_path_is_a_shared_uri(raw):
     assert hasattr(pafs, {"s3": "S3FileSystem", "gs": "GcsFileSystem"}.get(scheme, "HadoopFileSystem"))
 
 
-def test_every_node_installs_tkre_with_the_vllm_extra_from_the_mounted_repo(raw):
+def test_every_node_runs_rays_llm_image_and_installs_tkre_from_the_mounted_repo_without_heavy_deps(raw):
+    """vLLM and CUDA torch come with the image, not from pip at every boot: tkre is installed with its
+    plain dependencies, the image's ray/torch/vllm/transformers pinned as constraints."""
     mounts = raw["file_mounts"]
     repo_remote = next(remote for remote, local in mounts.items() if local == ".")
-    setup = " ".join(raw["setup_commands"])
-    assert "pip install" in setup and "[vllm]" in setup
-    assert repo_remote.replace("~", "$HOME") in setup
-    assert raw["docker"]["image"].startswith("rayproject/ray:2.60.0-py311")
+    setup = raw["setup_commands"]
+    install = next(c for c in setup if "pip install" in c and "tkre" in c)
+    assert repo_remote.replace("~", "$HOME") in install and "[vllm]" not in install
+    pins = next(c for c in setup if "/tmp/image-pins.txt" in c and "pip list" in c)
+    assert "-c /tmp/image-pins.txt" in install and setup.index(pins) < setup.index(install)
+    for package in ("ray", "torch", "vllm"):
+        assert package in pins
+    image = raw["docker"]["image"]
+    assert image.startswith("rayproject/ray-llm:2.60.0-py311-"), image  # Ray version and Python of tkre's tests
+    import ray
+
+    assert image.split(":")[1].startswith(ray.__version__ + "-")
+
+
+def test_hugging_face_cache_lives_on_the_hosts_disk(raw):
+    """A restarted container must not download the model weights again: HF_HOME is inside a host volume
+    (a `-v host:container` docker option) whose host folder an initialization command creates."""
+    env = docker_env(raw)
+    hf_home = env["HF_HOME"]
+    volumes = [o.split()[1].split(":") for o in raw["docker"]["run_options"] if str(o).startswith("-v ")]
+    hosts = [host for host, target in volumes if hf_home == target or hf_home.startswith(target.rstrip("/") + "/")]
+    assert hosts, f"HF_HOME {hf_home} is not on a host volume: {volumes}"
+    assert any(hosts[0] in c and "mkdir -p" in c for c in raw["initialization_commands"])
 
 
 def test_node_types_declare_resources_tkre_can_check(raw):

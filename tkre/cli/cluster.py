@@ -17,7 +17,8 @@ cluster_app = typer.Typer(help="Ray cluster files (`ray up cluster.yaml`).", no_
 def cluster_check(cluster_file: Path = typer.Argument(Path("cluster.yaml"), help="the `ray up` cluster file"),
                   sweep: Optional[str] = typer.Option(None, "--sweep", help="also check this sweep's trials fit")) -> None:
     """Validate a cluster file against Ray's autoscaler schema (offline, no cloud credentials) and,
-    with --sweep, check that one trial of that sweep can ever be placed on its node types."""
+    with --sweep, check that one trial of that sweep can ever be placed on its node types and that the
+    dataset folders it reads (data.path, data.patch_path) are mounted or copied onto the nodes."""
     from tkre.sweep.plan import check_cluster_file
 
     summary = check_cluster_file(str(cluster_file), sweep)
@@ -28,3 +29,5 @@ def cluster_check(cluster_file: Path = typer.Argument(Path("cluster.yaml"), help
         asks = "; ".join(f"{r['stage']} {r['count']} x {json.dumps(r['bundle'])}" for r in s["requests"])
         console.print(f"ok: sweep {s['name']} fits ({s['trials_per_grid']} grid point(s), up to "
                       f"{s['concurrent_trials']} at once; per trial: {asks})")
+        if s["dataset_folders"]:
+            console.print(f"ok: dataset folders on every node that runs trials: {', '.join(s['dataset_folders'])}")

@@ -171,10 +171,12 @@ def gpu_memory_lines(trials: list[PlannedTrial]) -> list[str]:
 
 def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict[str, Any]:
     """`tkre cluster check`: validate a cluster file offline and, given a sweep file, check that its
-    trials fit the node types. Returns a summary for the CLI; raises ConfigError on any problem."""
+    trials fit the node types and that every dataset folder they read is mounted or copied onto the
+    nodes (`tkre.cluster.data_mounts`). Returns a summary for the CLI; raises ConfigError on any problem."""
     from pathlib import Path
 
     from tkre.cluster.cluster_yaml import docker_env, load_cluster_yaml, secret_findings, validate_cluster_config
+    from tkre.cluster.data_mounts import missing_dataset_folders
     from tkre.cluster.resources import cluster_capacity, distinct_requests, fit_trials
     from tkre.errors import ConfigError
     from tkre.sweep.config import grid_points, load_sweep, resolve_sweep_file
@@ -197,6 +199,13 @@ def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict
                                 trial_resources=sweep.resources.trial_resources,
                                 max_concurrent_trials=sweep.resources.max_concurrent_trials,
                                 source=f"{sweep_file}: resources")
+        trials = [(t.name, t.experiment) for t in plan_trials(sweep)]
+        missing = missing_dataset_folders(prepared, trials, trial_resources=sweep.resources.trial_resources,
+                                          sweep_file=str(sweep_file), cluster_file=str(cluster_yaml))
+        if missing:  # the trial would fail on the cluster with "does not exist", after the nodes started
+            raise ConfigError("\n".join(missing))
+        folders = sorted({v for _, cfg in trials for v in (cfg.data.path, cfg.data.patch_path) if v})
         summary["sweep"] = {"name": sweep.name, "trials_per_grid": len(experiments),
-                            "requests": [r._asdict() for r in requests], "concurrent_trials": concurrent}
+                            "requests": [r._asdict() for r in requests], "concurrent_trials": concurrent,
+                            "dataset_folders": folders}
     return summary
