@@ -6,8 +6,12 @@
   (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
   session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
   driver's environment (keys included); on a cluster the openai backend's actors get their key as a
-  hidden call argument, W&B logs from the driver itself (`tkre.sweep.tracking`), and anything else
-  reads the nodes' own environment (README, "Secrets on a cluster").
+  hidden call argument, W&B logs from the driver itself (`tkre.sweep.tracking`), and the driver's
+  `WORKER_SECRETS` (HF_TOKEN: gated Hub models, loaded by vLLM engines and Train workers on any node)
+  reach every worker process of the job through a `worker_process_setup_hook` (Ray's public runtime-env
+  field): the hook is a function that Ray pickles into its GCS, while the runtime env and its log show
+  only the hook's name. Anything else reads the nodes' own environment (docs/cluster.md, "Secrets on a
+  cluster").
 - A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
   line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
 - A local sweep asks for Ray's dashboard (`dashboard=True`) and gets it when its dependencies are
@@ -33,6 +37,29 @@ log = logging.getLogger(__name__)
 WORKER_DEFAULTS = {"TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
 FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TRANSFORMERS_VERBOSITY",
              "TOKENIZERS_PARALLELISM")
+
+
+#: secrets the driver hands to its Ray workers on a cluster (`secret_setup_hook`); a worker whose node
+#: sets one itself keeps its own value
+WORKER_SECRETS = ("HF_TOKEN",)
+
+
+def secret_setup_hook(environ: dict[str, str] | None = None):
+    """A `worker_process_setup_hook` that sets the driver's `WORKER_SECRETS` in each worker process of
+    the job (None when the driver has none). The values live only in the function's closure: Ray pickles
+    it into its GCS and shows the name `tkre_worker_secrets`, never the values."""
+    environ = os.environ if environ is None else environ
+    values = {k: environ[k] for k in WORKER_SECRETS if environ.get(k)}
+    if not values:
+        return None
+
+    def tkre_worker_secrets() -> None:
+        import os as _os
+
+        for name, value in values.items():
+            _os.environ.setdefault(name, value)
+
+    return tkre_worker_secrets
 
 
 #: what Ray's dashboard imports before it starts (ray/dashboard/optional_deps.py); `ray[default]` brings them
@@ -62,9 +89,15 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
     if dashboard and target == "local" and not with_dashboard:
         log.info('Ray dashboard off: it needs `pip install "ray[default]"`')
     local = {"include_dashboard": with_dashboard} if target == "local" else {}  # a cluster keeps its own
+    runtime_env = driver_runtime_env(extra=extra)
+    hook = None if target == "local" else secret_setup_hook()  # a local Ray inherits the driver's env
+    if hook is not None:
+        runtime_env["worker_process_setup_hook"] = hook
+        log.info("handing %s to Ray workers through a worker setup hook", ", ".join(
+            k for k in WORKER_SECRETS if os.environ.get(k)))
     try:
         context = ray.init(address=target, ignore_reinit_error=True, **local, log_to_driver=log_to_driver,
-                           runtime_env=driver_runtime_env(extra=extra),
+                           runtime_env=runtime_env,
                            logging_level=logging.INFO if log_to_driver else logging.WARNING)
     except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
         try:
