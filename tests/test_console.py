@@ -89,3 +89,29 @@ def test_trial_lines_print_k_of_n_after_each_trial_end():
     lines.on_trial_error(0, trials, trials[1])
     counts = [ln for ln in out.getvalue().splitlines() if "trials done" in ln]
     assert counts[0].startswith("1 of 3 trials done (grid), ETA ") and counts[1].startswith("2 of 3 trials done")
+
+
+def test_a_retried_trial_gets_one_line_with_the_attempt_and_the_reason(tmp_path):
+    """A node lost mid-trial: Tune calls on_trial_recover (not on_trial_error) when the sweep allows
+    retries; the console says so in one line, then `started` again, and counts the trial only once it ends."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from tkre.console import TrialLines
+
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback ...\nray.train.WorkerGroupError: A worker health check failed\n")
+    lines = TrialLines(live=False, total=1, phase="grid")
+    out = io.StringIO()
+    lines._console = Console(file=out, width=300)
+    trial = SimpleNamespace(trial_id="t0", config={"point": {"variant": "tkre"}}, last_result={}, status="RUNNING",
+                            error_file=str(error), num_failures=1, max_failures=2)
+    lines.on_trial_start(0, [trial], trial)
+    lines.on_trial_recover(0, [trial], trial)
+    lines.on_trial_start(0, [trial], trial)
+    text = out.getvalue().splitlines()
+    assert text[1].startswith("trial t0 [tkre] RETRYING (attempt 2 of 3) after: ray.train.WorkerGroupError: "
+                              "A worker health check failed (full trace: ")
+    assert text[2].startswith("trial t0 [tkre] started") and not [ln for ln in text if "trials done" in ln]

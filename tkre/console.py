@@ -3,9 +3,10 @@
 - `TrialLines`: a Ray Tune `Callback` (Tune's extension point; the sweep runs Tune with `verbose=0`,
   so no status tables). One line per trial -- trial, variant, stage, progress (epoch and step, or
   rows), elapsed -- printed when a trial starts, changes stage or epoch, every `heartbeat_s` while it
-  runs, and when it ends, followed by the phase's count: "k of N trials done, ETA ..." (N: the trials
-  the phase will run; the ETA extrapolates this run's pace of finished trials). On a terminal the
-  running trials' lines are also kept live (updated in place) below the printed ones.
+  runs, fails and is retried (`RETRYING (attempt 2 of 3) after: <reason>`), and when it ends,
+  followed by the phase's count: "k of N trials done, ETA ..." (N: the trials the phase will run;
+  the ETA extrapolates this run's pace of finished trials). On a terminal the running trials' lines
+  are also kept live (updated in place) below the printed ones.
 - `ProgressBar`: a rich progress bar for `tkre pretrain` / `tkre finetune` (one bar per stage).
 
 Both poll a `progress.Channel` on the driver: Tune calls `on_step_end` in its control loop; the bar
@@ -35,6 +36,15 @@ def last_line(text: str, limit: int = 300) -> str:
     """The last non-blank line of an error text (a traceback's message), without colour codes."""
     lines = [ln for ln in strip_ansi(text).splitlines() if ln.strip()]
     return one_line(lines[-1], limit) if lines else ""
+
+
+def _error_reason(trial) -> str:
+    """The last line of a trial's error.txt ("" without a local copy: the results table has the error)."""
+    try:  # Tune writes error.txt next to the driver first and uploads it to storage later
+        with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+            return last_line(f.read())
+    except (OSError, TypeError):
+        return ""
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -158,13 +168,18 @@ class TrialLines(Callback):
         self._count(trials, trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        try:  # Tune writes error.txt next to the driver first and uploads it to storage later
-            with open(trial.error_file, encoding="utf-8", errors="replace") as f:
-                reason = last_line(f.read())
-        except (OSError, TypeError):  # no local copy: the results table still has the error
-            reason = ""
+        reason = _error_reason(trial)
         self._end(trial.trial_id, f"FAILED: {reason or 'see the results table'} (full trace: {trial.error_file})")
         self._count(trials, trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """The trial failed and Tune runs it again (the sweep's `resources.max_failures`; e.g. its node
+        was lost): one line with the reason; the new attempt prints `started` again."""
+        failures, most = getattr(trial, "num_failures", 0) or 0, getattr(trial, "max_failures", 0) or 0
+        attempt = f"attempt {failures + 1}" + (f" of {most + 1}" if most >= 0 else "")
+        self.trials.setdefault(trial.trial_id, {"started": time.time(), "printed": 0.0})
+        self._line(trial.trial_id, f"RETRYING ({attempt}) after: {_error_reason(trial) or 'an error'} "
+                                   f"(full trace: {trial.error_file})")
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._live is not None:
