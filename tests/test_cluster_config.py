@@ -138,7 +138,7 @@ def test_every_node_runs_rays_llm_image_and_installs_tkre_from_the_mounted_repo_
     for package in ("ray", "torch", "vllm"):
         assert package in pins
     image = raw["docker"]["image"]
-    assert image.startswith("rayproject/ray-llm:2.60.0-py311-"), image  # Ray version and Python of tkre's tests
+    assert image.startswith("rayproject/ray-llm:2.60.0-py312-"), image  # Ray's LLM images: Python 3.12 only
     import ray
 
     assert image.split(":")[1].startswith(ray.__version__ + "-")
