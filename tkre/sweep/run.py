@@ -18,7 +18,8 @@ Ray Train gives its placement group back. Resources that cannot deadlock on a sm
   training workers of all concurrent trials fit the cluster at once (`tkre.cluster.resources.fit_trials`);
 - LLM generation (Ray Data actor pools) runs under a sweep-wide slot (`resources.generation_slots`),
   so two pools never hold all CPUs waiting on each other's tasks; a trial waiting for a shared
-  artifact's lock holds no CPUs;
+  artifact's lock holds no CPUs; a CPU (hf) pool reserves its trial's fixed share of the cluster's
+  CPUs (`tkre.cluster.cpu_share`), never more than the other concurrent trials leave it;
 - a watchdog: `trial_timeout_s` cancels a stuck trial (recorded as failed) and `sweep_timeout_s`
   bounds the whole phase (Tune's time budget).
 
@@ -57,6 +58,7 @@ from tkre.errors import ConfigError, DataError, error_reason
 from tkre.io import stable_hash
 from tkre.results import PLAN_FILE, ResultRow, SweepDir, TrialRow
 from tkre.cluster.runtime import init_ray
+from tkre.cluster.cpu_share import share_for_trials
 from tkre.cluster.resources import cluster_capacity, fit_trials, trial_requests
 from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, start_point,
                                trial_meta, trial_overrides)
@@ -310,9 +312,14 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         init_ray(address, dashboard=True)  # secrets/settings reach workers from the shell, never from a file
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
-    concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], cluster_capacity(),
+    capacity = cluster_capacity()
+    concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], capacity,
                             trial_cpus=sweep.resources.trial_cpus, trial_resources=sweep.resources.trial_resources,
                             max_concurrent_trials=sweep.resources.max_concurrent_trials, source=f"{path}: resources")
+    # each trial's CPUs for its own CPU generation pool: fixed now, not read from what is free when the
+    # pool starts (that depends on which other trial has reserved its workers yet)
+    share = share_for_trials(capacity.totals().get("CPU", 0.0), capacity.largest("CPU")[0], concurrent,
+                             sweep.resources.trial_cpus)
     log.info("sweep %s: %d grid point(s), up to %d concurrent trial(s), results in %s",
              sweep.name, len(experiments), concurrent, root)
     phases = plan_phases(sweep)
@@ -342,7 +349,8 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                     continue
             if phase.kind != "search":
                 phase.points = _with_run_constants(phase.points, sweep)
-            spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel}
+            spec = {"sweep": sweep.model_dump(), "sweep_dir": root, "phase": phase.name, "progress": channel,
+                    "cpu_share": share}
             trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                             {"cpu": sweep.resources.trial_cpus, **sweep.resources.trial_resources})
             tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)

@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune import Callback
 
 from tkre import progress
+from tkre.cluster import cpu_share
 from tkre.config import ExperimentConfig
 from tkre.results import SweepDir
 from tkre.sweep.config import SweepConfig, experiment_for, trial_overrides
@@ -44,15 +45,15 @@ RUNS_ACTOR = "tkre_pipeline_runs"
 
 
 def pipeline_task(cfg: ExperimentConfig, callbacks: list | None, generation_slots: int, channel: progress.Channel,
-                  variant: str | None) -> dict:
+                  variant: str | None, share: cpu_share.CpuShare | None = None) -> dict:
     """One experiment in a plain Ray task (outside any placement group); progress goes to `channel`;
     returns the flat results row. `cfg` is the trial's config as built (pickled by Ray, every default
-    already filled in)."""
+    already filled in); `share`: the trial's CPUs for its own CPU generation pool (`tkre.cluster.cpu_share`)."""
     from tkre.store.artifacts import ArtifactStore
     from tkre.pipeline import run_experiment
 
     store = ArtifactStore(cfg.storage_path, slots={"generation": generation_slots})
-    with progress.use(channel):
+    with progress.use(channel), cpu_share.use(share):
         return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
 
 
@@ -72,7 +73,7 @@ def run_trial(config: dict, *, spec: dict) -> None:
     runs = ray.get_actor(RUNS_ACTOR)  # the driver's: it owns the pipeline (tkre.sweep.trial)
     [ref] = ray.get(runs.start.remote(trial_id, sweep.resources.trial_resources, pipeline_task, cfg,
                                       [TuneReportCallback()], sweep.resources.generation_slots, channel,
-                                      overrides.get("variant")))
+                                      overrides.get("variant"), spec.get("cpu_share")))
     ready, _ = ray.wait([ref], timeout=sweep.trial_timeout_s)
     if not ready:
         ray.get(runs.cancel.remote(trial_id))

@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from tkre.cluster import cpu_share
 from tkre.config import EMBEDDED_GENERATOR, DecodingConfig, GeneratorConfig
 from tkre.errors import ConfigError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
@@ -100,7 +101,8 @@ def _check_hub_model(name: str, revision: str | None) -> None:
 
 
 def default_threads(concurrency: int) -> int:
-    """Torch threads per actor when not configured: the CPUs free for the pool / its actors.
+    """Torch threads per actor when not configured and not in a sweep trial: the CPUs free for the pool
+    / its actors.
 
     Each actor reserves exactly as many Ray CPUs as it runs torch threads, so the reservation and the
     work agree; the CPUs counted are the free ones of a running Ray cluster (what a sweep trial leaves),
@@ -116,6 +118,18 @@ def default_threads(concurrency: int) -> int:
     return max(1, int(cpus) // max(1, concurrency))
 
 
+def cpu_threads(cfg: GeneratorConfig) -> tuple[int, float]:
+    """(torch threads, Ray CPUs) per CPU actor: `threads_per_actor` if set (both); inside a sweep trial,
+    the trial's fixed share (`tkre.cluster.cpu_share`); else the free CPUs / actors (both)."""
+    if cfg.threads_per_actor:
+        return cfg.threads_per_actor, float(cfg.threads_per_actor)
+    share = cpu_share.current()
+    if share is not None:
+        return share.threads(cfg.concurrency), share.reservation(cfg.concurrency)
+    threads = default_threads(cfg.concurrency)
+    return threads, float(threads)
+
+
 def spec(cfg: GeneratorConfig) -> BackendSpec:
     import torch
 
@@ -124,13 +138,13 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
         _check_hub_model(path, cfg.revision)
         revision = cfg.revision or "main"
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    threads = cfg.threads_per_actor or default_threads(cfg.concurrency)
+    threads, reserve = cpu_threads(cfg)
     return BackendSpec(
         name="hf", cls="tkre.generate.backends.hf:HFBackend",
         init_kwargs={"model": path, "revision": cfg.revision, "device": "cuda" if use_cuda else "cpu",
                      "threads": threads, "system": cfg.system_prompt},
         model_id=cfg.model, revision=revision, generator=f"hf:{_short(cfg.model)}",
-        num_cpus=float(threads) if not use_cuda else 1.0, num_gpus=1.0 if use_cuda else 0.0)
+        num_cpus=reserve if not use_cuda else 1.0, num_gpus=1.0 if use_cuda else 0.0)
 
 
 def _short(name: str) -> str:
