@@ -3,12 +3,18 @@ whatever was free when the pool started, and that share fits beside the other tr
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from tkre.cluster import cpu_share
 from tkre.cluster.cpu_share import CpuShare, share_for_trials
 from tkre.config import ExperimentConfig, GeneratorConfig
 from tkre.generate.backends import hf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import make_tiny_llama  # noqa: E402
 
 
 @pytest.mark.parametrize("total, largest, trials, threads, reserve", [
@@ -68,24 +74,35 @@ def test_pipeline_task_runs_the_experiment_under_its_trials_share(monkeypatch, t
     assert seen == [share] and cpu_share.current() is None
 
 
-def test_the_pool_actor_starts_beside_the_other_trials_train_worker(ray_local):
-    """2 CPUs, 2 trials: both drivers and the other trial's 0.95-CPU Train worker hold their CPUs; the
-    generation actor with the trial's share still starts at once."""
-    import ray
+def test_a_trials_explanations_run_beside_the_other_trials_train_worker(ray_local, semeval, tmp_path):
+    """2 CPUs, 2 trials: both drivers and the other trial's 0.95-CPU Train worker hold their CPUs; EDKG
+    under the trial's share starts its pool at once (a pool counting free CPUs would ask for a whole
+    one and wait for the Train worker to finish)."""
+    import concurrent.futures
+
     from ray.util.placement_group import placement_group, remove_placement_group
 
+    from tkre.config import EDKGConfig
+    from tkre.data import sample_kshot
+    from tkre.generate import generate_explanations
+
+    model = make_tiny_llama(tmp_path / "tiny_llama")
+    cfg = EDKGConfig(generator=GeneratorConfig(model=model, cache_dir=str(tmp_path / "cache"), batch_size=4,
+                                               device="cpu"), max_new_tokens=4)
+    golden = sample_kshot(semeval, 8, 1).train[:4]
     share = share_for_trials(2, 2, 2, trial_cpus=0.05)
+
+    def edkg():
+        with cpu_share.use(share):
+            return generate_explanations(golden, cfg, tmp_path / "out")
+
     pg = placement_group([{"CPU": 0.05}, {"CPU": 0.05}, {"CPU": 0.95}])  # drivers + a Train worker
     assert pg.wait(60)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
-        @ray.remote(num_cpus=share.reservation())
-        class Pool:
-            def ready(self):
-                return True
-
-        actor = Pool.remote()
-        ready, _ = ray.wait([actor.ready.remote()], timeout=60)
-        assert ready, f"an actor reserving {share.reservation()} CPUs did not start beside the other trial"
-        ray.kill(actor)
+        done = pool.submit(edkg)
+        manifest = done.result(timeout=180)  # TimeoutError: the pool waited for CPUs held elsewhere
+        assert manifest["counts"]["generated"] == 4
     finally:
-        remove_placement_group(pg)
+        remove_placement_group(pg)  # a pool still waiting can then finish
+        pool.shutdown(wait=True)
