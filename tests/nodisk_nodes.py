@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -102,8 +103,9 @@ class WorkerNode:
 
     def __init__(self, head: Head, env: dict[str, str], *, num_cpus: int, resources: dict[str, float],
                  shared: list[str], log: Path):
-        home = os.path.expanduser("~")
-        covered = [home, "/tmp", "/dev/shm"]
+        homes = {os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir}  # HOME may point elsewhere
+        tops = ["/tmp", "/dev/shm", *sorted(homes)]
+        covered = [c for c in tops if not any(c.startswith(t + "/") for t in tops)]  # a home under /tmp: once
         keep = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, str(REPO), *shared)]
         keep = sorted({p for p in keep if any(p == c or p.startswith(c + "/") for c in covered)})
         lines = ["set -e", "mount -t tmpfs tkre-stage /mnt"]  # staging: the kept folders, before covering

@@ -58,15 +58,22 @@ def _manifests(fs) -> dict[str, dict]:
     return out
 
 
-def _finetune_epoch_checkpoints(fs) -> dict[str, set[int]]:
+def _registered_finetune_checkpoints(fs) -> dict[str, set[int]]:
+    """Per fine-tuning run in S3, the epochs of the checkpoints Ray Train has registered: those its
+    checkpoint manager's snapshot (`checkpoint_manager_snapshot.json` in the run folder) lists. A run
+    restarted after a lost node resumes from these; a checkpoint uploaded but not yet registered
+    (its `COMPLETE` marker already in S3) is not resumed from."""
     import pyarrow.fs as pafs
 
     sel = pafs.FileSelector(f"{BUCKET}/store/train", recursive=True, allow_not_found=True)
     out: dict[str, set[int]] = {}
     for info in fs.get_file_info(sel):
-        m = re.search(r"/(finetune-[^/]+)/epoch_(\d+)/COMPLETE$", info.path)
+        m = re.search(r"/(finetune-[^/]+)/checkpoint_manager_snapshot\.json$", info.path)
         if m:
-            out.setdefault(m.group(1), set()).add(int(m.group(2)))
+            with fs.open_input_file(info.path) as f:
+                epochs = {int(e) for e in re.findall(r"epoch_(\d+)", f.read().decode())}
+            if epochs:
+                out[m.group(1)] = epochs
     return out
 
 
@@ -77,7 +84,7 @@ def _kill_mid_finetuning(fs, state: dict, report: dict) -> None:
     while time.time() < deadline and not state.get("stop"):
         done = [m["key"] for m in _manifests(fs).values() if m["stage"] == "finetune"]
         if len(done) == 1:
-            running = {run: ep for run, ep in _finetune_epoch_checkpoints(fs).items() if run != f"finetune-{done[0]}"}
+            running = {run: ep for run, ep in _registered_finetune_checkpoints(fs).items() if run != f"finetune-{done[0]}"}
             if running:
                 run, epochs = next(iter(running.items()))
                 report["killed_processes"] = state["worker"].kill()
@@ -193,6 +200,10 @@ def _main() -> None:
     ap.add_argument("--out", required=True)
     out = Path(ap.parse_args().out)
     report: dict = {}
+    # the head's own home: its artifact cache (~/.cache/tkre) starts empty, so what a trial reuses comes
+    # from S3, not from an earlier run on this machine
+    (out / "head-home").mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(out / "head-home")
     # Ray's token authentication, with a token of this cluster's own (set before Ray is imported: it reads
     # the mode once): the worker node's home, where ~/.ray/auth_token would be looked for, is private to it
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)

@@ -22,12 +22,16 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, tests = _first_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
-    # as a new user would: in a new venv, with an empty home, and as the last command (its status is CI's)
+    # as a new user would: in a new venv, with an empty home; after it only the slow tests CI runs anyway,
+    # and only once the README's command passed
     at = ci.index(tests)
     before = "\n".join(ci[:at])
     assert re.search(r"-m venv ", before) and re.search(r"^source .*/bin/activate", before, re.M)
     assert re.search(r'^export HOME="?\$', before, re.M)
-    assert not [ln for ln in ci[at + 1:] if ln.strip() and not ln.lstrip().startswith("#")]
+    after = [ln.strip() for ln in ci[at + 1:] if ln.strip() and not ln.lstrip().startswith("#")]
+    assert after[:1] == ['[ "$?" -eq 0 ] || exit 1'], after
+    assert all(re.fullmatch(r"python -m pytest --run-slow( tests/test_\w+\.py)+", ln) for ln in after[1:]), after
+    assert re.search(r"^set -euo pipefail$", before, re.M)
 
 
 def _user_docs() -> list[Path]:
