@@ -115,3 +115,21 @@ def test_train_checkpoint_on_s3_materialised_once_and_checked_for_its_marker(s3,
     monkeypatch.setenv("HOME", str(tmp_path / "node4"))
     with pytest.raises(TkreError, match="incomplete"):
         materialise(ref)
+
+
+def test_artifact_cached_here_but_gone_from_the_store_is_uploaded_again(s3, tmp_path, monkeypatch):
+    """A node's cache is a copy of the store, not a second store: an artifact the store lost (a bucket
+    emptied, a new bucket at the same URI) goes back to it when a lookup finds it only in the cache, so
+    another node finds it there instead of computing it again."""
+    from tkre.store.artifacts import ArtifactStore
+
+    monkeypatch.setenv("HOME", str(tmp_path / "head"))
+    store = ArtifactStore(STORAGE)
+    built = store.get_or_create("stage1", "k3", _build)
+    store.fs.delete_dir(f"{store.root}/stage1/k3")
+    again = store.get_or_create("stage1", "k3", lambda out: pytest.fail("computed again"))
+    assert again.reused and again.manifest == built.manifest
+    monkeypatch.setenv("HOME", str(tmp_path / "node2"))
+    other = ArtifactStore(STORAGE).find("stage1", "k3")
+    assert other is not None and other.manifest == built.manifest
+    assert (other.path / "checkpoint" / "weights.bin").stat().st_size == 5000

@@ -171,13 +171,16 @@ class ArtifactStore:
         """The complete artifact (downloaded into the local cache if remote), or None."""
         local = self._local_dir(stage, key)
         manifest = read_manifest(local)
+        remote = self._remote_dir(stage, key) if self.remote else ""
+        stored = self.remote and self.fs.get_file_info(f"{remote}/{MANIFEST}").type == pafs.FileType.File
         if manifest is not None:
+            if self.remote and not stored:  # the store lost it (emptied, a new bucket at the same URI)
+                check_files(local, manifest, f"artifact {stage}/{key} in this node's cache")
+                log.warning("artifact %s/%s is in this node's cache but not in %s: uploading this copy",
+                            stage, key, self.storage)
+                self._upload(local, remote, manifest)
             return Artifact(stage, key, local, manifest, True, self.uri(stage, key))
-        if not self.remote:
-            return None
-        remote = self._remote_dir(stage, key)
-        info = self.fs.get_file_info(f"{remote}/{MANIFEST}")
-        if info.type != pafs.FileType.File:
+        if not stored:
             return None
         # one download per node: the workers of a node wait for the first one's and reuse it
         with file_lock(_ensure(local.parent / ".locks") / f"{key}.download.lock", timeout_s=self.lock_timeout_s):
