@@ -37,17 +37,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+def init_local_ray(**resources):
+    """A local Ray (2 CPUs) as every test uses it; `resources`: ray.init's num_gpus / resources, which
+    a test may declare (Ray schedules on them; nothing checks that the hardware exists)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+                                       "TOKENIZERS_PARALLELISM": "false"}}, **resources)
+    return ray
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
-                                           "TOKENIZERS_PARALLELISM": "false"}})
+        init_local_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_with_gpus(ray_local):
+    """A local Ray that declares 2 GPUs of type A10G (Ray's `accelerator_type:A10G` resource) for one
+    module, so that GPU requests really schedule on a CPU machine; the shared one is back afterwards."""
+    ray_local.shutdown()
+    init_local_ray(num_gpus=2, resources={"accelerator_type:A10G": 2})
+    yield ray_local
+    ray_local.shutdown()
+    init_local_ray()
 
 
 @pytest.fixture(scope="session")

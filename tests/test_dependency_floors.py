@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 USED_APIS = [
     # (distribution, first version with the API, pattern in tkre/*.py, what)
-    ("ray", "2.60", r"\b(chat_template_stage|tokenize_stage|detokenize_stage)\s*=",
-     "ray.data.llm processor stage-config fields (tkre/generate/backends/vllm.py)"),
     ("ray", "2.60", r"from ray\.tune\.integration\.ray_train import TuneReportCallback",
      "Ray Train V2 inside Tune trials (TuneReportCallback)"),
     ("wandb", "0.19.10", r'reinit="create_new"', "several W&B runs in one process (tkre/sweep/tracking.py)"),
     ("transformers", "4.56", r"from_pretrained\([^)]*\bdtype=",
      "from_pretrained(dtype=...) (torch_dtype= before 4.56)"),
-    ("vllm", "0.29", r"from ray\.data\.llm import", "the vLLM that Ray 2.60's `llm` extra is built for"),
+    ("vllm", "0.11", r"from vllm\.sampling_params import StructuredOutputsParams",
+     "SamplingParams(structured_outputs=StructuredOutputsParams(...)) (guided_decoding before; "
+     "tkre/generate/backends/vllm.py)"),
 ]
 
 

@@ -1,6 +1,8 @@
-"""vllm backend: the real Ray 2.60 processor config and processor are built (vLLM itself cannot be
-installed here); the config mapping (structured outputs for constrained SCDG rows included), per-row
-pre/post-processing, one engine pool per call, and the missing-extra / embedded-model errors are tested."""
+"""vllm backend up to the engine call (vLLM itself cannot be installed here): the engine arguments and
+the replicas' Ray resources, the token ids and per-row sampling params (structured outputs for
+constrained SCDG rows) an engine receives, row-by-row retry on a rejected batch, and the missing-extra /
+embedded-model errors. `VLLMEngine` is the one class that calls vLLM; the tests put `FakeEngine` there.
+One generation job loading its engine once across SCDG's rounds is tested in test_generate_engines.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import pytest
 
 from tkre.config import DecodingConfig, GeneratorConfig, SamplingConfig, VLLMConfig
 from tkre.errors import ConfigError, MissingDependencyError
-from tkre.generate.schema import scdg_schema, schema_json
 from tkre.generate.backends import backend_spec
 from tkre.generate.backends import vllm as vb
+from tkre.generate.engines import replica_bundles, replica_options
+from tkre.generate.schema import scdg_schema, schema_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_llama  # noqa: E402
@@ -21,65 +24,74 @@ from tiny_models import make_tiny_llama  # noqa: E402
 VLLM_INSTALLED = vb.importlib.util.find_spec("vllm") is not None
 
 
-def _cfg(model="org/some-model", **kw) -> GeneratorConfig:
-    return GeneratorConfig(backend="vllm", model=model, revision="abc123",
-                           vllm=VLLMConfig(tensor_parallel_size=2, num_replicas=3, batch_size=16, max_model_len=2048,
+def _cfg(model="org/some-model", tp=2, **kw) -> GeneratorConfig:
+    return GeneratorConfig(backend="vllm", model=model, revision=kw.pop("revision", "abc123"),
+                           vllm=VLLMConfig(tensor_parallel_size=tp, num_replicas=3, batch_size=16, max_model_len=2048,
                                            gpu_memory_utilization=0.8, accelerator_type="A10G"),
                            sampling=SamplingConfig(temperature=0.6, top_p=0.9, seed=5), **kw)
 
 
-def test_processor_config_mapping():
-    from ray.data.llm import vLLMEngineProcessorConfig
+class FakeEngine:
+    """Stands where vllm.LLM is called: records what it gets; rejects a whole call when one prompt is
+    longer than max_model_len, as vLLM does."""
 
-    pc = vb.processor_config(_cfg())
-    assert isinstance(pc, vLLMEngineProcessorConfig)
-    assert pc.model_source == "org/some-model"
-    assert pc.engine_kwargs["tensor_parallel_size"] == 2
-    assert pc.engine_kwargs["max_model_len"] == 2048
-    assert pc.engine_kwargs["gpu_memory_utilization"] == 0.8
-    assert pc.engine_kwargs["revision"] == "abc123" and pc.engine_kwargs["tokenizer_revision"] == "abc123"
-    assert pc.concurrency == (3, 3)  # a fixed pool of 3 engine replicas
-    assert pc.get_concurrency() == {"min_size": 3, "max_size": 3}
-    assert pc.batch_size == 16
-    assert pc.accelerator_type == "A10G"  # the engine replicas land on A10G nodes
-    assert pc.should_continue_on_error is True  # per-row error capture (ray#59194)
-    assert pc.task_type == "generate"
+    def __init__(self, model, kwargs):
+        self.model, self.kwargs, self.calls = model, kwargs, []
+
+    def generate(self, prompt_ids, params):
+        self.calls.append((prompt_ids, params))
+        if any(len(ids) > self.kwargs["max_model_len"] for ids in prompt_ids):
+            raise ValueError("prompt longer than max_model_len")
+        return [(f" out{len(ids)} ", 2) for ids in prompt_ids]
 
 
-def test_per_row_pre_and_post_processing(tmp_path):
+def test_engine_arguments_and_replica_resources(monkeypatch):
+    monkeypatch.setattr(vb, "require_vllm", lambda: None)
+    kw = vb.engine_kwargs(_cfg())
+    assert kw == {"tensor_parallel_size": 2, "max_model_len": 2048, "gpu_memory_utilization": 0.8,
+                  "distributed_executor_backend": "ray", "revision": "abc123", "tokenizer_revision": "abc123"}
+    assert vb.engine_kwargs(_cfg(tp=1, revision=None))["distributed_executor_backend"] == "uni"
+    tp2 = backend_spec(_cfg())
+    assert tp2.replicas == 3 and tp2.batch_size == 16 and tp2.init_kwargs["engine_cls"] is vb.VLLMEngine
+    # TP=2: the actor reserves no GPU itself; its placement group holds 2 one-GPU bundles of A10G nodes
+    assert replica_options(tp2)["num_gpus"] == 0.0 and "accelerator_type" not in replica_options(tp2)
+    a10g = {"accelerator_type:A10G": 0.001}
+    assert replica_bundles(tp2) == [{"GPU": 1.0, "CPU": 1.0, **a10g}, {"GPU": 1.0, **a10g}]
+    tp1 = backend_spec(_cfg(tp=1))
+    assert replica_bundles(tp1) is None
+    assert {k: replica_options(tp1)[k] for k in ("num_cpus", "num_gpus", "accelerator_type")} == {
+        "num_cpus": 1.0, "num_gpus": 1.0, "accelerator_type": "A10G"}
+
+
+def test_engine_gets_templated_token_ids_and_per_row_sampling_params(tmp_path):
     model = make_tiny_llama(tmp_path / "tiny")
-    cfg = _cfg(model=model, system_prompt="be brief")
-    pre = vb.make_preprocess(cfg.sampling.decoding(77), cfg.system_prompt, model, None)
-    row = pre({"key": "k1", "prompt": "Explain.", "seed": 42, "schema": "", "other": 1})
-    assert row["key"] == "k1"
-    # the chat template is applied here (at the configured revision), not by Ray's tokenizer stages
-    assert "be brief" in row["prompt"] and "Explain." in row["prompt"] and row["prompt"].rstrip().endswith("assistant")
-    assert row["sampling_params"] == {"temperature": 0.6, "top_p": 0.9, "max_tokens": 77, "seed": 42, "n": 1}
-    out = vb.postprocess({"key": "k1", "generated_text": " because. ", "num_generated_tokens": 3,
-                          "num_input_tokens": 9, "schema": ""})
-    assert out == {"key": "k1", "text": "because.", "tokens": 3, "input_tokens": 9, "error": None,
-                   "constrained": False}
-    assert vb.row_result({"key": "k", vb.ERROR_COLUMN: "CUDA OOM"}).error == "CUDA OOM"
-    assert vb.row_result({"key": "k", "text": "ok", "tokens": 2}).text == "ok"
-    assert vb.row_result(None).error
-
-
-def test_constrained_rows_carry_the_schema_as_structured_outputs(tmp_path):
-    model = make_tiny_llama(tmp_path / "tiny")
+    backend = vb.VLLMBackend(_cfg(model=model, revision=None, system_prompt="be brief"), engine_cls=FakeEngine)
+    assert backend.engine.model == model and backend.engine.kwargs["max_model_len"] == 2048
     schema = schema_json(scdg_schema("Cause-Effect(e1,e2)", 2))
-    pre = vb.make_preprocess(_cfg().sampling.decoding(64), None, model, None)
-    row = pre({"key": "k", "prompt": "Write samples.", "seed": 1, "schema": schema})
-    assert row["sampling_params"]["structured_outputs"] == {"json": schema}
-    assert row["schema"] == schema  # travels through the engine to postprocess
-    assert vb.postprocess({"key": "k", "generated_text": "{}", "num_generated_tokens": 1,
-                           "schema": schema})["constrained"] is True
-    # what Ray 2.60's engine stage does with it: StructuredOutputsParams(**sampling_params.pop("structured_outputs"))
-    import inspect
+    rows = backend.generate_rows(["Explain.", "Write samples."], backend.cfg.sampling.decoding(77), [42, 7],
+                                 [None, schema])
+    [(ids, params)] = backend.engine.calls  # one engine call for the batch
+    text = backend.tokenizer.decode(ids[0])
+    # the chat template is applied once, by tkre, at the configured revision; no second BOS
+    assert "be brief" in text and "Explain." in text and text.rstrip().endswith("assistant")
+    assert ids[0] == vb.prompt_ids(backend.tokenizer, "Explain.", "be brief")
+    if backend.tokenizer.bos_token_id is not None:
+        assert ids[0][:2] != [backend.tokenizer.bos_token_id] * 2
+    assert params[0] == {"temperature": 0.6, "top_p": 0.9, "max_tokens": 77, "seed": 42, "n": 1}
+    assert params[1]["structured_outputs"] == {"json": schema} and params[1]["seed"] == 7
+    assert [r.text for r in rows] == [f"out{len(ids[0])}", f"out{len(ids[1])}"]
+    assert rows[0].tokens == 2 and rows[0].input_tokens == len(ids[0])
+    assert [r.constrained for r in rows] == [False, True]
 
-    from ray.llm._internal.batch.stages import vllm_engine_stage
 
-    src = inspect.getsource(vllm_engine_stage)
-    assert 'sampling_params.pop("structured_outputs")' in src and "StructuredOutputsParams(" in src
+def test_a_rejected_batch_is_retried_row_by_row_on_the_same_engine(tmp_path):
+    model = make_tiny_llama(tmp_path / "tiny")
+    backend = vb.VLLMBackend(_cfg(model=model, revision=None), engine_cls=FakeEngine)
+    backend.engine.kwargs["max_model_len"] = 60
+    rows = backend.generate_rows(["short", "long " * 80, "", "fine"], DecodingConfig(max_new_tokens=8))
+    assert rows[0].text and rows[3].text and rows[2].error == "empty prompt"
+    assert "max_model_len" in rows[1].error  # only the bad row fails
+    assert len(backend.engine.calls) == 1 + 3  # the batch, then each row alone
 
 
 def test_embedded_model_is_rejected_for_vllm():
@@ -87,53 +99,9 @@ def test_embedded_model_is_rejected_for_vllm():
         backend_spec(_cfg(model="embedded:smollm2"))
 
 
-def test_one_engine_pool_per_call_never_per_row(monkeypatch):
-    """VLLMBackend sends every prompt of a call through ONE processor run; a failed row is an error row,
-    not a retry that would start another engine."""
-    built = []
-
-    class FakeDataset:
-        def __init__(self, items):
-            self.items = items
-
-        def take_all(self):
-            return [{"key": r["key"], "text": r["prompt"].upper(), "tokens": 1} if "BAD" not in r["prompt"]
-                    else {"key": r["key"], vb.ERROR_COLUMN: "engine error"} for r in self.items]
-
-    def fake_build(cfg, sampling, check_installed=True):
-        built.append(cfg)
-        return lambda ds: ds
-
-    import ray.data
-
-    monkeypatch.setattr(vb, "build_vllm_processor", fake_build)
-    monkeypatch.setattr(ray.data, "from_items", lambda items: FakeDataset(items))
-    backend = vb.VLLMBackend(_cfg())
-    rows = backend.generate_rows(["a", "BAD", "", "c"], DecodingConfig(max_new_tokens=8), [1, 2, 3, 4],
-                                 [None, None, None, "{}"])
-    assert len(built) == 1  # one processor (engine pool) for the whole call
-    assert [r.text for r in rows] == ["A", None, None, "C"] and rows[1].error == "engine error"
-    assert rows[2].error == "empty prompt" and rows[3].constrained is True
-
-
 @pytest.mark.skipif(VLLM_INSTALLED, reason="vLLM is installed here")
-def test_missing_vllm_extra_is_a_clear_error():
+def test_missing_vllm_extra_is_a_clear_error(tmp_path):
     with pytest.raises(MissingDependencyError, match=r"pip install 'tkre\[vllm\]'"):
         backend_spec(_cfg())
-    with pytest.raises(MissingDependencyError, match="vllm"):
-        vb.build_vllm_processor(_cfg(), DecodingConfig(max_new_tokens=8))
-
-
-def test_processor_builds_up_to_the_engine(ray_local, tmp_path):
-    """Everything up to the engine call: Ray's real build_processor with our config, on a local model."""
-    model = make_tiny_llama(tmp_path / "tiny")
-    processor = vb.build_vllm_processor(_cfg(model=model), DecodingConfig(max_new_tokens=8), check_installed=False)
-    names = processor.list_stage_names()
-    # the engine tokenises and detokenises itself, at the configured revision: no second detokenisation
-    assert names == ["vLLMEngineStage"]
-    engine = processor.get_stage_by_name("vLLMEngineStage")
-    kw = engine.fn_constructor_kwargs
-    assert kw["model"] == model and kw["engine_kwargs"]["tensor_parallel_size"] == 2
-    assert kw["batch_size"] == 16 and kw["should_continue_on_error"] is True
-    assert engine.map_batches_kwargs["compute"].min_size == 3
-    assert kw["engine_kwargs"]["revision"] == kw["engine_kwargs"]["tokenizer_revision"] == "abc123"
+    with pytest.raises(ModuleNotFoundError, match="vllm"):  # the real engine class is vLLM's
+        vb.VLLMEngine("org/some-model", vb.engine_kwargs(_cfg()))

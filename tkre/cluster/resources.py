@@ -8,9 +8,9 @@ What a trial asks Ray for is read from its experiment config, never restated els
     replica on ONE node (its tensor-parallel GPUs share a node).
 
 Why the trial's own reservation holds only the driver: under Ray Train v2 the trainer starts its own
-placement group for its workers (a separate, all-or-nothing request), and Ray Data / ray.llm start
-their own actors for generation. A trial therefore needs, at its peak, its driver plus the larger of
-its stages, and never holds half of a stage while waiting.
+placement group for its workers (a separate, all-or-nothing request), and generation starts its own
+engine actors (tkre/generate/engines.py). A trial therefore needs, at its peak, its driver plus the
+larger of its stages, and never holds half of a stage while waiting.
 
 `fit_trials(requests, ...)` raises a ConfigError (every problem, one per line) when a trial can never
 be placed: a bundle larger than any node (a placement-group bundle cannot span nodes), more workers or
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # Resource keys that say where a node is, not what it offers to tasks.
 _IGNORED_KEYS = ("memory", "object_store_memory")
 _EPS = 1e-9
-#: CPUs one vLLM engine replica reserves beside its GPUs (ray.data.llm's default actor request).
+#: CPUs one vLLM engine replica reserves beside its GPUs (its engine actor, tkre/generate/engines.py).
 VLLM_CPUS_PER_REPLICA = 1.0
 
 

@@ -1,13 +1,12 @@
-"""The Ray Data generation pipeline: prompts -> cache look-up -> actor pool -> cache -> results.
+"""The generation pipeline on Ray: prompts -> cache look-up -> engine actors -> cache -> results.
 
 1. Every row (one prompt, one sample index) gets a cache key (tkre.generate.cache.row_key); rows
    already in the cache are served from it, nothing else is recomputed (ray#55008: an interrupted
    batch job would otherwise restart from zero).
-2. The missing rows become a Ray Dataset and go through `map_batches` over a fixed pool of actors
-   (`GenerateUDF`, a callable class: one model load per actor, not per batch). Each actor returns a
-   result per row -- text and token count, or an error string -- so one bad row never fails its
-   batch (ray#59194). The vllm backend instead runs Ray's own LLM processor with
-   `should_continue_on_error=True`, which gives the same per-row contract.
+2. The missing rows go out in batches to the job's engine actors (tkre/generate/engines.py: one model
+   load per actor for the whole job, SCDG's rounds included, not one per batch or per round). Each
+   actor returns a result per row -- text and token count, or an error string -- so one bad row never
+   fails its batch (ray#59194).
 3. The driver streams the results, writes each successful row to the cache as it arrives (a run
    killed half-way keeps every row that reached the driver) and shows a progress bar with rows and
    tokens/s. Errors are returned, counted and retried on the next run; they are never cached.
@@ -20,16 +19,16 @@ is `RunStats.structured`, and each row carries the dialect it was answered in (c
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from tkre import progress
 from tkre.config import DecodingConfig, GeneratorConfig
 from tkre.errors import GenerationError, one_line
 from tkre.generate.backends import BackendSpec
 from tkre.generate.cache import GenerationCache, row_key
+from tkre.generate.engines import EnginePool, batches_of
 from tkre.generate.schema import schema_id
 from tkre.cluster.runtime import init_ray
 
@@ -102,32 +101,18 @@ def make_row(spec: BackendSpec, sampling: DecodingConfig, prompt: str, sample_in
             "schema": schema or "", **meta}
 
 
-class GenerateUDF:
-    """Ray Data callable class: builds the backend once per actor, then completes batches."""
-
-    def __init__(self, spec: BackendSpec, sampling: DecodingConfig):
-        self.backend = spec.build()
-        self.sampling = sampling
-
-    def __call__(self, batch: dict) -> dict:
-        results = self.backend.generate_rows([str(p) for p in batch["prompt"]], self.sampling,
-                                             [int(s) for s in batch["seed"]],
-                                             [str(s) or None for s in batch["schema"]])
-        return {"key": [str(k) for k in batch["key"]],
-                "text": [r.text or "" for r in results],
-                "tokens": [int(r.tokens) for r in results],
-                "input_tokens": [int(r.input_tokens) for r in results],
-                "error": [r.error or "" for r in results],
-                "constrained": [bool(r.constrained) for r in results],
-                "dialect": [r.dialect or "" for r in results]}
-
-
 def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig,
-                  cache: GenerationCache, *, desc: str = "generating") -> tuple[dict[str, dict], RunStats]:
+                  cache: GenerationCache, *, desc: str = "generating",
+                  engines: EnginePool | None = None) -> tuple[dict[str, dict], RunStats]:
     """Complete every row (dicts with key, prompt, seed). Returns key -> {text, tokens, error, cached}.
 
-    Rows another live run on the same cache has claimed are waited for, not computed twice; rows it
-    left unfinished (its errors, or it died) are claimed and computed here afterwards."""
+    `engines`: the job's engine pool (tkre/generate/engines.py), kept by the caller across calls (SCDG's
+    rounds); None: a pool for this call only. Rows another live run on the same cache has claimed are
+    waited for, not computed twice; rows it left unfinished (its errors, or it died) are claimed and
+    computed here afterwards."""
+    if engines is None:
+        with EnginePool() as own:
+            return generate_rows(rows, spec, cfg, sampling, cache, desc=desc, engines=own)
     stats = RunStats()
     start = time.perf_counter()
     corrupt_before = cache.corrupt
@@ -151,7 +136,7 @@ def generate_rows(rows: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sam
         with cache.claim(todo) as taken:
             mine = [r for k, r in todo.items() if k not in taken]
             if mine:  # similar lengths in one batch -> little left padding wasted
-                _run_ray(sorted(mine, key=lambda r: (len(r["prompt"]), r["key"])), spec, cfg, sampling, cache,
+                _run_ray(sorted(mine, key=lambda r: (len(r["prompt"]), r["key"])), spec, engines, sampling, cache,
                          results, stats, desc)
             if taken:
                 log.info("%s: %d row(s) are being generated by another run on this cache: waiting for them",
@@ -190,36 +175,24 @@ def _await_other_runs(cache: GenerationCache, keys: set[str], results: dict, sta
         time.sleep(poll_s)
 
 
-def _dataset(todo: list[dict], spec: BackendSpec, cfg: GeneratorConfig, sampling: DecodingConfig):
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
-
+def _results(todo: list[dict], spec: BackendSpec, engines: EnginePool, sampling: DecodingConfig) -> Iterator[dict]:
+    """One dict per completed row, as the engines finish their batches."""
     init_ray()
-    DataContext.get_current().enable_progress_bars = False  # tkre shows its own bar
-    batch_size = cfg.vllm.batch_size if spec.ray_native else cfg.batch_size
-    ds = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / batch_size)))
-    if spec.ray_native:
-        from tkre.generate.backends.vllm import build_vllm_processor
-
-        return build_vllm_processor(cfg, sampling)(ds)
-    return ds.map_batches(GenerateUDF, fn_constructor_kwargs={"spec": spec, "sampling": sampling},
-                          batch_size=batch_size, compute=ActorPoolStrategy(size=cfg.concurrency),
-                          num_cpus=spec.num_cpus, num_gpus=spec.num_gpus)
+    for batch in engines.run(spec, batches_of(todo, spec.batch_size), sampling):
+        for i in range(len(batch["key"])):
+            yield {c: batch[c][i] for c in batch}
 
 
-def _run_ray(todo, spec, cfg, sampling, cache, results, stats, desc) -> None:
+def _run_ray(todo, spec, engines, sampling, cache, results, stats, desc) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tkre.generate.backends.vllm import ERROR_COLUMN
-
-    ds = _dataset(todo, spec, cfg, sampling)
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[tps]:.1f} tok/s"), transient=True) as bar:
         task = bar.add_task(desc, total=len(todo), tps=0.0)
-        for row in ds.iter_rows():
+        for row in _results(todo, spec, engines, sampling):
             key = str(row["key"])
-            error = row.get("error") or row.get(ERROR_COLUMN) or None
+            error = row.get("error") or None
             if error:
                 stats.errors += 1
                 if len(stats.error_samples) < 5:

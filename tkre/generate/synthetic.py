@@ -28,6 +28,7 @@ from tkre.data.records import RelationExample
 from tkre.generate import parse, validate
 from tkre.generate.backends import backend_spec
 from tkre.generate.cache import GenerationCache
+from tkre.generate.engines import EnginePool
 from tkre.generate.outputs import REJECTS_FILE, SYNTHETIC_FILE, write_synthetic
 from tkre.generate.prompts import scdg_prompt
 from tkre.generate.quality import scdg_quality
@@ -84,43 +85,46 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
     prompts_used: Counter = Counter()
     stats = RunStats()
     rounds = 0
-    for rnd in range(cfg.max_rounds):
-        need = {r: per_relation - len(kept[r]) for r in relations if len(kept[r]) < per_relation}
-        if not need:
-            break
-        rounds += 1
-        rows = []
-        for r, missing in need.items():
-            for _ in range(math.ceil(missing / spp)):
-                g = prompts_used[r]
-                prompts_used[r] += 1
-                shown = shown_examples(by_rel[r], r, g, cfg.prompt_examples)
-                prompt = scdg_prompt(r, shown, spp, cfg.prompt, cfg.example_prompt, constrained=constrained,
-                                     typed=validator.uses_types)
-                rows += [make_row(spec, sampling, prompt, g * sampling.n + j, schema=schemas.get(r), relation=r)
-                         for j in range(sampling.n)]
-        results, round_stats = generate_rows(rows, spec, gen, sampling, cache, desc=f"SCDG round {rnd + 1}")
-        stats.merge(round_stats)
-        for row in rows:
-            r, res = row["relation"], results[row["key"]]
-            if res["error"] is not None:
-                outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:ERROR_CHARS])]
-            else:
-                if constrained and not res.get("constrained"):
-                    unconstrained_rows += 1
-                if constrained and res.get("dialect"):
-                    dialects[res["dialect"]] += 1
-                outcomes = validator.validate_completion(res["text"], r, json_format=constrained)
-            for o in outcomes:
-                if o.example is not None and len(kept[r]) < per_relation:
-                    kept[r].append(o.example)
-                    per_rel[r]["accepted"] += 1
-                    continue
-                reason = parse.SURPLUS if o.example is not None else o.reason
-                if o.example is not None:
-                    per_rel[r]["accepted"] += 1
-                per_rel[r][reason] += 1
-                rejects.append({"relation": r, "reason": reason, "detail": o.detail, "raw": o.raw, "round": rnd + 1})
+    with EnginePool() as engines:  # one model load per engine for all rounds, not one per round
+        for rnd in range(cfg.max_rounds):
+            need = {r: per_relation - len(kept[r]) for r in relations if len(kept[r]) < per_relation}
+            if not need:
+                break
+            rounds += 1
+            rows = []
+            for r, missing in need.items():
+                for _ in range(math.ceil(missing / spp)):
+                    g = prompts_used[r]
+                    prompts_used[r] += 1
+                    shown = shown_examples(by_rel[r], r, g, cfg.prompt_examples)
+                    prompt = scdg_prompt(r, shown, spp, cfg.prompt, cfg.example_prompt, constrained=constrained,
+                                         typed=validator.uses_types)
+                    rows += [make_row(spec, sampling, prompt, g * sampling.n + j, schema=schemas.get(r), relation=r)
+                             for j in range(sampling.n)]
+            results, round_stats = generate_rows(rows, spec, gen, sampling, cache,
+                                                 desc=f"SCDG round {rnd + 1}", engines=engines)
+            stats.merge(round_stats)
+            for row in rows:
+                r, res = row["relation"], results[row["key"]]
+                if res["error"] is not None:
+                    outcomes = [parse.Outcome(r, "", None, parse.GENERATION_ERROR, res["error"][:ERROR_CHARS])]
+                else:
+                    if constrained and not res.get("constrained"):
+                        unconstrained_rows += 1
+                    if constrained and res.get("dialect"):
+                        dialects[res["dialect"]] += 1
+                    outcomes = validator.validate_completion(res["text"], r, json_format=constrained)
+                for o in outcomes:
+                    if o.example is not None and len(kept[r]) < per_relation:
+                        kept[r].append(o.example)
+                        per_rel[r]["accepted"] += 1
+                        continue
+                    reason = parse.SURPLUS if o.example is not None else o.reason
+                    if o.example is not None:
+                        per_rel[r]["accepted"] += 1
+                    per_rel[r][reason] += 1
+                    rejects.append({"relation": r, "reason": reason, "detail": o.detail, "raw": o.raw,
+                                    "round": rnd + 1})
 
     short = {r: len(kept[r]) for r in relations if len(kept[r]) < per_relation}
     if short:
@@ -146,6 +150,7 @@ def generate_synthetic(golden: list[RelationExample], type_pairs: dict[str, list
         "kind": "synthetic", "tkre_version": __version__, "generator": spec.generator, "backend": spec.name,
         "model": spec.model_id, "revision": spec.revision, "file": SYNTHETIC_FILE, "rejects_file": REJECTS_FILE,
         "per_relation": per_relation, "rounds": rounds, "max_rounds": cfg.max_rounds,
+        "engines_started": engines.started,
         "type_check": validator.uses_types, "relations_without_examples": no_examples, "relations_short": short,
         "constrained": constrained,
         "counts": {"relations": len(relations), "prompts": stats.rows, "samples": total_samples,

@@ -1,12 +1,12 @@
 """Generation backends behind one interface: `generate(prompts, sampling) -> texts`, batched.
 
 - `hf`: transformers `generate` on CPU or GPU, left-padded batches (the embedded default model);
-- `vllm`: Ray Data's LLM processor with a vLLM engine (`pip install 'tkre[vllm]'`);
+- `vllm`: a vLLM engine per replica, kept for the whole job (`pip install 'tkre[vllm]'`);
 - `openai`: any OpenAI-compatible chat-completions server over HTTP.
 
 Each backend module has `spec(cfg) -> BackendSpec`: the driver-side checks (model path, extras, API
-key) and what a Ray actor needs to build the backend once. The registry maps names to modules, so a
-new backend is one module plus one line here.
+key) and what an engine actor (tkre/generate/engines.py) needs to build the backend once per job. The
+registry maps names to modules, so a new backend is one module plus one line here.
 """
 
 from __future__ import annotations

@@ -34,19 +34,26 @@ class BackendSpec:
     """How to build a backend once per Ray actor, plus the identity that goes into cache keys."""
 
     name: str
-    cls: str  # "module:Class"
+    cls: str | type  # "module:Class", or the class itself
     init_kwargs: dict[str, Any]
     model_id: str
     revision: str
     generator: str  # short name written into outputs, e.g. "hf:embedded:smollm2"
-    num_cpus: float = 1.0
+    num_cpus: float = 1.0  # per engine actor (tkre/generate/engines.py)
     num_gpus: float = 0.0
-    ray_native: bool = False  # the backend runs its own Ray Data processor (vllm)
+    replicas: int = 1  # engine actors of a generation job
+    batch_size: int = 16  # rows per batch sent to an engine actor
+    accelerator_type: str | None = None  # the GPU type every replica needs (None: any)
+    #: a replica's placement group bundles (vllm at TP>1: one GPU each, filled by vLLM's Ray workers);
+    #: None: the actor reserves num_cpus/num_gpus itself
+    bundles: list[dict[str, float]] | None = None
     #: "module:function(spec) -> (spec, report)", run once in the driver before constrained rows go out
     #: (openai: find the server's structured-output dialect); None = nothing to find out
     prepare: str | None = None
 
     def build(self) -> "Backend":
+        if isinstance(self.cls, type):
+            return self.cls(**self.init_kwargs)
         module, name = self.cls.split(":")
         return getattr(importlib.import_module(module), name)(**self.init_kwargs)
 

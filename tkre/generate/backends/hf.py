@@ -144,7 +144,8 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
         init_kwargs={"model": path, "revision": cfg.revision, "device": "cuda" if use_cuda else "cpu",
                      "threads": threads, "system": cfg.system_prompt},
         model_id=cfg.model, revision=revision, generator=f"hf:{_short(cfg.model)}",
-        num_cpus=reserve if not use_cuda else 1.0, num_gpus=1.0 if use_cuda else 0.0)
+        num_cpus=reserve if not use_cuda else 1.0, num_gpus=1.0 if use_cuda else 0.0,
+        replicas=cfg.concurrency, batch_size=cfg.batch_size)
 
 
 def _short(name: str) -> str:

@@ -2,8 +2,8 @@
 
 Requests go through the official `openai` package's `AsyncOpenAI`: it retries 408/409/429/5xx,
 time-outs and connection errors with exponential back-off, honours `Retry-After` / `retry-after-ms`,
-and applies the time-out. tkre keeps what the client does not do: its own Ray Data actor pool (the same
-`map_batches` pool as the hf backend, tkre/generate/run.py), a bound on requests in flight per actor,
+and applies the time-out. tkre keeps what the client does not do: its own engine actors (the same
+pool as the hf backend, tkre/generate/engines.py), a bound on requests in flight per actor,
 and an error per row instead of an exception for the batch (ray#59194).
 
 Why not Ray's `HttpRequestProcessorConfig`: in Ray 2.60 its HTTP stage retries only 408/429/502/503/504
@@ -94,7 +94,8 @@ def spec(cfg: GeneratorConfig) -> BackendSpec:
                      "timeout_s": o.timeout_s, "max_retries": o.max_retries, "concurrency": o.concurrency,
                      "system": cfg.system_prompt},
         model_id=cfg.model, revision=f"{o.base_url}|{cfg.revision or ''}", generator=f"openai:{cfg.model}",
-        num_cpus=0.5, prepare="tkre.generate.backends.openai:prepare")
+        num_cpus=0.5, replicas=cfg.concurrency, batch_size=cfg.batch_size,
+        prepare="tkre.generate.backends.openai:prepare")
 
 
 def response_format(schema_text: str) -> dict:

@@ -1,28 +1,33 @@
-"""vLLM backend: Ray Data's LLM processor (`ray.data.llm.build_processor` + `vLLMEngineProcessorConfig`).
+"""vLLM backend: one vLLM engine (`vllm.LLM`) per engine actor of a generation job.
 
-Config mapping (GeneratorConfig -> processor config, Ray 2.60 field names):
-  model                        -> model_source
-  vllm.tensor_parallel_size    -> engine_kwargs["tensor_parallel_size"]
-  vllm.max_model_len           -> engine_kwargs["max_model_len"]
-  vllm.gpu_memory_utilization  -> engine_kwargs["gpu_memory_utilization"]
-  vllm.num_replicas            -> concurrency=(n, n): a fixed pool of n engine replicas (= GPUs / TP)
-  vllm.batch_size              -> batch_size
-  vllm.accelerator_type        -> accelerator_type (each replica's GPUs on a node of that type)
-  revision                     -> engine_kwargs["revision"] and ["tokenizer_revision"]
-  sampling + the stage's budget -> per-row sampling_params (temperature, top_p, max_tokens, seed)
-  SCDG schema (constrained)    -> per-row sampling_params["structured_outputs"] = {"json": schema}
-                                  (Ray 2.60 turns it into vllm.sampling_params.StructuredOutputsParams)
-  per-row error capture        -> should_continue_on_error=True (failed rows carry __inference_error__)
+The engine is built once per actor and kept for the whole job (tkre/generate/engines.py says why an
+actor pool rather than `ray.data.llm`'s processor, which started an engine pool per SCDG round, or a
+Ray Serve LLM deployment). Placement follows Ray's own vLLM stage: at TP=1 the actor reserves one GPU
+and runs vLLM's single-process executor ("uni"); at TP>1 it runs in a placement group of TP one-GPU
+bundles on one node (STRICT_PACK: tensor-parallel GPUs share a node; the first bundle also holds the
+actor's CPU), and vLLM's Ray executor puts its workers there.
 
-Tokenisation: Ray's ChatTemplate/Tokenize/Detokenize stages load the tokenizer without a revision
-(Ray 2.60's stage constructors take none), and with `detokenize_stage` on, the output is decoded twice
-(vLLM's SamplingParams detokenize by default). So all three stages are off: tkre applies the chat
-template in its preprocess with the tokenizer at the configured revision (loaded once per worker
-process), and the engine tokenises the prompt and detokenises the output itself, with its own
-tokenizer at `tokenizer_revision`.
+Config mapping (GeneratorConfig -> engine and actors):
+  model                        -> LLM(model=...)
+  revision                     -> revision and tokenizer_revision
+  vllm.tensor_parallel_size    -> tensor_parallel_size (+ distributed_executor_backend uni / ray)
+  vllm.max_model_len           -> max_model_len
+  vllm.gpu_memory_utilization  -> gpu_memory_utilization
+  vllm.num_replicas            -> engine actors of the job (one engine each)
+  vllm.batch_size              -> rows per batch sent to an actor (the engine batches them continuously)
+  vllm.accelerator_type        -> the actor's accelerator_type (TP=1), or `accelerator_type:<name>` in
+                                  every bundle of its placement group (TP>1), as Ray does
+  sampling + the stage's budget -> per-row SamplingParams (temperature, top_p, max_tokens, seed, n=1)
+  SCDG schema (constrained)    -> per-row structured_outputs=StructuredOutputsParams(json=schema)
+
+Tokenisation: tkre applies the chat template with the tokenizer at the configured revision (loaded
+once per actor) and hands the engine token ids, so nothing is templated or tokenised twice; the engine
+detokenises the output once. Per-row errors: vLLM rejects a whole `generate` call for one bad request
+(e.g. a prompt longer than max_model_len), so a failed batch is retried row by row on the same engine
+(`Backend.retry_rows_alone`: cheap now that the engine stays loaded) and only the bad row fails.
 
 The engine needs `vllm` (`pip install 'tkre[vllm]'`, GPU machines only); without it `spec()` fails
-with a MissingDependencyError before any work starts.
+with a MissingDependencyError before any work starts. `VLLMEngine` is the only code that calls vLLM.
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ from tkre.generate.backends.base import Backend, BackendSpec, RowResult
 from tkre.generate.prompts import as_chat_text
 
 INSTALL = "pip install 'tkre[vllm]'"
-ERROR_COLUMN = "__inference_error__"
 
 
 def require_vllm() -> None:
@@ -63,22 +67,36 @@ def sampling_params(sampling: DecodingConfig, seed: int, schema: str | None = No
     return params
 
 
-def processor_config(cfg: GeneratorConfig):
-    """The real `vLLMEngineProcessorConfig` for `cfg` (builds without vLLM installed)."""
-    from ray.data.llm import vLLMEngineProcessorConfig
-
+def engine_kwargs(cfg: GeneratorConfig) -> dict[str, Any]:
+    """`vllm.LLM(model, **engine_kwargs(cfg))`."""
     v = cfg.vllm
-    return vLLMEngineProcessorConfig(
-        model_source=cfg.model,
-        engine_kwargs={"tensor_parallel_size": v.tensor_parallel_size, "max_model_len": v.max_model_len,
-                       "gpu_memory_utilization": v.gpu_memory_utilization,
-                       **({"revision": cfg.revision, "tokenizer_revision": cfg.revision} if cfg.revision else {})},
-        concurrency=(v.num_replicas, v.num_replicas),
-        batch_size=v.batch_size,
-        accelerator_type=v.accelerator_type,
-        should_continue_on_error=True,
-        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
-    )
+    return {"tensor_parallel_size": v.tensor_parallel_size, "max_model_len": v.max_model_len,
+            "gpu_memory_utilization": v.gpu_memory_utilization,
+            "distributed_executor_backend": "uni" if v.tensor_parallel_size == 1 else "ray",
+            **({"revision": cfg.revision, "tokenizer_revision": cfg.revision} if cfg.revision else {})}
+
+
+class VLLMEngine:
+    """The boundary to vLLM: the engine, built once, and one `LLM.generate` call per batch."""
+
+    def __init__(self, model: str, kwargs: dict[str, Any]):
+        import vllm
+
+        self.llm = vllm.LLM(model=model, **kwargs)
+
+    def generate(self, prompt_ids: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        """(text, generated tokens) per prompt, in order."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        per_row = []
+        for p in params:
+            p = dict(p)
+            structured = p.pop("structured_outputs", None)
+            per_row.append(SamplingParams(**p, **({"structured_outputs": StructuredOutputsParams(**structured)}
+                                                  if structured else {})))
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], per_row, use_tqdm=False)
+        return [(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outs]
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,68 +106,37 @@ def _tokenizer(model: str, revision: str | None):
     return AutoTokenizer.from_pretrained(model, revision=revision)
 
 
-def make_preprocess(sampling: DecodingConfig, system: str | None, model: str, revision: str | None = None):
-    """Row {key, prompt, seed, schema, ...} -> the engine's input columns (chat-templated prompt + sampling_params)."""
-    def preprocess(row: dict) -> dict:
-        schema = row.get("schema") or ""
-        return {"key": row["key"], "schema": schema,
-                "prompt": as_chat_text(_tokenizer(model, revision), row["prompt"], system),
-                "sampling_params": sampling_params(sampling, row["seed"], schema or None)}
-    return preprocess
-
-
-def postprocess(row: dict) -> dict:
-    """Engine output row -> tkre's generation columns (error rows bypass this in Ray)."""
-    return {"key": row["key"], "text": (row.get("generated_text") or "").strip(),
-            "tokens": int(row.get("num_generated_tokens") or 0),
-            "input_tokens": int(row.get("num_input_tokens") or 0), "error": None,
-            "constrained": bool(row.get("schema"))}
-
-
-def build_vllm_processor(cfg: GeneratorConfig, sampling: DecodingConfig, *, check_installed: bool = True):
-    """`build_processor(processor_config(cfg), preprocess, postprocess)`; needs vLLM unless told not to check."""
-    if check_installed:
-        require_vllm()
-    from ray.data.llm import build_processor
-
-    return build_processor(processor_config(cfg),
-                           preprocess=make_preprocess(sampling, cfg.system_prompt, cfg.model, cfg.revision),
-                           postprocess=postprocess)
+def prompt_ids(tokenizer, prompt: str, system: str | None) -> list[int]:
+    """The token ids of one prompt with the chat template applied (no second BOS when templated)."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(as_chat_text(tokenizer, prompt, system), add_special_tokens=not templated)["input_ids"])
 
 
 def spec(cfg: GeneratorConfig) -> BackendSpec:
     check_model(cfg.model)
     require_vllm()
+    v = cfg.vllm
+    tp = v.tensor_parallel_size
     return BackendSpec(name="vllm", cls="tkre.generate.backends.vllm:VLLMBackend",
-                       init_kwargs={"cfg": cfg}, model_id=cfg.model, revision=cfg.revision or "main",
-                       generator=f"vllm:{cfg.model}", num_cpus=1.0, num_gpus=0.0, ray_native=True)
+                       init_kwargs={"cfg": cfg, "engine_cls": VLLMEngine}, model_id=cfg.model,
+                       revision=cfg.revision or "main", generator=f"vllm:{cfg.model}",
+                       num_cpus=1.0, num_gpus=1.0 if tp == 1 else 0.0, replicas=v.num_replicas,
+                       batch_size=v.batch_size, accelerator_type=v.accelerator_type,
+                       bundles=[{"GPU": 1.0, "CPU": 1.0}] + [{"GPU": 1.0}] * (tp - 1) if tp > 1 else None)
 
 
 class VLLMBackend(Backend):
-    """The one interface on top of the processor: all prompts of a call go through ONE processor run
-    (one engine pool), never one engine per batch or per row."""
+    """One engine per instance (one per engine actor, for the whole generation job)."""
 
-    #: the processor already isolates failed rows (should_continue_on_error); a row-by-row retry would
-    #: start an engine pool per row
-    retry_rows_alone = False
-
-    def __init__(self, cfg: GeneratorConfig):
+    def __init__(self, cfg: GeneratorConfig, engine_cls: type = VLLMEngine):
         self.cfg = cfg
+        self.tokenizer = _tokenizer(cfg.model, cfg.revision)
+        self.engine = engine_cls(cfg.model, engine_kwargs(cfg))
 
     def _generate_batch(self, prompts: list[str], sampling: DecodingConfig, seeds: list[int],
                         schemas: list[str | None]) -> list[RowResult]:
-        import ray
-
-        ds = ray.data.from_items([{"key": str(i), "prompt": p, "seed": int(seed), "schema": schema or ""}
-                                  for i, (p, seed, schema) in enumerate(zip(prompts, seeds, schemas))])
-        rows = {r["key"]: r for r in build_vllm_processor(self.cfg, sampling)(ds).take_all()}
-        return [row_result(rows.get(str(i)), constrained=bool(schema)) for i, schema in enumerate(schemas)]
-
-
-def row_result(row: dict | None, *, constrained: bool = False) -> RowResult:
-    if row is None:
-        return RowResult(None, 0, "row missing from the processor output")
-    if row.get(ERROR_COLUMN):
-        return RowResult(None, 0, str(row[ERROR_COLUMN])[:300])
-    return RowResult(row.get("text") or "", int(row.get("tokens") or 0), input_tokens=int(row.get("input_tokens") or 0),
-                     constrained=constrained)
+        ids = [prompt_ids(self.tokenizer, p, self.cfg.system_prompt) for p in prompts]
+        outs = self.engine.generate(ids, [sampling_params(sampling, seed, schema)
+                                          for seed, schema in zip(seeds, schemas)])
+        return [RowResult((text or "").strip(), int(n), input_tokens=len(row_ids), constrained=bool(schema))
+                for (text, n), row_ids, schema in zip(outs, ids, schemas)]
