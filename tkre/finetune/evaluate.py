@@ -34,11 +34,12 @@ INPUT_KEYS = ("input_ids", "attention_mask", "subj_pos", "obj_pos", "mask_pos")
 
 
 def predict(model, tokenizer, spec: FinetuneSpec, examples: Sequence[RelationExample], *,
-            batch_size: int = 64) -> tuple[list[str], list[float], int]:
-    """(predicted relation, softmax confidence of it, number of windowed examples) per example."""
+            batch_size: int = 64, encoded: tuple[list[dict], int] | None = None) -> tuple[list[str], list[float], int]:
+    """(predicted relation, softmax confidence of it, number of windowed examples) per example;
+    `encoded`: `spec.encode(examples, tokenizer)` when the caller already has it (a dev set every epoch)."""
     import torch
 
-    items, n_windowed = spec.encode(examples, tokenizer)
+    items, n_windowed = encoded if encoded is not None else spec.encode(examples, tokenizer)
     order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
     device = next(model.parameters()).device
     preds: list[str] = [""] * len(items)

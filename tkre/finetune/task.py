@@ -38,10 +38,11 @@ class FinetuneTask:
     seed: int = 42
     eval_batch_size: int = 64
     _tokenizer: Any = field(default=None, repr=False, compare=False)
+    _dev_encoded: Any = field(default=None, repr=False, compare=False)  # the dev set, encoded once
 
-    def __getstate__(self) -> dict:  # tokenizers are rebuilt on the worker, not pickled
+    def __getstate__(self) -> dict:  # tokenizers (and what they encoded) are rebuilt on the worker, not pickled
         state = dict(self.__dict__)
-        state["_tokenizer"] = None
+        state["_tokenizer"] = state["_dev_encoded"] = None
         return state
 
     @property
@@ -68,7 +69,10 @@ class FinetuneTask:
     def evaluate(self, model, epoch: int) -> dict[str, float]:
         if not self.dev:
             return {}
-        preds, _, _ = predict(model, self.tokenizer, self.spec, self.dev, batch_size=self.eval_batch_size)
+        if self._dev_encoded is None:
+            self._dev_encoded = self.spec.encode(self.dev, self.tokenizer)
+        preds, _, _ = predict(model, self.tokenizer, self.spec, self.dev, batch_size=self.eval_batch_size,
+                              encoded=self._dev_encoded)
         s = classification_scores([ex.relation for ex in self.dev], preds, self.spec.no_relation)
         return {"dev_micro_f1": s["micro_f1"], "dev_macro_f1": s["macro_f1"], "dev_accuracy": s["accuracy"]}
 

@@ -307,6 +307,10 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     from ray import tune
 
     if not ray.is_initialized():
+        if not (address or os.environ.get("RAY_ADDRESS")):  # trials run here: convert while Ray starts
+            from tkre.generate.backends.hf import convert_in_background
+
+            convert_in_background(experiments)
         # default: a fresh local Ray (never silently attach to someone else's); `--address auto` or
         # RAY_ADDRESS (set by `ray job submit`) attach to a running cluster
         init_ray(address, dashboard=True)  # secrets/settings reach workers from the shell, never from a file

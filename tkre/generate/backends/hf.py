@@ -13,7 +13,9 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from tkre.cluster import cpu_share
 from tkre.config import EMBEDDED_GENERATOR, DecodingConfig, GeneratorConfig
@@ -21,6 +23,9 @@ from tkre.errors import ConfigError
 from tkre.generate.backends.base import Backend, BackendSpec, RowResult
 from tkre.generate.prompts import as_chat_text
 from tkre.io import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    from tkre.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,29 @@ def resolve_generator(name: str) -> tuple[str, str]:
                               f"--model to a local HF folder, a Hub id, or {EMBEDDED_GENERATOR}")
         return str(path), local_revision(path)
     return name, ""
+
+
+def convert_in_background(experiments: Iterable["ExperimentConfig"]) -> threading.Thread | None:
+    """Start converting the embedded generator, if an experiment's EDKG or SCDG runs it on the hf
+    backend, in a daemon thread (a sweep driver, while Ray and Tune start): the trial that needs it then
+    waits on the file lock for a conversion already under way (or finds it done) instead of starting
+    it. Failures are left to that trial, which converts again and reports them."""
+    todo = sorted({gen.model for cfg in experiments
+                   for on, gen in ((cfg.stages.edkg, cfg.edkg.generator), (cfg.stages.scdg, cfg.scdg.generator))
+                   if on and gen is not None and gen.backend == "hf" and gen.model == EMBEDDED_GENERATOR})
+    if not todo:
+        return None
+
+    def convert() -> None:
+        for name in todo:
+            try:
+                resolve_generator(name)
+            except Exception as e:  # noqa: BLE001 -- the trial that needs the model reports it
+                log.debug("converting %s ahead of the trials failed: %s", name, e)
+
+    thread = threading.Thread(target=convert, name="tkre-convert-generators", daemon=True)
+    thread.start()
+    return thread
 
 
 def local_revision(path: Path) -> str:
