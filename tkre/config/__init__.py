@@ -321,7 +321,9 @@ class FinetuneConfig(StrictModel):
     eval_batch_size: int = Field(64, ge=1, description="examples per inference batch")
     eval_ray_data_min_examples: int = Field(
         10_000, ge=0, description="evaluation sets at least this large are predicted with Ray Data actors")
-    eval_actors: int = Field(2, ge=1, description="Ray Data inference actors (one CPU each)")
+    eval_actors: int = Field(2, ge=1, description="Ray Data inference actors (one CPU each) on CPU; with "
+                             "resources.use_gpu the test set always goes to num_workers actors of one worker's "
+                             "resources each")
 
     @model_validator(mode="before")
     @classmethod

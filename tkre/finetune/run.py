@@ -19,7 +19,7 @@ from typing import Sequence
 from tkre.config import FinetuneConfig
 from tkre.data.records import RelationExample
 from tkre.errors import ConfigError, DataError
-from tkre.finetune.evaluate import evaluate_split
+from tkre.finetune.evaluate import evaluate_split, evaluation_placement
 from tkre.finetune.spec import FinetuneSpec
 from tkre.finetune.task import FinetuneTask
 from tkre.io import atomic_path, atomic_write_json, stable_hash
@@ -128,8 +128,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     with atomic_path(checkpoint) as tmp:
         shutil.copytree(result.best_checkpoint_dir, tmp)
     test_metrics = evaluate_split(str(checkpoint), test, out_dir, split="test", batch_size=cfg.eval_batch_size,
-                                  ray_data_min_examples=cfg.eval_ray_data_min_examples, actors=cfg.eval_actors,
-                                  actor_checkpoint=result.best_model, actor_resources=cfg.resources.custom)
+                                  actor_checkpoint=result.best_model, **evaluation_placement(cfg))
     history = [{k: h.get(k) for k in ("epoch", "global_step", "train_loss", "dev_micro_f1", "dev_macro_f1", "samples_per_s",
                                       "train_seconds") if k in h} for h in result.metrics_history]
     best_epoch = result.summary.get("best_epoch")
