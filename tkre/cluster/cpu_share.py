@@ -16,7 +16,7 @@ reserved, beside the other trial's 0.95-CPU Train worker).
 
 Nothing here is part of an artifact key: the thread count changes how fast tokens come, and only
 through floating-point summation order (matmul rounding) may change which token a sampled row draws
-(see docs/generation.md).
+(see docs/generators.md).
 """
 
 from __future__ import annotations
