@@ -35,9 +35,11 @@ class ScriptedLLM:
         self.rounds: list[list[str]] = []
         self.budgets: set[int] = set()
         self.counter = itertools.count()
+        self.pools: set[int] = set()
 
-    def __call__(self, rows, spec, gen, sampling, cache, *, desc=""):
+    def __call__(self, rows, spec, gen, sampling, cache, *, desc="", engines=None):
         self.rounds.append([row["relation"] for row in rows])
+        self.pools.add(id(engines))  # every round gets the job's one engine pool
         self.budgets.add(sampling.max_new_tokens)
         out = {}
         for row in rows:
@@ -70,6 +72,7 @@ def test_rounds_top_up_only_relations_short_of_samples(tmp_path, fake_backend, m
     m = _run(tmp_path, llm, monkeypatch)  # default max_rounds (paper: until every relation has its samples)
     # round 1: ceil(3 / 2) = 2 prompts per relation; round 2: B only, 1 missing -> 1 prompt
     assert llm.rounds == [[A, A, B, B], [B]]
+    assert len(llm.pools) == 1 and id(None) not in llm.pools  # one pool for both rounds
     assert m["rounds"] == 2 and m["relations_short"] == {}
     assert {r: a["kept"] for r, a in m["acceptance"].items()} == {A: 3, B: 3}
     assert m["reasons"] == {"surplus": 1}  # A's fourth valid sample
