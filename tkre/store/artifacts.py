@@ -277,7 +277,7 @@ class ArtifactStore:
     @contextlib.contextmanager
     def slot(self, name: str) -> Iterator[None]:
         """Hold one of `self.slots[name]` (default 1) cluster-wide slots, e.g. "generation": at most
-        that many LLM generation runs (Ray Data actor pools) at once, whatever the trial concurrency,
+        that many LLM generation runs (engine actor pools) at once, whatever the trial concurrency,
         so that concurrent pools cannot starve each other of CPUs."""
         count = max(1, self.slots.get(name, 1))
         deadline = time.monotonic() + self.lock_timeout_s
