@@ -16,7 +16,7 @@ Ray Train gives its placement group back. Resources that cannot deadlock on a sm
 - the trial itself holds a small CPU fraction (`resources.trial_cpus`);
 - Ray Train workers reserve their own placement group; `max_concurrent_trials` is lowered so that the
   training workers of all concurrent trials fit the cluster at once (`tkre.cluster.resources.fit_trials`);
-- LLM generation (engine actor pools, tkre.generate.engines) runs under a sweep-wide slot (`resources.generation_slots`),
+- LLM generation (engine actor pools) runs under a sweep-wide slot (`resources.generation_slots`),
   so two pools never hold all CPUs waiting on each other's tasks; a trial waiting for a shared
   artifact's lock holds no CPUs; a CPU (hf) pool reserves its trial's fixed share of the cluster's
   CPUs (`tkre.cluster.cpu_share`), never more than the other concurrent trials leave it;
