@@ -17,7 +17,8 @@ pipeline task and owns it; the trial only waits on the reference. When Tune repo
 (`CancelEndedPipelines`, a Tune callback on the driver), its pipeline, if still running, is cancelled
 with `ray.cancel`: KeyboardInterrupt inside the pipeline, Ray Train aborts its run and removes its
 placement group (generation engine pools and Ray Data evaluation pools stop the same way); force only
-after a grace period. Nothing in Ray or Tune does this for a task launched from a function trainable, hence this module.
+after a grace period. Nothing in Ray or Tune does this for a task launched from a function trainable,
+hence this module.
 """
 
 from __future__ import annotations
