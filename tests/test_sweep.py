@@ -414,3 +414,14 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
         ray.get_actor(RUNS_ACTOR)
     with pipeline_runs() as again:
         assert ray.get(again.cancel_all.remote()) == []
+
+
+def test_a_grid_phase_tune_returned_from_early_is_not_done():
+    """Ctrl-C makes Tune stop its trials and return normally, with a trial for each grid point started
+    so far: such a phase must not be marked done (`--resume` would skip its remaining points). A
+    search phase ends on its own terms."""
+    from tkre.sweep.run import Phase, phase_complete
+
+    grid = Phase("grid", "grid", [{"seed": s} for s in range(50)])
+    assert not phase_complete(grid, 15) and phase_complete(grid, 50)
+    assert phase_complete(Phase("search-000", "search", [{}]), 3)

@@ -240,6 +240,14 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                       run_config=run_config)
 
 
+def phase_complete(phase: Phase, trials: int) -> bool:
+    """Whether a phase that Tune returned from ran all its trials. A grid or evaluate phase knows its
+    points; Tune creates their trials as they start, so an interrupted phase (Ctrl-C: Tune stops its
+    trials and returns normally) has fewer -- it must not be marked done, or `--resume` would skip
+    it. A search phase ends on its own terms (its sampler, ASHA, the time budget)."""
+    return phase.kind == "search" or trials >= len(phase.points)
+
+
 def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
     """One flat TrialRow per trial: the sweep's fields around the pipeline's whole ResultRow."""
     rows = []
@@ -365,6 +373,10 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             phase_rows = _phase_rows(result_grid, phase, sweep)
             rows.extend(phase_rows)
             results_path = sdir.write_results(rows)
+            if not phase_complete(phase, len(phase_rows)):  # Ctrl-C: Tune stops and returns what it had
+                log.warning("phase %s: interrupted after %d of %d trial(s); `--resume` continues it", phase.name,
+                            len(phase_rows), len(phase.points))
+                break
             sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
             if studies is not None and phase.kind == "search":
                 studies.publish()
