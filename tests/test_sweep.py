@@ -420,7 +420,7 @@ def test_a_grid_phase_tune_returned_from_early_is_not_done():
     """Ctrl-C makes Tune stop its trials and return normally, with a trial for each grid point started
     so far: such a phase must not be marked done (`--resume` would skip its remaining points). A
     search phase ends on its own terms."""
-    from tkre.sweep.run import Phase, phase_complete
+    from tkre.sweep.phases import Phase, phase_complete
 
     grid = Phase("grid", "grid", [{"seed": s} for s in range(50)])
     assert not phase_complete(grid, 15) and phase_complete(grid, 50)

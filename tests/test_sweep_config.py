@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tkre.errors import ConfigError, DataError
-from tkre.sweep.run import plan_phases, preflight
+from tkre.sweep.phases import plan_phases
+from tkre.sweep.run import preflight
 from tkre.sweep.config import experiment_for, grid_points, load_sweep, packaged_sweeps_dir, resolve_sweep_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 from tkre.io import stable_hash
 from tkre.pipeline import edkg_key_config, scdg_key_config, stage1_key_config
-from tkre.sweep.run import plan_phases
+from tkre.sweep.phases import plan_phases
 from tkre.sweep.config import experiment_for, grid_points, load_sweep, resolve_sweep_file
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "cpu_semeval"

@@ -20,7 +20,7 @@ from tkre.config import DataConfig, ExperimentConfig
 from tkre.io import stable_hash
 from tkre.pipeline import STAGES, stage_keys
 from tkre.cluster.resources import trial_requests
-from tkre.sweep.run import plan_phases
+from tkre.sweep.phases import plan_phases
 from tkre.sweep.config import SweepConfig, bounds, experiment_for
 
 
@@ -76,7 +76,7 @@ def plan_trials(sweep: SweepConfig) -> list[PlannedTrial]:
             for j in range(sweep.search.num_samples):
                 add(f"{phase.name}/{j}", phase.name, phase.points[0], searched)
             searches.append(phase)
-        else:  # evaluate: the best of each search phase over the evaluate seeds (sweep._best_points)
+        else:  # evaluate: the best of each search phase over the evaluate seeds (tkre.sweep.phases.best_points)
             n = 0
             for search in searches:
                 for seed in sweep.evaluate.seeds:

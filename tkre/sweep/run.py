@@ -40,28 +40,27 @@ sweep whose file changed is refused on both.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from tkre import __version__, progress
 from tkre.store.artifacts import check_storage_writable, is_remote, join_uri, local_path
 from tkre.config import ExperimentConfig
-from tkre.errors import ConfigError, DataError, error_reason
+from tkre.errors import ConfigError, DataError
 from tkre.io import stable_hash
-from tkre.results import PLAN_FILE, ResultRow, SweepDir, TrialRow
+from tkre.results import PLAN_FILE, SweepDir
 from tkre.cluster.runtime import init_ray
 from tkre.cluster.cpu_share import share_for_trials
 from tkre.cluster.resources import cluster_capacity, fit_trials, trial_requests
 from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, start_point,
-                               trial_meta, trial_overrides)
+                               trial_overrides)
+from tkre.sweep.phases import Phase, best_points, phase_complete, phase_rows, plan_phases
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +126,6 @@ def tune_settings():
     finally:
         for k in added:
             os.environ.pop(k, None)
-
-
-# ------------------------------------------------------------------------------------- phases
-@dataclass
-class Phase:
-    name: str
-    kind: str  # grid | search | evaluate
-    points: list[dict[str, Any]]  # grid/evaluate: one per trial; search: the fixed part (one)
-
-
-def plan_phases(sweep: SweepConfig) -> list[Phase]:
-    points = grid_points(sweep)
-    if sweep.search is None:
-        return [Phase("grid", "grid", points)]
-    phases = [Phase(f"search-{i:03d}", "search", [p]) for i, p in enumerate(points)]
-    if sweep.evaluate is not None:
-        phases.append(Phase("evaluate", "evaluate", []))  # points filled from the search results
-    return phases
 
 
 def _wandb_callbacks(sweep: SweepConfig, directory: str, kind: str | None = None) -> list:
@@ -240,53 +221,6 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                       run_config=run_config)
 
 
-def phase_complete(phase: Phase, trials: int) -> bool:
-    """Whether a phase that Tune returned from ran all its trials. A grid or evaluate phase knows its
-    points; Tune creates their trials as they start, so an interrupted phase (Ctrl-C: Tune stops its
-    trials and returns normally) has fewer -- it must not be marked done, or `--resume` would skip
-    it. A search phase ends on its own terms (its sampler, ASHA, the time budget)."""
-    return phase.kind == "search" or trials >= len(phase.points)
-
-
-def _phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
-    """One flat TrialRow per trial: the sweep's fields around the pipeline's whole ResultRow."""
-    rows = []
-    for r in result_grid:
-        m = dict(r.metrics or {})
-        overrides = trial_overrides(r.config or {})
-        if r.error is not None:
-            status, error = "error", error_reason(r.error)  # one line; traceback in error.txt
-        else:
-            status, error = ("ok" if m.get("row_complete") else "early_stopped"), None
-        row = TrialRow(
-            sweep=sweep.name, phase=phase.name, trial_id=str(m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1]),
-            variant=overrides.get("variant"), status=status, error=error,
-            selected_from=trial_meta(r.config or {}).get("selected_from"),
-            overrides=json.dumps(overrides, sort_keys=True, default=str),
-            param={k: overrides.get(k) for k in sweep.search.space} if phase.kind == "search" else {},
-            training_iteration=m.get("training_iteration"), last_dev_micro_f1=m.get("dev_micro_f1"),
-            result=ResultRow.from_flat(m) if status == "ok" else None)
-        rows.append(row.to_flat())
-    return rows
-
-
-def _best_points(rows: list[dict], sweep: SweepConfig, phases: list[Phase]) -> list[dict]:
-    """For every search phase, its best trial's overrides by the dev metric, times the eval seeds
-    (each point names the trial it came from in `selected_from`, a row field, not an override)."""
-    s = sweep.search
-    points = []
-    for phase in (p for p in phases if p.kind == "search"):
-        cand = [r for r in rows if r["phase"] == phase.name and r["status"] == "ok" and r.get(s.metric) is not None]
-        if not cand:
-            log.warning("phase %s: no finished trial, nothing to evaluate", phase.name)
-            continue
-        best = (max if s.mode == "max" else min)(cand, key=lambda r: r[s.metric])
-        over = json.loads(best["overrides"])
-        for seed in sweep.evaluate.seeds:
-            points.append({**over, "data.seed": seed, "selected_from": best["trial_id"]})
-    return points
-
-
 # ------------------------------------------------------------------------------------- driver
 @dataclass
 class SweepOutcome:
@@ -356,7 +290,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                 log.info("phase %s: already finished, skipped", phase.name)
                 continue
             if phase.kind == "evaluate":
-                phase.points = _best_points(rows, sweep, phases)
+                phase.points = best_points(rows, sweep, phases)
                 if not phase.points:
                     continue
             if phase.kind != "search":
@@ -370,14 +304,14 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
             with progress.use(channel), tune_settings():
                 result_grid = tuner.fit()
             ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
-            phase_rows = _phase_rows(result_grid, phase, sweep)
-            rows.extend(phase_rows)
+            ended = phase_rows(result_grid, phase, sweep)
+            rows.extend(ended)
             results_path = sdir.write_results(rows)
-            if not phase_complete(phase, len(phase_rows)):  # Ctrl-C: Tune stops and returns what it had
+            if not phase_complete(phase, len(ended)):  # Ctrl-C: Tune stops and returns what it had
                 log.warning("phase %s: interrupted after %d of %d trial(s); `--resume` continues it", phase.name,
-                            len(phase_rows), len(phase.points))
+                            len(ended), len(phase.points))
                 break
-            sdir.write_json(f"{phase.name}.done.json", {"rows": phase_rows})
+            sdir.write_json(f"{phase.name}.done.json", {"rows": ended})
             if studies is not None and phase.kind == "search":
                 studies.publish()
     channel.close()  # the inbox actor; the results table is written below
