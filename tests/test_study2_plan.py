@@ -1,8 +1,8 @@
 """Study 2's sweep (cpu_semeval_study2), planned without running: the first study's setting exactly, five
 arms (golden-only, TKRE, TKRE with oracle samples, oracle samples without pre-training, TKRE with shuffled
-labels) x two fair budgets (to convergence, 200 steps for every arm) x splits 1-5; generation and stage 1
-shared per seed (and with the first study), and the report pairs within a budget mode, with the declared
-control comparisons."""
+labels) x splits 1-5 at one fair budget (200 optimizer steps for every arm); generation and stage 1 shared
+per seed (and with the first study), and the report pairs within a budget mode, with the declared control
+comparisons."""
 
 from __future__ import annotations
 
@@ -21,42 +21,38 @@ def _planned(name):
     return plan_trials(load_sweep(resolve_sweep_file(name)))
 
 
-def test_study2_plans_five_arms_by_two_fair_budgets_on_the_first_studys_setting():
+def test_study2_plans_five_arms_at_equal_steps_on_the_first_studys_setting():
     sweep = load_sweep(resolve_sweep_file("cpu_semeval_study2"))
     assert sweep.base == load_sweep(resolve_sweep_file("cpu_semeval")).base  # every setting chosen on dev
     assert sweep.comparisons == [("tkre", "tkre_shuffled"), ("tkre_oracle", "oracle_no_pretrain")]
     trials = _planned("cpu_semeval_study2")
-    by = {(t.variant, t.experiment.data.seed, t.experiment.finetune.budget.mode): t for t in trials}
-    assert len(trials) == len(by) == 50
-    assert set(by) == {(v, s, m) for v in ARMS for s in (1, 2, 3, 4, 5) for m in ("convergence", "steps")}
-    for (v, s, m), t in by.items():
+    by = {(t.variant, t.experiment.data.seed): t for t in trials}
+    assert len(trials) == len(by) == 25
+    assert set(by) == {(v, s) for v in ARMS for s in (1, 2, 3, 4, 5)}
+    for (v, s), t in by.items():
         c = t.experiment
-        # within a seed and budget every arm fine-tunes the same way
-        assert c.finetune == by[("golden_only", s, m)].experiment.finetune
-        assert c.finetune.budget.steps == (200 if m == "steps" else None)
+        # within a seed every arm fine-tunes the same way: 200 optimizer steps
+        assert c.finetune == by[("golden_only", s)].experiment.finetune
+        assert (c.finetune.budget.mode, c.finetune.budget.steps) == ("steps", 200)
         source = {"tkre_oracle": "oracle", "oracle_no_pretrain": "oracle", "tkre_shuffled": "shuffled"}.get(v, "llm")
         assert (c.scdg.source, c.stages.scdg) == (source, v != "golden_only")
         assert c.stages.pretrain_stage2 == (v in ("tkre", "tkre_oracle", "tkre_shuffled"))
-    assert len({t.artifacts["finetune"] for t in trials}) == 50
+    assert len({t.artifacts["finetune"] for t in trials}) == 25
 
 
 def test_study2_shares_generation_and_stage1_per_seed_and_with_the_first_study():
     study = {(t.variant, t.experiment.data.seed): t.artifacts for t in _planned("cpu_semeval")}
     trials = _planned("cpu_semeval_study2")
     for seed in (1, 2, 3, 4, 5):
-        arts = {(t.variant, t.experiment.finetune.budget.mode): t.artifacts for t in trials
-                if t.experiment.data.seed == seed}
-        tkre, first = arts[("tkre", "steps")], study[("tkre", seed)]
+        arts = {t.variant: t.artifacts for t in trials if t.experiment.data.seed == seed}
+        tkre, first = arts["tkre"], study[("tkre", seed)]
         assert {s: tkre[s] for s in ("split", "edkg", "scdg", "stage1", "stage2")} == \
             {s: first[s] for s in ("split", "edkg", "scdg", "stage1", "stage2")}  # reused from the first study
-        assert arts[("tkre_shuffled", "steps")]["generated"] == tkre["scdg"]  # shuffles the very samples
-        assert arts[("tkre_oracle", "steps")]["scdg"] == arts[("oracle_no_pretrain", "steps")]["scdg"] != tkre["scdg"]
+        assert arts["tkre_shuffled"]["generated"] == tkre["scdg"]  # shuffles the very samples
+        assert arts["tkre_oracle"]["scdg"] == arts["oracle_no_pretrain"]["scdg"] != tkre["scdg"]
         for arm in ("tkre_oracle", "tkre_shuffled"):
-            assert arts[(arm, "steps")]["stage1"] == tkre["stage1"] and arts[(arm, "steps")]["stage2"] != tkre["stage2"]
-        for arm in ARMS:  # the budget changes fine-tuning only
-            conv, steps = arts[(arm, "convergence")], arts[(arm, "steps")]
-            assert {k: v for k, v in conv.items() if k != "finetune"} == {k: v for k, v in steps.items()
-                                                                          if k != "finetune"}
+            assert arts[arm]["stage1"] == tkre["stage1"] and arts[arm]["stage2"] != tkre["stage2"]
+        assert arts["golden_only"]["finetune"] != study[("golden_only", seed)]["finetune"]  # 200 steps, not 10 epochs
 
 
 def test_study2_plan_from_the_command_line(monkeypatch):
@@ -67,7 +63,7 @@ def test_study2_plan_from_the_command_line(monkeypatch):
     r = CliRunner().invoke(app, ["sweep", "cpu_semeval_study2", "--plan", "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
-    assert len(rows) == 50 and {r["config"]["scdg"]["source"] for r in rows} == {"llm", "oracle", "shuffled"}
+    assert len(rows) == 25 and {r["config"]["scdg"]["source"] for r in rows} == {"llm", "oracle", "shuffled"}
 
 
 def test_report_pairs_within_a_budget_mode_and_makes_the_declared_comparisons():
