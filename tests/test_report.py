@@ -215,3 +215,29 @@ def test_tables_show_each_cells_fine_tuning_budget_and_steps():
     versus = golden_vs_tkre(df).iloc[0]
     assert versus["fine-tuning golden-only / TKRE"] == "10 epochs: 90-91 steps / 10 epochs: 130-131 steps"
     assert results_table(df).iloc[0]["fine-tuning"] == "10 epochs: 90-91 steps"
+
+
+def test_a_grid_over_budgets_gets_a_row_per_budget_never_an_average():
+    """A sweep with `finetune.budget` in its grid (two budgets per variant and seed): each table has one
+    row per budget, so the steps budget's F1 is never averaged with the other budget's."""
+    from tkre.report.tables import stage_seconds_table
+
+    rows = []
+    for seed in (1, 2):
+        for budget, f1, steps in (("200 steps", 0.50, 200), ("15 epochs", 0.40, 135)):
+            for variant, gain in (("golden_only", 0.0), ("tkre", 0.05)):
+                res = _result(variant, seed, f1 + gain, 144, 50).model_copy(update={
+                    "finetune_steps": steps, "stopped_on_patience": False, "finetune_budget": budget})
+                rows.append(TrialRow(sweep="d", phase="grid", trial_id=f"{variant}{seed}{budget}", variant=variant,
+                                     status="ok", result=res).to_flat())
+    df = pd.DataFrame(rows)
+    table = results_table(df).set_index(["variant", "fine-tuning"])["test micro-F1 %"]
+    assert table.to_dict() == {("golden_only", "15 epochs: 135 steps"): "40.0 ± 0.0",
+                               ("golden_only", "200 steps: 200 steps"): "50.0 ± 0.0",
+                               ("tkre", "15 epochs: 135 steps"): "45.0 ± 0.0",
+                               ("tkre", "200 steps: 200 steps"): "55.0 ± 0.0"}
+    versus = golden_vs_tkre(df)
+    assert sorted(zip(versus["golden-only %"], versus["TKRE %"])) == [("40.0 ± 0.0", "45.0 ± 0.0"),
+                                                                      ("50.0 ± 0.0", "55.0 ± 0.0")]
+    seconds = stage_seconds_table(df)
+    assert len(seconds) == 4 and set(seconds["fine-tuning budget"]) == {"200 steps", "15 epochs"}

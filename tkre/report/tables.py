@@ -3,15 +3,13 @@
 Reads the sweep directory (`tkre.results.SweepDir`: a local folder or a pyarrow.fs URI such as
 `s3://bucket/runs/sweeps/<name>`) -- `results.parquet` (one `TrialRow` per trial) and `plan.json` --
 and writes `report/report.md` with:
-- **Results**: test micro-F1 (%) mean ± std over seeds per dataset / K / backbone / variant /
-  generators / synthetic samples asked, with the kept count, and the paper's number in its own
-  column (`paper ...`, shared/method.md Table 2 for `tkre` and `golden_only`, Table 3 for the
-  ablations `no_edkg`, `no_scdg`, `bert_masking`, `no_scl`; matched by the sweep file's variant
-  name, never guessed from a config);
-- **Golden-only vs TKRE**: per dataset / K / backbone, both measured (mean ± std, seeds) and their
-  difference, beside the paper's two numbers and difference;
-- `f1_vs_synthetic.png` (Fig. 6: x = synthetic samples *kept* per relation) when several synthetic
-  amounts were run, `f1_per_generator.png` (Fig. 5) when several generators were;
+- **Results**: test micro-F1 (%) mean ± std over seeds per dataset / K / backbone / fine-tuning
+  budget / variant / generators / synthetic samples asked, with the kept count, and the paper's
+  number in its own column (`paper ...`: Table 2 for `tkre` and `golden_only`, Table 3 for the
+  ablations; matched by the sweep file's variant name, never guessed from a config);
+- **Golden-only vs TKRE**: per dataset / K / backbone / budget, both measured and their difference,
+  beside the paper's; `f1_vs_synthetic.png` (Fig. 6: x = synthetic samples *kept* per relation)
+  and `f1_per_generator.png` (Fig. 5) when several amounts / generators were run;
 - the generator comparison (`tkre.report.generators`: EDKG/SCDG statistics per generator setting);
 - per search phase, Optuna's own plots (`optuna.visualization.matplotlib`: optimisation history and
   parameter importances, PED-ANOVA, no scikit-learn needed) from the phase's stored study
@@ -72,7 +70,10 @@ def paper_number(dataset: str, k: int, backbone: str, variant: str) -> float | N
 def _finished(df: pd.DataFrame, *, scored: bool = True) -> pd.DataFrame:
     """Finished grid/evaluate trials; `scored`: only those with a test score (not generation-only)."""
     ok = df[(df["status"] == "ok") & (~df["phase"].astype(str).str.startswith("search"))]
-    return (ok[ok["test_micro_f1"].notna()] if scored else ok).copy()
+    ok = (ok[ok["test_micro_f1"].notna()] if scored else ok).copy()
+    # a grouping key: "" where a row has no budget (rows written before budgets were recorded)
+    ok["finetune_budget"] = ok["finetune_budget"].fillna("").astype(str) if "finetune_budget" in ok else ""
+    return ok
 
 
 def excluded_note(df: pd.DataFrame) -> str:
@@ -111,7 +112,9 @@ def generator_label(edkg: str | None, scdg: str | None) -> str:
     return f"EDKG {edkg}; SCDG {scdg}"
 
 
-_CELL = ["dataset", "k", "backbone", "variant", "edkg_generator", "scdg_generator", "synthetic_asked"]
+#: a table row per cell; a sweep with a grid over `finetune.budget`: a row per budget (never averaged)
+_CELL = ["dataset", "k", "backbone", "finetune_budget", "variant", "edkg_generator", "scdg_generator",
+         "synthetic_asked"]
 
 
 def steps_label(g: pd.DataFrame) -> str:
@@ -120,7 +123,7 @@ def steps_label(g: pd.DataFrame) -> str:
     steps = g["finetune_steps"].dropna().astype(float) if "finetune_steps" in g else pd.Series(dtype=float)
     if steps.empty:
         return ""
-    budgets = ", ".join(sorted({str(b) for b in g["finetune_budget"].dropna()}))
+    budgets = ", ".join(sorted({str(b) for b in g["finetune_budget"].dropna() if str(b)}))
     span = f"{steps.min():.0f}" if steps.min() == steps.max() else f"{steps.min():.0f}-{steps.max():.0f}"
     converged = g["stopped_on_patience"].fillna(False).astype(bool).sum()
     return f"{budgets}: {span} steps" + (f", {converged}/{len(g)} converged" if converged else "")
@@ -160,6 +163,8 @@ def stage_seconds_table(df: pd.DataFrame) -> pd.DataFrame:
         c = dict(zip(_CELL, cell))
         row = {"dataset": c["dataset"], "K": int(c["k"]), "backbone": c["backbone"],
                "variant": "" if pd.isna(c["variant"]) else c["variant"], "seeds": len(g)}
+        if ok["finetune_budget"].nunique() > 1:
+            row["fine-tuning budget"] = c["finetune_budget"]
         for s in stages:
             secs = g[f"seconds.{s}"].astype(float)
             reused = f"reused.{s}" in g and bool(g[f"reused.{s}"].fillna(False).astype(bool).all())
@@ -173,28 +178,27 @@ def golden_vs_tkre(df: pd.DataFrame) -> pd.DataFrame:
     and TKRE (mean ± std over seeds), their difference, and the paper's numbers for the same cell in
     columns labelled as the paper's."""
     ok = _finished(df)
-    keys = ["dataset", "k", "backbone"]
-    golden_rows = dict(list(ok[ok["variant"] == "golden_only"].groupby(keys, sort=True)))
+    keys = ["dataset", "k", "backbone", "finetune_budget"]
+    golden_rows = dict(list(ok[ok["variant"] == "golden_only"].groupby(keys, dropna=False, sort=True)))
     golden = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in golden_rows.items()}
     tkre_rows = dict(list(ok[ok["variant"] == "tkre"].groupby(
         keys + ["edkg_generator", "scdg_generator", "synthetic_asked"], dropna=False, sort=True)))
-    tkre = ok[ok["variant"] == "tkre"]
-    tkre_cells = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in
-                  tkre.groupby(keys + ["edkg_generator", "scdg_generator", "synthetic_asked"], dropna=False, sort=True)}
-    cells = sorted({c[:3] + (None, None, None) for c in golden if not any(t[:3] == c for t in tkre_cells)}
+    tkre_cells = {cell: 100 * g["test_micro_f1"].astype(float) for cell, g in tkre_rows.items()}
+    n = len(keys)
+    cells = sorted({c[:n] + (None, None, None) for c in golden if not any(t[:n] == c for t in tkre_cells)}
                    | set(tkre_cells), key=lambda c: tuple(str(x) for x in c))
     rows = []
     for cell in cells:
         dataset, k, backbone = cell[:3]
-        g, t = golden.get(cell[:3], pd.Series(dtype=float)), tkre_cells.get(cell, pd.Series(dtype=float))
+        g, t = golden.get(cell[:n], pd.Series(dtype=float)), tkre_cells.get(cell, pd.Series(dtype=float))
         pg, pt = (paper_number(dataset, int(k), backbone, v) for v in ("golden_only", "tkre"))
         rows.append({"dataset": dataset, "K": int(k), "backbone": backbone,
-                     "TKRE generator": generator_label(cell[3], cell[4]) if len(t) else "",
+                     "TKRE generator": generator_label(cell[n], cell[n + 1]) if len(t) else "",
                      "golden-only %": _fmt(g) if len(g) else "", "TKRE %": _fmt(t) if len(t) else "",
                      "seeds": f"{len(g)} / {len(t)}",
                      "TKRE − golden-only": f"{t.mean() - g.mean():+.1f}" if len(g) and len(t) else "",
                      "fine-tuning golden-only / TKRE": " / ".join(
-                         steps_label(rows[c]) if c in rows else "" for rows, c in ((golden_rows, cell[:3]),
+                         steps_label(rows[c]) if c in rows else "" for rows, c in ((golden_rows, cell[:n]),
                                                                                    (tkre_rows, cell))).strip(" /"),
                      "paper golden-only %": _paper(pg), "paper TKRE %": _paper(pt),
                      "paper TKRE − golden-only": "" if pg is None or pt is None else f"{pt - pg:+.1f}"})
@@ -307,12 +311,8 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Report
     """Write report.md + PNGs for a sweep directory (local or URI); returns what was written."""
     sdir = SweepDir(sweep_dir)
     df = sdir.read_results()
-    if out:
-        out_dir = Path(out).expanduser()
-    elif sdir.remote:
-        out_dir = Path.home() / ".cache" / "tkre" / "reports" / stable_hash(sdir.uri, 12)
-    else:
-        out_dir = Path(sdir.root) / "report"
+    out_dir = (Path(out).expanduser() if out else Path.home() / ".cache" / "tkre" / "reports" /
+               stable_hash(sdir.uri, 12) if sdir.remote else Path(sdir.root) / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = sdir.read_json(PLAN_FILE) or {}
     name = plan.get("sweep", {}).get("name", sdir.uri.rstrip("/").rsplit("/", 1)[-1])
