@@ -6,11 +6,15 @@ of new tokens, measured side by side in one run:
 1. sequential: one prompt at a time, `model.generate` in this process (model loaded before timing);
 2. Ray Data: `tkre.generate.run.generate_rows` -- actor pool, left-padded batches, fresh cache
    (timed end to end, including the actor's model load);
-3. cache: the same rows again, all served from the cache.
+3. cache: the same rows again, all served from the cache;
+4. llama.cpp (when `llama_cpp` imports: `pip install llama-cpp-python`, built from source): the same
+   prompts, one at a time, through its chat completion on the embedded GGUF itself (Q4_1, the file the
+   hf path converts), greedy, the same threads and token cap (model loaded before timing).
 
     python benchmarks/generation.py [--prompts 48] [--max-new-tokens 48] [--batch-size 16] [--threads N]
 
-Last stdout line: JSON with speedup_vs_sequential and cache_speedup (aims: >= 3 and >= 100).
+Last stdout line: JSON with speedup_vs_sequential, cache_speedup (aims: >= 3 and >= 100) and, with
+llama.cpp installed, ratio_vs_llama_cpp (the engine path's tokens/s over llama.cpp's; aim >= 1.0).
 """
 
 from __future__ import annotations
@@ -40,6 +44,20 @@ def sequential(model_dir: str, prompts: list[str], max_new_tokens: int, threads:
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id or tok.eos_token_id)
         tokens += out.shape[1] - enc["input_ids"].shape[1]
+    return tokens, time.perf_counter() - start
+
+
+def llama_cpp(gguf: str, prompts: list[str], max_new_tokens: int, threads: int) -> tuple[int, float] | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+    tokens, start = 0, time.perf_counter()
+    for p in prompts:
+        out = llm.create_chat_completion(messages=[{"role": "user", "content": p}], max_tokens=max_new_tokens,
+                                         temperature=0.0, top_k=1)
+        tokens += out["usage"]["completion_tokens"]
     return tokens, time.perf_counter() - start
 
 
@@ -86,6 +104,14 @@ def main() -> None:
         assert hit_stats.cache_hits == len(rows) and hit_stats.generated == 0
         print(f"cache hits: {len(rows)} rows in {cache_s * 1000:.1f} ms")
 
+    from tkre.config import EMBEDDED_GENERATOR
+    from tkre.model_sources import embedded_file
+
+    lc = llama_cpp(str(embedded_file(EMBEDDED_GENERATOR)), prompts, args.max_new_tokens, threads)
+    if lc is None:
+        print("llama.cpp: llama_cpp not installed (pip install llama-cpp-python); ratio_vs_llama_cpp not measured")
+    else:
+        print(f"llama.cpp (same GGUF, sequential): {lc[0]} tokens in {lc[1]:.1f} s = {lc[0] / lc[1]:.1f} tok/s")
     seq_tps, ray_tps = seq_tokens / seq_s, ray_stats.tokens / ray_s
     result = {
         "benchmark": "generation", "model": "embedded:smollm2", "prompts": len(prompts),
@@ -96,6 +122,10 @@ def main() -> None:
         "speedup_vs_sequential": round(ray_tps / seq_tps, 2),
         "cache_speedup": round(ray_s / max(cache_s, 1e-9), 1),
     }
+    if lc is not None:
+        result.update({"llama_cpp_tokens": lc[0], "llama_cpp_s": round(lc[1], 2),
+                       "llama_cpp_tokens_per_s": round(lc[0] / lc[1], 2),
+                       "ratio_vs_llama_cpp": round(ray_tps / (lc[0] / lc[1]), 3)})
     print(f"speed-up vs sequential: {result['speedup_vs_sequential']}x; cache speed-up: {result['cache_speedup']}x")
     print(json.dumps(result))
 
