@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from sweep_helpers import golden_only_base, write_sweep
 from tiny_models import make_tiny_llama
@@ -46,6 +47,7 @@ def _sweep(tmp_path: Path, encoder: str, llama: str) -> dict:
             "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 1800}
 
 
+@pytest.mark.slow  # ~140 s; CI runs it after the README's command (.ci/run)
 def test_golden_only_and_tkre_sweep_to_the_report(tmp_path, ray_local, tiny_encoder_dir):
     from tkre.report.tables import write_report
     from tkre.sweep.run import run_sweep

@@ -141,6 +141,7 @@ def _study(sweep_dir: Path, name: str, phase: str = "search-000"):
     return optuna.load_study(study_name=f"{name}/{phase}", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
 
+@pytest.mark.slow  # ~100 s; CI runs it after the README's command (.ci/run)
 def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     from optuna.trial import TrialState
 
@@ -333,6 +334,7 @@ def _wait_until(predicate, timeout_s: float = 60.0) -> bool:
     return predicate()
 
 
+@pytest.mark.slow  # ~100 s; CI runs it after the README's command (.ci/run)
 def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """ASHA stops trials before their pipeline is done: each stopped trial's pipeline is cancelled
     (tkre.sweep.trial) and nothing stays reserved. The leak this guards against (a Train run's placement
