@@ -1,7 +1,9 @@
-"""Shared by the pipeline/sweep tests: a small JSONL dataset cut from SemEval and sweep files."""
+"""Shared by the pipeline/sweep tests: a small JSONL dataset cut from SemEval, sweep files, and waiting
+for Ray to release what a finished job held (it does so asynchronously)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
@@ -37,3 +39,13 @@ def golden_only_base(data_dir: Path, encoder: str, storage: Path, *, epochs: int
 def write_sweep(path: Path, sweep: dict) -> Path:
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     return path
+
+
+def wait_until(predicate, timeout_s: float = 60.0) -> bool:
+    """Poll `predicate` until it holds or `timeout_s` passes; its last value."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return predicate()

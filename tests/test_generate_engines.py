@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tkre.generate.backends import vllm as vb
 from tkre.generate.backends.hf import HFBackend
 
 sys.path.insert(0, str(Path(__file__).parent))
+from sweep_helpers import wait_until  # noqa: E402
 from tiny_models import make_tiny_llama  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the engine actors cannot import tests
@@ -81,10 +81,7 @@ def test_vllm_scdg_job_builds_one_engine_across_its_rounds(ray_with_gpus, semeva
     assert model == tiny_llama and tp == "1" and gpus != "[]"  # the actor holds a GPU (one of the declared)
     assert manifest["engines_started"] == 1
     # given back when the job ended (ray.kill returns before the actor is gone: wait for the release)
-    deadline = time.monotonic() + 30
-    while ray.available_resources().get("GPU") != 2.0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ray.available_resources().get("GPU") == 2.0, ray.available_resources()
+    assert wait_until(lambda: ray.available_resources().get("GPU") == 2.0, 30), ray.available_resources()
 
 
 def test_hf_scdg_job_loads_its_model_once_per_actor(ray_local, semeval, tiny_llama, tmp_path, monkeypatch):

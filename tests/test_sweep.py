@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+from sweep_helpers import golden_only_base, wait_until, write_mini_dataset, write_sweep
 
 from tkre.results import RESULTS_SCHEMA_VERSION, ResultRow, SweepDir, TrialRow
 from tkre.sweep.wandb_log import SUMMARY_ID_PREFIX
@@ -325,15 +325,6 @@ def _reserved_placement_groups() -> list[dict]:
     return [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
 
 
-def _wait_until(predicate, timeout_s: float = 60.0) -> bool:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return predicate()
-
-
 @pytest.mark.slow  # ~100 s; CI runs it after the README's command (.ci/run)
 def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """ASHA stops trials before their pipeline is done: each stopped trial's pipeline is cancelled
@@ -351,7 +342,7 @@ def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray
                         "num_samples": 5, "seed": 0, "asha": {"grace_period": 1, "reduction_factor": 2},
                         "start_from_base": True},
              "resources": {"max_concurrent_trials": 2}, "min_free_gb": 0, "trial_timeout_s": 150}
-    assert _wait_until(lambda: not _reserved_placement_groups(), 30)  # nothing left by earlier tests
+    assert wait_until(lambda: not _reserved_placement_groups(), 30)  # nothing left by earlier tests
     out = run_sweep(write_sweep(tmp_path / "asha.yaml", sweep))
     rows = pd.read_parquet(out.results_path)
     assert len(rows) == 5 and (rows["status"] == "early_stopped").any(), rows[["status", "epochs_run"]]
@@ -367,8 +358,8 @@ def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray
         assert t.state == expected[r["status"]], (r["status"], t)
         if r["status"] == "early_stopped":
             assert t.intermediate_values and t.value == pytest.approx(r["last_dev_micro_f1"])
-    assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
-    assert _wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2 - 1e-6, 30), ray.available_resources()
+    assert wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
+    assert wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2 - 1e-6, 30), ray.available_resources()
 
 
 def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
@@ -395,10 +386,10 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
             return ray.get(ray.get_actor(RUNS_ACTOR).start.remote(trial_id, {}, train_run_that_does_not_end))
 
     with pipeline_runs() as runs:
-        assert _wait_until(lambda: not _reserved_placement_groups(), 30)
+        assert wait_until(lambda: not _reserved_placement_groups(), 30)
         trial = Trial.remote()
         [ref] = ray.get(trial.start.remote("t1"))
-        assert _wait_until(lambda: [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"], 60)
+        assert wait_until(lambda: [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"], 60)
         ray.kill(trial)  # what Tune does to a trial it stops
         time.sleep(3)
         assert [pg["state"] for pg in _reserved_placement_groups()] == ["CREATED"]  # the run outlived its trial
@@ -407,7 +398,7 @@ def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
         class _Trial:  # what Tune hands the callback
             trial_id = "t1"
         CancelEndedPipelines().on_trial_complete(0, [], _Trial())
-        assert _wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
+        assert wait_until(lambda: not _reserved_placement_groups(), 60), _reserved_placement_groups()
         assert ray.wait([ref], timeout=30)[0]  # the pipeline ended (cancelled)
         assert ray.get(runs.cancel.remote("t1")) is False  # already forgotten
     # on the way out the actor is gone and its name free at once: a next sweep in this driver
