@@ -1,4 +1,4 @@
-"""W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (~/.netrc) is respected; offline
+"""W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (the netrc entry for the W&B host) is respected; offline
 only when no key is configured at all. Run in a fresh process with its own HOME (wandb keeps global state),
 its own working directory and temporary folder, and an environment built from nothing: what the test
 sees must not depend on which tests ran before it in the same pytest process (the variables they or Ray
@@ -24,23 +24,34 @@ print("RESULT " + json.dumps({"mode": cb.mode, "env": os.environ.get("WANDB_MODE
 INHERITED = ("PATH", "PYTHONPATH", "LANG", "LC_ALL")
 
 
-def _mode(home) -> dict:
+def _mode(home, **extra_env) -> dict:
     tmp = home / "tmp"
     tmp.mkdir()
     env = {k: os.environ[k] for k in INHERITED if k in os.environ}
-    env.update(HOME=str(home), TMPDIR=str(tmp), HF_HUB_OFFLINE="1")
+    env.update(HOME=str(home), TMPDIR=str(tmp), HF_HUB_OFFLINE="1", **extra_env)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=home, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
+def _netrc(path, host: str = "api.wandb.ai"):  # what `wandb login` writes
+    path.write_text(f"machine {host}\n  login user\n  password " + "0123456789abcdef" * 2 + "01234567\n")
+    path.chmod(0o600)
+
+
 def test_existing_wandb_login_is_respected_offline_only_without_a_key(tmp_path):
-    plain, logged_in = tmp_path / "plain", tmp_path / "logged_in"
-    plain.mkdir()
-    logged_in.mkdir()
-    netrc = logged_in / ".netrc"  # what `wandb login` writes
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "0123456789abcdef" * 2 + "01234567\n")
-    netrc.chmod(0o600)
-    assert _mode(plain) == {"mode": "offline", "env": "offline"}  # no key anywhere: runs stay on disk
-    assert _mode(logged_in) == {"mode": None, "env": None}  # logged in: online, as wandb itself would
+    homes = {name: tmp_path / name for name in ("plain", "logged_in", "other_host", "netrc_var")}
+    for home in homes.values():
+        home.mkdir()
+    _netrc(homes["logged_in"] / ".netrc")
+    _netrc(homes["other_host"] / ".netrc", "wandb.example.org")  # a key for a server this sweep does not use
+    _netrc(tmp_path / "elsewhere.netrc", "wandb.example.org")
+    online, offline = {"mode": None, "env": None}, {"mode": "offline", "env": "offline"}
+    assert _mode(homes["plain"]) == offline  # no key anywhere: runs stay on disk
+    # logged in: online, as wandb itself would -- and found without wandb's service process or the
+    # network (wandb.login(verify=False) asked the server for the user's name: CI waited 300 s for it)
+    assert _mode(homes["logged_in"]) == online
+    assert _mode(homes["other_host"]) == offline
+    assert _mode(homes["netrc_var"], NETRC=str(tmp_path / "elsewhere.netrc"),
+                 WANDB_BASE_URL="https://wandb.example.org") == online

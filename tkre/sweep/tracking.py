@@ -1,8 +1,10 @@
 """W&B logging for sweeps: which mode to run in, and a Tune callback that logs each trial with `wandb`.
 
 - Mode: the user's `WANDB_MODE` if set; else online when a key is configured -- `WANDB_API_KEY`, or
-  an existing `wandb login` (~/.netrc, wandb settings), asked of wandb itself without network
-  (`wandb.login(prompt=False, verify=False)`); else offline (runs kept on disk, `wandb sync` later).
+  an existing `wandb login` (the key it writes to the netrc file for the W&B host); else offline (runs
+  kept on disk, `wandb sync` later). The netrc file is read with the standard library, not by
+  `wandb.login(verify=False)`: with a key, that starts wandb's service process and asks the server
+  for the user's name (5 s here, and no answer at all where the network drops packets).
 - `WandbTrials` logs from the sweep driver with `wandb` itself, so the API key stays in the driver
   (see its docstring for why not Ray's `WandbLoggerCallback`), on a worker thread so that Tune never
   waits on W&B; what the runs carry besides Tune's results, and the sweep's summary run, are in
@@ -11,12 +13,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
+import netrc
 import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ray.tune import Callback
 
@@ -26,19 +29,24 @@ log = logging.getLogger(__name__)
 
 
 def wandb_key_configured() -> bool:
-    """True when W&B has an API key: WANDB_API_KEY or an existing `wandb login` (no network)."""
+    """True when W&B has an API key: WANDB_API_KEY, or the entry `wandb login` writes in the netrc file
+    ($NETRC, else ~/.netrc or ~/_netrc) for the W&B host ($WANDB_BASE_URL, else api.wandb.ai). No network."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    try:
-        import wandb
-    except ImportError:  # pragma: no cover
-        return False
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # wandb prints "API key is configured"
-            return bool(wandb.login(prompt=False, verify=False))
-    except Exception as e:  # noqa: BLE001 -- a broken settings file: behave as "no login"
-        log.debug("wandb login check failed: %s", e)
-        return False
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    home = Path.home()
+    candidates = [Path(os.environ["NETRC"])] if os.environ.get("NETRC") else [home / ".netrc", home / "_netrc"]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            entry = netrc.netrc(str(path)).authenticators(host)
+        except (netrc.NetrcParseError, OSError) as e:  # a broken file: "no login"; the message may quote a key
+            log.warning("W&B: could not read %s (%s, line %s): treating it as no `wandb login`", path,
+                        type(e).__name__, getattr(e, "lineno", None))
+            return False
+        return bool(entry and entry[2])
+    return False
 
 
 def wandb_mode() -> str | None:
