@@ -1,8 +1,8 @@
-"""W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (the netrc entry for the W&B host)
-is respected; offline only when no key is configured at all. Run in a fresh process with its own HOME (wandb keeps global state),
-its own working directory and temporary folder, and an environment built from nothing: what the test
-sees must not depend on which tests ran before it in the same pytest process (the variables they or Ray
-left in os.environ, a ./wandb folder in the directory pytest runs in) nor on the user running it."""
+"""W&B mode for sweeps (issue 14, item 13): an existing `wandb login` (the netrc entry for the W&B host) is
+respected; offline only when no key is configured at all. Run in a fresh process with its own HOME (wandb
+keeps global state), its own working directory and temporary folder, and an environment built from nothing:
+what the test sees must not depend on which tests ran before it in the same pytest process (the variables they
+or Ray left in os.environ, a ./wandb folder in the directory pytest runs in) nor on the user running it."""
 
 from __future__ import annotations
 
