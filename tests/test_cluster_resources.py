@@ -34,8 +34,8 @@ def vllm(tp=1, replicas=1) -> list[Request]:
     return [Request("generation", replicas, {"CPU": 1.0, "GPU": float(tp)})]
 
 
-def fits(requests, capacity, trial_cpus=0.05, concurrent=1) -> int:
-    return fit_trials(requests, capacity, trial_cpus=trial_cpus, max_concurrent_trials=concurrent)
+def fits(requests, capacity, trial_cpus=0.05, concurrent=1) -> int:  # every trial asks for `requests`
+    return fit_trials([requests], capacity, trial_cpus=trial_cpus, max_concurrent_trials=concurrent)
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -89,6 +89,22 @@ def test_laptop_defaults_fit_and_concurrency_is_lowered_to_what_trains_at_once()
     assert fits(train(), eight, concurrent=16) == 7  # 7 x (0.05 + 1) CPUs
     gpus = cap(("g", {"CPU": 16, "GPU": 4}, 1))
     assert fits(train(workers=2, gpus=1), gpus, concurrent=4) == 2
+
+
+def test_concurrency_counts_the_trial_with_the_smallest_training_run():
+    """The quickstart: golden-only trains on 0.95 CPU beside TKRE's generation, TKRE later on 1.9 of the
+    2 cores: both run at once (TKRE's training waits for golden-only's worker), not one after the other."""
+    golden, tkre = train(cpus=0.95), [Request("pretrain", 1, {"CPU": 1.9}), *train(cpus=1.9)]
+    assert fit_trials([golden, tkre], LAPTOP, trial_cpus=0.05, max_concurrent_trials=2) == 2
+    # a trial's peak is its largest run, whichever stage: two TKRE trials could never train at once
+    assert fit_trials([tkre, tkre], LAPTOP, trial_cpus=0.05, max_concurrent_trials=2) == 1
+    assert fit_trials([tkre, [Request("pretrain", 1, {"CPU": 1.9}), *golden]], LAPTOP, trial_cpus=0.05,
+                      max_concurrent_trials=2) == 1
+    four = cap(("n", {"CPU": 4}, 1))
+    assert fit_trials([tkre, golden, tkre, golden], four, trial_cpus=0.05, max_concurrent_trials=8) == 4
+    assert fit_trials([tkre, tkre, tkre], four, trial_cpus=0.05, max_concurrent_trials=8) == 2
+    with pytest.raises(ConfigError, match="would wait forever"):  # 2 drivers + 1.95 > 2 CPUs: never placed
+        fit_trials([golden, train(cpus=1.95)], LAPTOP, trial_cpus=0.05, max_concurrent_trials=2)
 
 
 def test_concurrent_drivers_that_starve_training_fail_instead_of_hanging():

@@ -50,6 +50,9 @@ def test_hf_actor_in_a_trial_uses_the_share_not_the_free_cpus(monkeypatch):
     with cpu_share.use(share_for_trials(2, 2, 2, trial_cpus=0.05)):
         assert hf.cpu_threads(gen) == (1, 0.95)
         assert hf.cpu_threads(gen.model_copy(update={"threads_per_actor": 3})) == (3, 3.0)  # explicit wins
+        # the quickstart's SCDG: 2 threads on 1.9 reserved CPUs (the two trials' drivers hold the rest)
+        fixed = gen.model_copy(update={"threads_per_actor": 2, "cpus_per_actor": 1.9})
+        assert hf.cpu_threads(fixed) == (2, 1.9)
     assert cpu_share.current() is None
 
 
@@ -106,3 +109,20 @@ def test_a_trials_explanations_run_beside_the_other_trials_train_worker(ray_loca
     finally:
         remove_placement_group(pg)  # a pool still waiting can then finish
         pool.shutdown(wait=True)
+
+
+def test_train_workers_run_their_threads_or_the_whole_cpus_they_reserve():
+    from tkre.config import ResourcesConfig
+
+    assert ResourcesConfig(cpus_per_worker=0.95).torch_threads() == 1
+    assert ResourcesConfig(cpus_per_worker=2.5).torch_threads() == 2
+    assert ResourcesConfig(cpus_per_worker=1.9, threads=2).torch_threads() == 2
+    assert ResourcesConfig(cpus_per_worker=1.9, threads=2).per_worker() == {"CPU": 1.9}  # threads reserve nothing
+
+
+def test_a_generators_reserved_cpus_leave_its_artifacts_alone():
+    from tkre.pipeline import generator_key_config
+
+    gen = GeneratorConfig(threads_per_actor=2)
+    assert generator_key_config(gen) == generator_key_config(gen.model_copy(update={"cpus_per_actor": 1.9}))
+    assert generator_key_config(gen) != generator_key_config(GeneratorConfig())  # threads do count (sampling)

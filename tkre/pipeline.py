@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # Config fields that do not change a stage's output (throughput, places, retries, failure tolerance, prices):
 # left out of keys.
 _GEN_NOT_IN_KEY = {"concurrency": True, "cache_dir": True, "batch_size": True, "max_error_fraction": True,
+                   "cpus_per_actor": True,
                    "price_per_m_input_tokens": True, "price_per_m_output_tokens": True,
                    "vllm": {"num_replicas", "batch_size", "gpu_memory_utilization", "accelerator_type"},
                    "openai": {"timeout_s", "max_retries", "concurrency", "api_key_env"}}

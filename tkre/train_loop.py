@@ -4,7 +4,7 @@ Everything method-specific lives in a `TrainTask` (model, data, loss, evaluation
 module owns the generic part and is meant to be read top to bottom in `_train_worker`:
 
   Ray Train v2 `TorchTrainer` -> one worker per `ResourcesConfig.num_workers`, each reserving
-  `cpus_per_worker` CPUs (and using that many torch threads) -> DDP through
+  `cpus_per_worker` CPUs (and `threads` torch threads, by default as many) -> DDP through
   `ray.train.torch.prepare_model` / `prepare_data_loader` (gloo on CPU, nccl on GPU) -> AdamW with
   weight decay grouped as the HF `Trainer` does, transformers' linear warm-up/decay schedule,
   gradient accumulation, bf16/fp16 autocast on GPU only -> per-step metrics logged on rank 0, and
@@ -222,7 +222,7 @@ def _train_worker(config: dict) -> dict:
     channel: progress.Channel | None = config["progress"] if rank == 0 else None  # live progress (sweeps, CLI)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(max(1, int(res.cpus_per_worker)))  # this worker's CPU share
+    torch.set_num_threads(res.torch_threads())  # this worker's CPU share
     device = ray.train.torch.get_device()
     set_seed(s.seed + rank)
 

@@ -5,7 +5,9 @@ What a trial asks Ray for is read from its experiment config, never restated els
   - each Ray Train run (pre-training when a stage is on, fine-tuning): `num_workers` workers of
     `ResourcesConfig.per_worker()` (`pretrain.resources`, `finetune.resources`);
   - LLM generation with vLLM: `num_replicas` engine replicas of `tensor_parallel_size` GPUs each, every
-    replica on ONE node (its tensor-parallel GPUs share a node).
+    replica on ONE node (its tensor-parallel GPUs share a node); with the hf backend on CPU, only where
+    its threads are fixed (`threads_per_actor`): `concurrency` actors of `cpus_per_actor` CPUs (else a
+    trial's pool takes the trial's share, tkre/cluster/cpu_share.py, which fits by construction).
 
 Why the trial's own reservation holds only the driver: under Ray Train v2 the trainer starts its own
 placement group for its workers (a separate, all-or-nothing request), and generation starts its own
@@ -16,7 +18,8 @@ larger of its stages, and never holds half of a stage while waiting.
 be placed: a bundle larger than any node (a placement-group bundle cannot span nodes), more workers or
 replicas than the cluster can ever hold, or `max_concurrent_trials` drivers that leave no room for one
 trial's stage (a sweep that hangs is worse than one that fails). Otherwise it returns how many trials
-can run at once with all their training workers placed (at most `max_concurrent_trials`). The capacity
+could train at once, each with its largest training run, counting the trial whose largest run is the
+smallest (at most `max_concurrent_trials`; a larger trial beside them waits for their workers). The capacity
 is the largest the cluster can ever reach: the live nodes plus, when an autoscaler is configured
 (`cluster.yaml` / the head's bootstrap file), every node type up to its max_workers.
 
@@ -63,6 +66,8 @@ def trial_requests(cfg: ExperimentConfig) -> list[Request]:
         if gen.backend == "vllm" and layout not in layouts:
             layouts.append(layout)
             out.append(Request("generation", layout[0], {"CPU": VLLM_CPUS_PER_REPLICA, "GPU": layout[1]}))
+        elif gen.backend == "hf" and gen.threads_per_actor and gen.device != "cuda":  # a fixed CPU pool
+            out.append(Request("generation", gen.concurrency, {"CPU": gen.cpus_per_actor or gen.threads_per_actor}))
     return out
 
 
@@ -136,6 +141,23 @@ def cluster_capacity(cluster_config: str | dict | None = None, *, live: bool = T
 
 # --------------------------------------------------------------------------------------- checks
 
+def unit_of(r: Request) -> str:
+    """What a request's bundles are: "vllm" engine replicas, "hf" generation actors, or "train" workers."""
+    if r.stage != "generation":
+        return "train"
+    return "vllm" if "GPU" in r.bundle else "hf"
+
+
+def _run_size(r: Request) -> float:
+    """Orders training runs: GPUs first, then CPUs, times the workers."""
+    return r.count * (r.bundle.get("GPU", 0) * 1e6 + r.bundle.get("CPU", 0))
+
+
+def _training_peak(trial: list[Request]) -> Request | None:
+    """A trial's largest training run (None without one)."""
+    return max((r for r in trial if r.stage != "generation"), key=_run_size, default=None)
+
+
 def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
     return all(node.get(k, 0.0) + _EPS >= v for k, v in bundle.items() if v > 0)
 
@@ -164,17 +186,17 @@ def distinct_requests(requests: list[Request]) -> list[Request]:
     return out
 
 
-def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus: float,
+def fit_trials(trials: list[list[Request]], capacity: ClusterCapacity, *, trial_cpus: float,
                max_concurrent_trials: int, source: str = "resources",
                trial_resources: dict[str, float] | None = None) -> int:
     """Check that every trial can be placed; return how many can run at once (see the module docstring).
 
-    `requests`: the stage requests of all trials (`trial_requests` of each experiment)."""
+    `trials`: each trial's stage requests (`trial_requests` of its experiment)."""
     problems: list[str] = []
     where = f"the cluster ({capacity.describe()}; from {' + '.join(capacity.sources) or 'given nodes'})"
     totals = capacity.totals()
     driver = {"CPU": trial_cpus, **(trial_resources or {})}
-    requests = distinct_requests(requests)
+    requests = distinct_requests([r for trial in trials for r in trial])
 
     def single(bundle: dict[str, float], what: str) -> bool:
         if any(_fits(bundle, s.resources) for s in capacity.shapes):
@@ -187,12 +209,13 @@ def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus
     single(driver, "the trial driver (resources.trial_cpus)")
     placeable = []
     for r in requests:
-        what = (f"one vLLM replica of {r.stage} (tensor_parallel_size {r.bundle.get('GPU', 0):g})"
-                if r.stage == "generation" else f"one Ray Train worker of {r.stage} ({r.stage}.resources)")
+        what = {"vllm": f"one vLLM replica of {r.stage} (tensor_parallel_size {r.bundle.get('GPU', 0):g})",
+                "hf": f"one {r.stage} actor (generator.threads_per_actor / cpus_per_actor)"}.get(
+                    unit_of(r), f"one Ray Train worker of {r.stage} ({r.stage}.resources)")
         if not single(r.bundle, what):
             continue
         if not _packs([r.bundle] * r.count, capacity):
-            name = "num_replicas" if r.stage == "generation" else "num_workers"
+            name = {"vllm": "num_replicas", "hf": "concurrency"}.get(unit_of(r), "num_workers")
             need = {k: v * r.count for k, v in r.bundle.items()}
             problems.append(f"{source}: {r.stage}: {name}={r.count} x {_fmt(r.bundle)} = {_fmt(need)} is more "
                             f"than {where} can ever hold (total {_fmt({k: totals.get(k, 0.0) for k in need})})")
@@ -207,13 +230,16 @@ def fit_trials(requests: list[Request], capacity: ClusterCapacity, *, trial_cpus
             break
     if problems:
         raise ConfigError("\n".join(problems))
-    # concurrency: as many trials as can train at the same time, each with its largest training run
-    train = [r for r in requests if r.stage != "generation"]
-    peak = max(train, key=lambda r: r.count * (r.bundle.get("GPU", 0) * 1e6 + r.bundle.get("CPU", 0)),
-               default=None)
+    # concurrency: as many trials as could train at the same time, each with its largest training run,
+    # counting the trial whose largest run is the smallest -- more at once could never all train. A
+    # larger trial started beside them waits for their workers (Ray queues its request; each stage fits
+    # beside every driver, checked above, so no wait lasts forever). The quickstart relies on it: TKRE
+    # generates beside golden-only's 0.95-CPU training, then trains on 1.9 CPUs once golden-only is done.
+    peaks = [p for p in map(_training_peak, trials) if p is not None]
+    smallest = min(peaks, key=_run_size, default=None)
     concurrent = 1
     while concurrent < max_concurrent_trials and _packs(
-            ([driver] + ([peak.bundle] * peak.count if peak else [])) * (concurrent + 1), capacity):
+            ([driver] + ([smallest.bundle] * smallest.count if smallest else [])) * (concurrent + 1), capacity):
         concurrent += 1
     if concurrent < max_concurrent_trials:
         log.warning("max_concurrent_trials lowered from %d to %d: that many trials with their training "

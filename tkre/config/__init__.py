@@ -17,6 +17,8 @@ from tkre.config.base import (EMBEDDED_ENCODER, EMBEDDED_GENERATOR, PROTOCOL_SEE
                               Backbone, Backend, DatasetName, Protocol, StrictModel)
 from tkre.config.files import (field_model, load_config, read_yaml, unknown_key_hint,  # noqa: F401 -- re-exported
                                validate_config, validation_error_message)
+from tkre.config.resources import ResourcesConfig
+
 
 class DataConfig(StrictModel):
     """Which dataset, which K-shot split."""
@@ -34,31 +36,6 @@ class DataConfig(StrictModel):
         if self.dataset != "semeval" and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs 'path' (its files are not shipped)")
         return self
-
-
-class ResourcesConfig(StrictModel):
-    """Ray Train scaling for one training run."""
-
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
-    use_gpu: bool = Field(False, description="one GPU per worker when true")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Train worker")
-    gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per Train worker when use_gpu (a fraction shares "
-                                                          "a GPU between runs)")
-    custom: dict[str, float] = Field(
-        default_factory=dict, description="custom Ray resources each Train worker (and each test-set evaluation "
-                                          "actor) also reserves, e.g. {stage_node: 0.01}: a resource only some nodes "
-                                          "advertise keeps the stage's work on them")
-
-    @model_validator(mode="after")
-    def _whole_gpus_above_one(self) -> "ResourcesConfig":
-        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
-            raise ValueError("gpus_per_worker above 1 must be a whole number")
-        return self
-
-    def per_worker(self) -> dict[str, float]:
-        """What one Train worker reserves: Ray Train's `resources_per_worker` and the fit check's bundle."""
-        return {"CPU": self.cpus_per_worker, **({"GPU": float(self.gpus_per_worker)} if self.use_gpu else {}),
-                **self.custom}
 
 
 class SamplingConfig(StrictModel):
@@ -118,6 +95,9 @@ class GeneratorConfig(StrictModel):
     concurrency: int = Field(1, ge=1, description="actors in the generation pool")
     threads_per_actor: int | None = Field(None, ge=1, description="hf backend: torch CPU threads per actor, and the Ray "
                                           "CPUs it reserves (default: free CPUs / actors)")
+    cpus_per_actor: float | None = Field(None, gt=0, description="hf backend, with threads_per_actor: the Ray CPUs "
+                                         "each actor reserves instead (e.g. 1.9 for 2 threads: sweep trials' drivers "
+                                         "hold the rest)")
     cache_dir: str | None = Field(None, description="generation cache (default: ~/.cache/tkre/generation)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     system_prompt: str | None = Field(None, description="optional system message sent before every prompt")

@@ -19,7 +19,7 @@ from typing import Any
 from tkre.config import DataConfig, ExperimentConfig
 from tkre.io import stable_hash
 from tkre.pipeline import STAGES, stage_keys
-from tkre.cluster.resources import trial_requests
+from tkre.cluster.resources import trial_requests, unit_of
 from tkre.sweep.phases import plan_phases
 from tkre.sweep.config import SweepConfig, bounds, experiment_for
 
@@ -140,7 +140,7 @@ def resource_lines(sweep: SweepConfig, trials: list[PlannedTrial]) -> list[str]:
              f"trial(s) at once, {sweep.resources.generation_slots} generation job(s) at once"]
     for r in seen:
         per = ", ".join(f"{k} {v:g}" for k, v in sorted(r.bundle.items()))
-        unit = "vLLM replica(s)" if r.stage == "generation" else "Ray Train worker(s)"
+        unit = {"vllm": "vLLM replica(s)", "hf": "generation actor(s)"}.get(unit_of(r), "Ray Train worker(s)")
         lines.append(f"{r.stage}: {r.count} {unit} x {{{per}}}")
     return lines
 
@@ -194,8 +194,9 @@ def check_cluster_file(cluster_yaml: str, sweep_file: str | None = None) -> dict
     if sweep_file:
         sweep = load_sweep(resolve_sweep_file(sweep_file))
         experiments = [experiment_for(sweep, p) for p in grid_points(sweep)]
-        requests = distinct_requests([r for cfg in experiments for r in trial_requests(cfg)])
-        concurrent = fit_trials(requests, capacity, trial_cpus=sweep.resources.trial_cpus,
+        per_trial = [trial_requests(cfg) for cfg in experiments]
+        requests = distinct_requests([r for trial in per_trial for r in trial])
+        concurrent = fit_trials(per_trial, capacity, trial_cpus=sweep.resources.trial_cpus,
                                 trial_resources=sweep.resources.trial_resources,
                                 max_concurrent_trials=sweep.resources.max_concurrent_trials,
                                 source=f"{sweep_file}: resources")

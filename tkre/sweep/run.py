@@ -259,7 +259,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
     # what the cluster can ever give: live nodes plus the autoscaler's node types (GPU workers that
     # start at zero count); fail before any trial starts when one trial can never be placed
     capacity = cluster_capacity()
-    concurrent = fit_trials([r for cfg in experiments for r in trial_requests(cfg)], capacity,
+    concurrent = fit_trials([trial_requests(cfg) for cfg in experiments], capacity,
                             trial_cpus=sweep.resources.trial_cpus, trial_resources=sweep.resources.trial_resources,
                             max_concurrent_trials=sweep.resources.max_concurrent_trials, source=f"{path}: resources")
     # each trial's CPUs for its own CPU generation pool: fixed now, not read from what is free when the

@@ -147,10 +147,11 @@ def default_threads(concurrency: int) -> int:
 
 
 def cpu_threads(cfg: GeneratorConfig) -> tuple[int, float]:
-    """(torch threads, Ray CPUs) per CPU actor: `threads_per_actor` if set (both); inside a sweep trial,
-    the trial's fixed share (`tkre.cluster.cpu_share`); else the free CPUs / actors (both)."""
+    """(torch threads, Ray CPUs) per CPU actor: `threads_per_actor` if set (and `cpus_per_actor`, else
+    the same number); inside a sweep trial, the trial's fixed share (`tkre.cluster.cpu_share`); else the
+    free CPUs / actors (both)."""
     if cfg.threads_per_actor:
-        return cfg.threads_per_actor, float(cfg.threads_per_actor)
+        return cfg.threads_per_actor, float(cfg.cpus_per_actor or cfg.threads_per_actor)
     share = cpu_share.current()
     if share is not None:
         return share.threads(cfg.concurrency), share.reservation(cfg.concurrency)
