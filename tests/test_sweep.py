@@ -237,6 +237,7 @@ def test_ray_that_cannot_start_is_one_line_with_a_hint(tmp_path, semeval, tiny_e
     assert "NotADirectoryError" in line and "Hint:" in line and "ray stop" in line
 
 
+@pytest.mark.slow  # ~75 s; CI runs it after the README's command (.ci/run)
 def test_search_then_evaluate_best_config_on_test(tmp_path, ray_local, semeval, tiny_encoder_dir):
     """search (Optuna, 2 trials) -> evaluate: the best dev trial's config over 2 seeds, on test."""
     from tkre.report.tables import write_report

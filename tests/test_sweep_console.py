@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
 
 ROUTES = textwrap.dedent("""
@@ -75,6 +77,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=840, cwd=str(cwd))
 
 
+@pytest.mark.slow  # ~65 s (two sweeps); CI runs it after the README's command (.ci/run)
 def test_sweep_console_is_quiet_and_verbose_keeps_ray_output(tmp_path, semeval, tiny_encoder_dir):
     data = write_mini_dataset(semeval, tmp_path / "data")
     base = golden_only_base(data, tiny_encoder_dir, tmp_path / "store", epochs=1)
