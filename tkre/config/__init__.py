@@ -94,7 +94,7 @@ class GeneratorConfig(StrictModel):
     batch_size: int = Field(16, ge=1, description="prompts per batch")
     concurrency: int = Field(1, ge=1, description="actors in the generation pool")
     threads_per_actor: int | None = Field(None, ge=1, description="hf backend: torch CPU threads per actor, and the Ray "
-                                          "CPUs it reserves (default: free CPUs / actors)")
+                                          "CPUs it reserves unless cpus_per_actor says (default: free CPUs / actors)")
     cpus_per_actor: float | None = Field(None, gt=0, description="hf backend, with threads_per_actor: the Ray CPUs "
                                          "each actor reserves instead (e.g. 1.9 for 2 threads: sweep trials' drivers "
                                          "hold the rest)")

@@ -30,6 +30,7 @@ class ResourcesConfig(StrictModel):
         return self
 
     def torch_threads(self) -> int:
+        """What each worker passes to `torch.set_num_threads` (tkre.train_loop)."""
         return self.threads or max(1, int(self.cpus_per_worker))
 
     def per_worker(self) -> dict[str, float]:
