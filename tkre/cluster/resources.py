@@ -66,8 +66,8 @@ def trial_requests(cfg: ExperimentConfig) -> list[Request]:
         if gen.backend == "vllm" and layout not in layouts:
             layouts.append(layout)
             out.append(Request("generation", layout[0], {"CPU": VLLM_CPUS_PER_REPLICA, "GPU": layout[1]}))
-        elif gen.backend == "hf" and gen.threads_per_actor and gen.device != "cuda":  # a fixed CPU pool
-            out.append(Request("generation", gen.concurrency, {"CPU": gen.cpus_per_actor or gen.threads_per_actor}))
+        elif gen.backend == "hf" and gen.fixed_actor_cpus() and gen.device != "cuda":  # a fixed CPU pool
+            out.append(Request("generation", gen.concurrency, {"CPU": gen.fixed_actor_cpus()}))
     return out
 
 

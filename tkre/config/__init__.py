@@ -117,6 +117,11 @@ class GeneratorConfig(StrictModel):
         """`backend:model`, the generator's name in results rows."""
         return f"{self.backend}:{self.model}"
 
+    def fixed_actor_cpus(self) -> float | None:
+        """The Ray CPUs each hf actor reserves when its threads are fixed (`threads_per_actor`): the pool
+        (tkre/generate/backends/hf.py) and the sweep's fit check (tkre/cluster/resources.py) both read it."""
+        return float(self.cpus_per_actor or self.threads_per_actor) if self.threads_per_actor else None
+
 
 class EDKGConfig(StrictModel):
     """Explanation-driven knowledge generation: one explanation per golden example (method section 1)."""

@@ -151,7 +151,7 @@ def cpu_threads(cfg: GeneratorConfig) -> tuple[int, float]:
     the same number); inside a sweep trial, the trial's fixed share (`tkre.cluster.cpu_share`); else the
     free CPUs / actors (both)."""
     if cfg.threads_per_actor:
-        return cfg.threads_per_actor, float(cfg.cpus_per_actor or cfg.threads_per_actor)
+        return cfg.threads_per_actor, cfg.fixed_actor_cpus()
     share = cpu_share.current()
     if share is not None:
         return share.threads(cfg.concurrency), share.reservation(cfg.concurrency)
