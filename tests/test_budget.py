@@ -64,8 +64,8 @@ def test_setting_a_budget_keeps_the_encoders_recipe():
 
 @pytest.mark.parametrize("name", STUDY_SWEEPS)
 def test_committed_study_sweeps_keep_their_fine_tuning_keys(name):
-    """The sweeps whose results are committed fix epochs and name no budget: their fine-tuning key
-    configs hold no budget, exactly as before budgets existed."""
+    """The sweeps whose results are committed fix epochs and name no budget or evaluation schedule: their
+    fine-tuning key configs hold neither, exactly as before those settings existed."""
     sweep = load_sweep(resolve_sweep_file(name))
     for point in grid_points(sweep):
         ft = experiment_for(sweep, point).finetune
@@ -73,4 +73,4 @@ def test_committed_study_sweeps_keep_their_fine_tuning_keys(name):
         key = finetune_key_config(ft, from_pretraining=False)
         assert key == {k: v for k, v in ft.model_dump().items()
                        if k not in ("resources", "eval_ray_data_min_examples", "eval_actors", "eval_batch_size",
-                                    "budget")}
+                                    "budget", "eval_every_steps")}

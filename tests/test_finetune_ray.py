@@ -5,6 +5,7 @@ the CLI. Tiny encoder for the default tests; the real MiniLM runs are marked slo
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -80,11 +81,18 @@ def test_genpt_one_worker_with_synthetic_cap(ray_local, tiny_encoder_dir, semeva
     synthetic = [ex.__class__(**{**ex.to_dict(), "id": f"syn-{i}", "tokens": ex.tokens, "source": "synthetic:t"})
                  for i, ex in enumerate(train * 2)]
     m = run_finetune(_cfg(tiny_encoder_dir, backbone="genpt", epochs=1, synthetic_cap_per_relation=1,
-                          resources={"num_workers": 1}),
+                          eval_every_steps=3, resources={"num_workers": 1}),
                      train=train, dev=dev, test=test[:30], relations=semeval.relations,
                      no_relation=semeval.no_relation, synthetic=synthetic, out_dir=tmp_path / "g")
     assert m["backbone"] == "genpt" and m["best_epoch"] == 0
     n_rel_with_train = len({e.relation for e in train})
+    # dev evaluated every 3 optimizer steps and after the last, inside the one epoch; the kept one is the best
+    steps = math.ceil((len(train) + n_rel_with_train) / 8)
+    assert [h["global_step"] for h in m["history"]] == [*range(3, steps, 3), steps] and m["steps"] == steps
+    assert m["evaluations"] == len(m["history"]) and m["epochs_run"] == 1 and m["eval_every_steps"] == 3
+    best = max(m["history"], key=lambda h: h["dev_micro_f1"])
+    assert m["dev_micro_f1"] == best["dev_micro_f1"]
+    assert [h["dev_micro_f1"] for h in m["history"] if h["global_step"] == m["best_step"]] == [best["dev_micro_f1"]]
     assert m["counts"]["synthetic_used"] == n_rel_with_train
     assert m["counts"]["train_examples"] == len(train) + n_rel_with_train
     spec = json.loads((tmp_path / "g" / "checkpoint" / "tkre_finetune.json").read_text())

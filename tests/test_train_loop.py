@@ -126,8 +126,9 @@ def test_two_workers_learn_select_best_epoch_and_call_callbacks(ray_local, tmp_p
 
 
 def test_crashed_run_resumes_with_same_steps_and_weights(ray_local, tmp_path):
-    """A new trainer with the same run name continues from the last checkpoint (ray#45516), and
-    ends with exactly the step count and weights of an uninterrupted run."""
+    """A new trainer with the same run name continues from the last checkpoint (ray#45516), at an
+    epoch's end or inside an epoch, and ends with exactly the step count and weights of an
+    uninterrupted run."""
     import ray.train
 
     _register_by_value()
@@ -150,6 +151,36 @@ def test_crashed_run_resumes_with_same_steps_and_weights(ray_local, tmp_path):
     w_clean, w_resumed = _weights(clean), _weights(resumed)
     assert all(torch.allclose(w_clean[k], w_resumed[k], atol=1e-6) for k in w_clean)
 
+    # Evaluating every 6 steps (4 per epoch): at steps 6 (inside epoch 1), 12, 16. A crash at step 12's
+    # evaluation leaves the mid-epoch checkpoint of step 6; the resumed run skips epoch 1's first 4
+    # micro-batches and ends where the uninterrupted per-epoch run does: the evaluation schedule and the
+    # resume point change nothing in the training.
+    mid = RegressionTask(fail_at_epoch=2, marker=str(tmp_path / "crashed_mid"))
+    with pytest.raises(ray.train.TrainingFailedError):
+        fit(mid, _settings(eval_every_steps=6), res, run_name="mid", storage_path=str(tmp_path / "runs"))
+    assert sorted(p.name for p in (tmp_path / "runs" / "mid").glob("step_*")) == ["step_000006"]
+    resumed = fit(mid, _settings(eval_every_steps=6), res, run_name="mid", storage_path=str(tmp_path / "runs"))
+    assert resumed.summary["resumed_from_epoch"] == 1 and resumed.summary["resumed_from_step"] == 6
+    assert [(m["epoch"], m["global_step"]) for m in resumed.metrics_history] == [(1, 6), (2, 12), (3, 16)]
+    by_step = {m["global_step"]: m["eval_mse"] for m in clean.metrics_history}
+    for m in resumed.metrics_history[1:]:
+        assert m["eval_mse"] == pytest.approx(by_step[m["global_step"]], rel=1e-5)
+    best = min(resumed.metrics_history, key=lambda m: m["eval_mse"])
+    assert resumed.best_checkpoint_dir.endswith(f"step_{best['global_step']:06d}/model")
+
+
+def test_evaluation_points_and_resume_points():
+    from tkre.loop_schedule import evaluates_after_step, evaluates_at_epoch_end, resume_point
+
+    every_22 = _settings(max_steps=110, eval_every_steps=22)
+    assert [s for s in range(1, 111) if evaluates_after_step(every_22, s, 110)] == [22, 44, 66, 88, 110]
+    assert [s for s in range(1, 31) if evaluates_after_step(_settings(eval_every_steps=7), s, 30)] == [7, 14, 21, 28, 30]
+    assert not evaluates_at_epoch_end(every_22)
+    assert evaluates_at_epoch_end(_settings()) and not evaluates_after_step(_settings(), 4, 16)
+    assert resume_point({"epoch": 1, "micro_done": 4}, 8) == (1, 4)   # inside epoch 1: skip its first 4
+    assert resume_point({"epoch": 1, "micro_done": 8}, 8) == (2, 0)   # an epoch's end: the next epoch
+    assert resume_point({"epoch": 1}, 8) == (2, 0)                    # written before mid-epoch checkpoints
+
 
 
 class PlateauTask(RegressionTask):
@@ -164,7 +195,7 @@ class PlateauTask(RegressionTask):
 def test_step_budget_and_patience_end_training_where_they_say(ray_local, tmp_path):
     """max_steps: exactly that many optimizer steps, the last epoch partial, the schedule spanning them;
     patience: training stops `patience` epochs after the best, and says so."""
-    from tkre.train_loop import out_of_patience, planned_steps
+    from tkre.loop_schedule import out_of_patience, planned_steps
 
     _register_by_value()
     res = ResourcesConfig(num_workers=1, cpus_per_worker=1.0)

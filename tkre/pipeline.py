@@ -85,6 +85,8 @@ def finetune_key_config(ft: FinetuneConfig, *, from_pretraining: bool) -> dict:
         out.pop("epochs")
         out["budget"] = ft.budget.model_dump(include={"mode", "steps"} if ft.budget.mode == "steps" else
                                              {"mode", "patience", "max_epochs"})
+    if ft.eval_every_steps is None:  # after every epoch, as before the setting existed: the same keys
+        out.pop("eval_every_steps")
     if from_pretraining:
         out.pop("encoder")
     return out

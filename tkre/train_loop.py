@@ -8,23 +8,27 @@ module owns the generic part and is meant to be read top to bottom in `_train_wo
   `ray.train.torch.prepare_model` / `prepare_data_loader` (gloo on CPU, nccl on GPU) -> AdamW with
   weight decay grouped as the HF `Trainer` does, transformers' linear warm-up/decay schedule,
   gradient accumulation, bf16/fp16 autocast on GPU only -> per-step metrics logged on rank 0, and
-  progress events to `tkre.progress`'s current channel (sweep lines, CLI bars) -> once per epoch:
-  `task.evaluate` on rank 0 and one `ray.train.report(metrics, checkpoint)` -> the best checkpoint
-  by `select_metric` through Ray's `Result.get_best_checkpoint`. The budget: `epochs`, or `max_steps`
-  optimizer steps (the last epoch partial), and `patience` stops once `select_metric` has not improved
-  for that many epochs (rank 0 decides, every rank stops).
+  progress events to `tkre.progress`'s current channel (sweep lines, CLI bars) -> after every epoch,
+  or every `eval_every_steps` optimizer steps: `task.evaluate` on rank 0 and one
+  `ray.train.report(metrics, checkpoint)` -> the best checkpoint by `select_metric` through Ray's
+  `Result.get_best_checkpoint`. The budget: `epochs`, or `max_steps` optimizer steps (the last epoch
+  partial), and `patience` stops once `select_metric` has not improved for that many evaluations
+  (rank 0 decides, every rank stops). When to evaluate, stop and resume: `tkre.loop_schedule`.
 
 Checkpoints hold the HF model written by `task.save` (`model/`), the raw model, optimizer and
-scheduler state, the epoch, the global step, the RNG state and the metrics history
-(`train_state.pt`). They are written to a temporary directory first and only then reported, so a
-checkpoint in storage is complete or absent (Ray registers it in its snapshot only after the
-upload finished). A `COMPLETE` marker is checked again before resuming.
+scheduler state, the epoch and how many of its micro-batches were done, the global step, the RNG
+state and the metrics history (`train_state.pt`). They are written to a temporary directory first
+and only then reported, so a checkpoint in storage is complete or absent (Ray registers it in its
+snapshot only after the upload finished). A `COMPLETE` marker is checked again before resuming.
 
 Resume: a new `fit` call with the same `run_name` and `storage_path` (or an automatic retry under
-`max_failures`) finds the latest checkpoint through `ray.train.get_checkpoint()` and continues at
-the next epoch. Every epoch reseeds torch/numpy/random (`transformers.set_seed`) with (seed, epoch,
-rank) and the sampler with (seed, epoch), and the scheduler's state is restored with the optimizer's,
-so a resumed run takes exactly the steps an uninterrupted run takes.
+`max_failures`) finds the latest checkpoint through `ray.train.get_checkpoint()` and continues where
+it was written: at the next epoch, or inside an epoch after the batches it had trained (they are
+drawn again and skipped, then the saved RNG state is restored). Every epoch reseeds
+torch/numpy/random (`transformers.set_seed`) with (seed, epoch, rank) and the sampler with (seed,
+epoch), evaluation leaves the RNG state as it found it, and the scheduler's state is restored with
+the optimizer's, so a resumed run takes exactly the steps an uninterrupted run takes, and the
+evaluation schedule does not change the training.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from tkre.config import ResourcesConfig
 from tkre.errors import ConfigError, TkreError
 from tkre.cluster.runtime import init_ray
 from tkre.store.refs import CheckpointDir, materialise
+from tkre.loop_schedule import (evaluates_after_step, evaluates_at_epoch_end, out_of_patience, planned_steps,
+                                 resume_point)
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +112,9 @@ class LoopSettings:
     log_every: int = 10                       # optimizer steps between per-step log lines
     keep_checkpoints: int = 1                 # best kept by select_metric; the latest is always kept
     max_steps: int | None = None              # a budget in optimizer steps instead of `epochs` (last epoch partial)
-    patience: int | None = None               # stop after this many epochs without a better select_metric
+    patience: int | None = None               # stop after this many evaluations without a better select_metric
+    eval_every_steps: int | None = None       # evaluate (and checkpoint) every this many optimizer steps and
+                                              # after the last; None: at the end of every epoch
 
 
 @dataclass
@@ -137,6 +145,12 @@ def _rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
+def _set_rng_state(rng: dict) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+
+
 def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, run_name: str,
         storage_path: str, callbacks: list | None = None, max_failures: int = 0) -> FitResult:
     """Train `task` on Ray Train; resume the run `storage_path/run_name` if it has a checkpoint.
@@ -157,7 +171,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         storage_path = os.path.abspath(os.path.expanduser(storage_path))
     init_ray()
 
-    score = settings.select_metric or "epoch"
+    score = settings.select_metric or "global_step"
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"task": task, "settings": settings, "resources": resources,
@@ -186,7 +200,7 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
     candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None]
     if not candidates:
         raise TkreError(f"run {run_name} finished without a checkpoint in {result.path}")
-    metric, mode = (settings.select_metric, settings.select_mode) if settings.select_metric else ("epoch", "max")
+    metric, mode = (settings.select_metric, settings.select_mode) if settings.select_metric else ("global_step", "max")
     missing = [m.get("epoch") for _, m in candidates if metric not in m]
     if missing:
         raise ConfigError(f"select_metric '{metric}' is not among the reported metrics "
@@ -201,7 +215,8 @@ def fit(task: TrainTask, settings: LoopSettings, resources: ResourcesConfig, *, 
         "select_metric": settings.select_metric, "global_step": out.get("global_step"),
         "best_step": best_metrics.get("global_step"), "stopped_on_patience": out.get("stopped_on_patience"),
         "total_steps": out.get("total_steps"), "steps_per_epoch": out.get("steps_per_epoch"),
-        "resumed_from_epoch": out.get("resumed_from_epoch"), "num_workers": resources.num_workers,
+        "resumed_from_epoch": out.get("resumed_from_epoch"), "resumed_from_step": out.get("resumed_from_step"),
+        "num_workers": resources.num_workers,
         "settings": asdict(settings),
     }
     return FitResult(best_checkpoint_dir=best_dir, best_model=best_model, metrics_history=history, summary=summary)
@@ -241,7 +256,7 @@ def _train_worker(config: dict) -> dict:
     warmup_steps = int(round(s.warmup_ratio * total_steps))
 
     # ---- resume: weights before DDP wrapping, optimizer/scheduler after
-    start_epoch, global_step, history, state = 0, 0, [], None
+    start_epoch, skip_micro, global_step, history, state = 0, 0, 0, [], None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -254,9 +269,10 @@ def _train_worker(config: dict) -> dict:
             raise TkreError(f"checkpoint {checkpoint.path} of run '{ctx.get_experiment_name()}' was written by a "
                             f"different model, cannot resume: {str(e)[:300]} -- use another run name or "
                             f"delete that run folder") from None
-        start_epoch, global_step, history = state["epoch"] + 1, state["global_step"], state["history"]
+        start_epoch, skip_micro = resume_point(state, micro_per_epoch)
+        global_step, history = state["global_step"], state["history"]
         if rank == 0:
-            logger.info("resuming %s from epoch %d (step %d)", ctx.get_experiment_name(), start_epoch, global_step)
+            logger.info("resuming %s at epoch %d (step %d)", ctx.get_experiment_name(), start_epoch, global_step)
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1; moves to device
     try:  # the fused kernel (what HF Trainer uses by default) where the device has one
         optimizer = torch.optim.AdamW(decay_parameter_groups(model, s.weight_decay), lr=s.lr, fused=True)
@@ -270,11 +286,42 @@ def _train_worker(config: dict) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
 
-    # ---- epochs (until the budget is spent, or `patience` epochs pass without a better select_metric)
+    def evaluate_and_report(epoch: int, micro_done: int) -> bool:
+        """Dev evaluation (rank 0), one `ray.train.report` with a checkpoint; True when out of patience."""
+        metrics: dict[str, Any] = {f"train_{k}": v / max(1, win["micro"]) for k, v in win["sums"].items()}
+        seconds = time.perf_counter() - win["t0"]
+        counts = _all_reduce_sum([win["samples"], win["tokens"]], world, device)
+        metrics.update(epoch=epoch, global_step=global_step, train_seconds=seconds, lr=scheduler.get_last_lr()[0],
+                       samples_per_s=counts[0] / max(seconds, 1e-9), tokens_per_s=counts[1] / max(seconds, 1e-9))
+        if rank == 0:
+            rng = _rng_state()  # evaluating never changes the training that follows it
+            model.eval()
+            with torch.no_grad():
+                metrics.update(task.evaluate(unwrap(model), epoch))
+            model.train()
+            _set_rng_state(rng)
+            history.append(dict(metrics))
+            if channel is not None:
+                channel.send(unit="step", done=global_step, total=total_steps, epoch=epoch + 1, epochs=epochs,
+                             epoch_end=True, info={k: v for k, v in metrics.items() if k in SHOWN_METRICS})
+            with tempfile.TemporaryDirectory(prefix="tkre-ckpt-") as tmp:
+                task.save(unwrap(model), os.path.join(tmp, MODEL_SUBDIR))
+                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                            "epoch": epoch, "micro_done": micro_done, "global_step": global_step,
+                            "history": history, "rng": rng}, os.path.join(tmp, STATE_FILE))
+                Path(tmp, COMPLETE_MARKER).write_text(json.dumps({"epoch": epoch, "global_step": global_step}))
+                name = f"epoch_{epoch:04d}" if evaluates_at_epoch_end(s) else f"step_{global_step:06d}"
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        else:
+            history.append(dict(metrics))
+            ray.train.report(metrics)
+        win.update(sums={}, samples=0, tokens=0, micro=0, t0=time.perf_counter())
+        return _rank0_says(out_of_patience(history, s), rank, world, device)  # rank 0 holds dev micro-F1
+
+    # ---- epochs (until the budget is spent, or `patience` evaluations pass without a better select_metric)
+    win: dict[str, Any] = {"sums": {}, "samples": 0, "tokens": 0, "micro": 0, "t0": time.perf_counter()}
     stopped = _rank0_says(out_of_patience(history, s), rank, world, device)  # a resumed run may have stopped
     for epoch in range(start_epoch, epochs):
         if stopped:
@@ -284,10 +331,12 @@ def _train_worker(config: dict) -> dict:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         model.train()
-        sums: dict[str, float] = {}
-        n_samples = n_tokens = n_micro = 0
-        t0 = time.perf_counter()
+        skip = skip_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint's batches are done
         for i, batch in enumerate(loader):
+            if i < skip:
+                if i + 1 == skip:
+                    _set_rng_state(state["rng"])
+                continue
             last_micro = (i + 1) % s.grad_accum == 0 or i + 1 == micro_per_epoch
             in_step = min(s.grad_accum, micro_per_epoch - (i // s.grad_accum) * s.grad_accum)  # loss divisor
             sync = model.no_sync() if (world > 1 and not last_micro and hasattr(model, "no_sync")) else nullcontext()
@@ -296,12 +345,11 @@ def _train_worker(config: dict) -> dict:
                     loss, parts = task.loss(model, batch)
                 scaler.scale(loss / in_step).backward()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_micro += 1
-            first = next(iter(batch.values()))
-            n_samples += int(first.shape[0])
+                win["sums"][k] = win["sums"].get(k, 0.0) + float(v)
+            win["micro"] += 1
+            win["samples"] += int(next(iter(batch.values())).shape[0])
             if "attention_mask" in batch:
-                n_tokens += int(batch["attention_mask"].sum())
+                win["tokens"] += int(batch["attention_mask"].sum())
             if not last_micro:
                 continue
             if s.max_grad_norm:
@@ -316,63 +364,23 @@ def _train_worker(config: dict) -> dict:
                 channel.send(every_s=PROGRESS_EVERY_S, unit="step", done=global_step, total=total_steps,
                              epoch=epoch + 1, epochs=epochs, epoch_end=False, info={"loss": float(loss)})
             if rank == 0 and (global_step % s.log_every == 0 or global_step == total_steps):
-                dt = max(time.perf_counter() - t0, 1e-9)
+                dt = max(time.perf_counter() - win["t0"], 1e-9)
                 logger.info("epoch %d step %d/%d %s lr %.2e | %.1f samples/s %.0f tokens/s (rank 0)",
                             epoch, global_step, total_steps,
                             " ".join(f"{k} {v:.4f}" for k, v in {"loss": float(loss), **parts}.items()),
-                            scheduler.get_last_lr()[0], n_samples / dt, n_tokens / dt)
+                            scheduler.get_last_lr()[0], win["samples"] / dt, win["tokens"] / dt)
+            if evaluates_after_step(s, global_step, total_steps):
+                stopped = evaluate_and_report(epoch, i + 1)
+                if stopped:
+                    break
             if global_step >= total_steps:  # a step budget ends inside its last epoch
                 break
-        train_seconds = time.perf_counter() - t0
-        counts = _all_reduce_sum([n_samples, n_tokens], world, device)
-
-        metrics: dict[str, Any] = {f"train_{k}": v / max(1, n_micro) for k, v in sums.items()}
-        metrics.update(epoch=epoch, global_step=global_step, train_seconds=train_seconds,
-                       samples_per_s=counts[0] / max(train_seconds, 1e-9),
-                       tokens_per_s=counts[1] / max(train_seconds, 1e-9), lr=scheduler.get_last_lr()[0])
-        if rank == 0:
-            model.eval()
-            with torch.no_grad():
-                metrics.update(task.evaluate(unwrap(model), epoch))
-            model.train()
-            history.append(dict(metrics))
-            if channel is not None:
-                channel.send(unit="step", done=global_step, total=total_steps, epoch=epoch + 1, epochs=epochs,
-                             epoch_end=True, info={k: v for k, v in metrics.items() if k in SHOWN_METRICS})
-            with tempfile.TemporaryDirectory(prefix="tkre-ckpt-") as tmp:
-                task.save(unwrap(model), os.path.join(tmp, MODEL_SUBDIR))
-                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                            "epoch": epoch, "global_step": global_step, "history": history,
-                            "rng": _rng_state()}, os.path.join(tmp, STATE_FILE))
-                Path(tmp, COMPLETE_MARKER).write_text(json.dumps({"epoch": epoch, "global_step": global_step}))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"epoch_{epoch:04d}")
-        else:
-            history.append(dict(metrics))
-            ray.train.report(metrics)
-        stopped = _rank0_says(out_of_patience(history, s), rank, world, device)  # rank 0 holds dev micro-F1
+        if evaluates_at_epoch_end(s):
+            stopped = evaluate_and_report(epoch, micro_per_epoch)
     return {"history": history if rank == 0 else [], "global_step": global_step, "total_steps": total_steps,
             "steps_per_epoch": steps_per_epoch, "resumed_from_epoch": start_epoch if state is not None else None,
+            "resumed_from_step": state["global_step"] if state is not None else None,
             "stopped_on_patience": stopped}
-
-
-def planned_steps(s: LoopSettings, steps_per_epoch: int) -> tuple[int, int]:
-    """(epochs, optimizer steps) of a run: `max_steps` and the epochs they need, else `epochs` whole epochs."""
-    if s.max_steps is not None:
-        return math.ceil(s.max_steps / steps_per_epoch), s.max_steps
-    return s.epochs, s.epochs * steps_per_epoch
-
-
-def out_of_patience(history: list[dict[str, Any]], s: LoopSettings) -> bool:
-    """True once `s.patience` epochs have passed since the best `select_metric` (the first best on ties)."""
-    if s.patience is None or not history:
-        return False
-    values = [h.get(s.select_metric) for h in history]
-    if any(v is None for v in values):
-        return False  # not the rank that evaluates (or nothing to watch): rank 0 decides
-    best = values.index(max(values) if s.select_mode == "max" else min(values))
-    return len(values) - 1 - best >= s.patience
 
 
 def _rank0_says(flag: bool, rank: int, world: int, device: torch.device) -> bool:

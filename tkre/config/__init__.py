@@ -303,6 +303,9 @@ class FinetuneConfig(StrictModel):
         None, description="write entity types into the input (None = when every training example has both)")
     genpt_label_words: dict[str, str] = Field(
         default_factory=dict, description="GenPT: relation -> label words, overriding the derived verbalisation")
+    eval_every_steps: int | None = Field(None, ge=1, description=(
+        "evaluate dev (the selection points) every this many optimizer steps and after the last; None: after "
+        "every epoch (the paper). In steps, two variants of different data sizes are selected at the same points"))
     eval_batch_size: int = Field(64, ge=1, description="examples per inference batch")
     eval_ray_data_min_examples: int = Field(
         10_000, ge=0, description="evaluation sets at least this large are predicted with Ray Data actors")

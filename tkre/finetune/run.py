@@ -116,7 +116,7 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
     _, train_windowed = spec.encode(examples, task.tokenizer)  # fail fast on bad input, count windows
     settings = LoopSettings(**loop_budget(cfg, has_dev=bool(dev)), lr=cfg.lr, batch_size=cfg.batch_size,
                             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                            select_metric=SELECT_METRIC if dev else None)
+                            select_metric=SELECT_METRIC if dev else None, eval_every_steps=cfg.eval_every_steps)
     if not dev:
         logger.warning("no dev examples: the last epoch is kept instead of the best dev epoch")
     run_name = run_name or "finetune-" + stable_hash(
@@ -131,14 +131,16 @@ def run_finetune(cfg: FinetuneConfig, *, train: list[RelationExample], dev: list
                                   actor_checkpoint=result.best_model, **evaluation_placement(cfg))
     history = [{k: h.get(k) for k in ("epoch", "global_step", "train_loss", "dev_micro_f1", "dev_macro_f1", "samples_per_s",
                                       "train_seconds") if k in h} for h in result.metrics_history]
-    best_epoch = result.summary.get("best_epoch")
-    best = next((h for h in result.metrics_history if h.get("epoch") == best_epoch), {})
+    best_epoch, best_step = result.summary.get("best_epoch"), result.summary.get("best_step")
+    best = next((h for h in result.metrics_history if h.get("global_step") == best_step), {})
     metrics = {
         **{k: v for k, v in test_metrics.items() if k not in ("counts",)},
         "dev_micro_f1": best.get("dev_micro_f1"), "dev_macro_f1": best.get("dev_macro_f1"),
         "best_epoch": best_epoch, "epochs": cfg.epochs, "select_metric": settings.select_metric,
         "budget": cfg.budget.describe(cfg.epochs), "steps": result.summary.get("global_step"),
-        "best_step": result.summary.get("best_step"), "epochs_run": len(result.metrics_history),
+        "best_step": best_step, "evaluations": len(result.metrics_history),
+        "epochs_run": result.metrics_history[-1]["epoch"] + 1 if result.metrics_history else 0,
+        "eval_every_steps": cfg.eval_every_steps,
         "stopped_on_patience": result.summary.get("stopped_on_patience"),
         "steps_per_epoch": result.summary.get("steps_per_epoch"),
         "history": history,
