@@ -8,13 +8,20 @@ both sides.
   tkre_1_worker  tkre.train_loop.fit, 1 Ray Train worker reserving all cores
   tkre_2_workers tkre.train_loop.fit, 2 workers (DDP, gloo), the cores split between them
 
-Steady state, Ray start-up excluded: each run trains 2 epochs and only the second epoch is timed,
-inside the training loop on both sides (tkre: the worker's own epoch timer, reported as
-samples_per_s; HF: a TrainerCallback timing on_epoch_begin -> on_epoch_end). Worker start-up,
-model loading, the first epoch (warm-up), evaluation and checkpoint writing are outside the timed
-window on both sides. Last stdout line: one JSON object.
+Steady state, Ray start-up excluded: each run trains `--epochs` epochs and the first is not timed;
+the others are timed inside the training loop on both sides (tkre: the worker's own timer over its
+training batches, reported as samples_per_s; HF: a TrainerCallback timing on_epoch_begin ->
+on_epoch_end). Worker start-up, model loading, the first epoch (warm-up), evaluation and checkpoint
+writing are outside the timed windows on both sides.
 
-    python benchmarks/pretrain.py [--examples 512] [--batch-size 16] [--max-length 64]
+This VM's speed drifts by 10-20 % over minutes (the same matmul loop measured 26 to 40 it/s within a
+quarter of an hour), more than the gap being measured, so the two sides take turns: `--rounds`
+rounds of (HF Trainer, tkre 1 worker), each round's ratio of the median epoch rates, and
+ratio_vs_hf_trainer is the median of the rounds' ratios (all of them are printed). Ray is started
+for each tkre run and shut down after it, so the HF runs never share the machine with an idle Ray.
+Last stdout line: one JSON object.
+
+    python benchmarks/pretrain.py [--rounds 3] [--epochs 3] [--examples 512] [--batch-size 16] [--max-length 64]
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ def build_task(encoder: str, n_examples: int, max_length: int, seed: int):
                         masking=masking)
 
 
-def run_hf_trainer(task, *, batch_size: int, lr: float, cores: int) -> float:
-    """samples/s of the second epoch with transformers.Trainer (single process)."""
+def run_hf_trainer(task, *, batch_size: int, lr: float, cores: int, epochs: int) -> list[float]:
+    """samples/s of epochs 2.. with transformers.Trainer (single process)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -68,32 +75,39 @@ def run_hf_trainer(task, *, batch_size: int, lr: float, cores: int) -> float:
             times[int(round(state.epoch)) - 1] = time.perf_counter() - times[-1]
 
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=2,
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
                                  learning_rate=lr, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
                                  max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to=[],
                                  use_cpu=True, dataloader_num_workers=0, seed=42, disable_tqdm=True)
         trainer = Trainer(model=task.build_model(), args=args, train_dataset=dataset, data_collator=task.collate,
                           callbacks=[EpochTimer()])
         trainer.train()
-    return len(dataset) / times[1]
+    return [len(dataset) / times[e] for e in range(1, epochs)]
 
 
-def run_tkre(task, *, batch_size: int, lr: float, workers: int, cpus_per_worker: float, storage: str) -> dict:
+def run_tkre(task, *, batch_size: int, lr: float, workers: int, cpus_per_worker: float, cores: int,
+             epochs: int) -> list[float]:
+    """samples/s of epochs 2.. with tkre.train_loop.fit on a Ray started for this run only."""
+    import ray
+
     from tkre.config import ResourcesConfig
     from tkre.train_loop import LoopSettings, fit
 
-    settings = LoopSettings(epochs=2, lr=lr, batch_size=batch_size, warmup_ratio=0.1, weight_decay=0.01, seed=42,
-                            log_every=10_000)
-    t0 = time.perf_counter()
-    result = fit(task, settings, ResourcesConfig(num_workers=workers, cpus_per_worker=cpus_per_worker),
-                 run_name=f"bench_{workers}w_{time.time_ns()}", storage_path=storage)
-    wall = time.perf_counter() - t0
-    return {"samples_per_s": result.metrics_history[1]["samples_per_s"],
-            "first_epoch_samples_per_s": result.metrics_history[0]["samples_per_s"], "wall_s_incl_startup": wall}
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    settings = LoopSettings(epochs=epochs, lr=lr, batch_size=batch_size, warmup_ratio=0.1, weight_decay=0.01,
+                            seed=42, log_every=10_000)
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            result = fit(task, settings, ResourcesConfig(num_workers=workers, cpus_per_worker=cpus_per_worker),
+                         run_name=f"bench_{workers}w", storage_path=storage)
+    finally:
+        ray.shutdown()
+    return [m["samples_per_s"] for m in result.metrics_history[1:]]
 
 
 def main() -> None:
-    import ray
+    from statistics import median
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--encoder", default="embedded:minilm")
@@ -102,30 +116,34 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--rounds", type=int, default=3, help="turns of (HF Trainer, tkre 1 worker)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed")
     a = p.parse_args()
+    if a.epochs < 2 or a.rounds < 1:
+        p.error("--epochs must be >= 2 (the first is not timed) and --rounds >= 1")
     logging.basicConfig(level=logging.WARNING)
 
     task = build_task(a.encoder, a.examples, a.max_length, seed=42)
-    hf = run_hf_trainer(task, batch_size=a.batch_size, lr=a.lr, cores=a.cores)
-    print(f"hf_trainer      {hf:8.2f} samples/s (epoch 2, {a.cores} threads)", flush=True)
-
-    ray.init(num_cpus=a.cores, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
-    with tempfile.TemporaryDirectory() as storage:
-        one = run_tkre(task, batch_size=a.batch_size, lr=a.lr, workers=1, cpus_per_worker=a.cores, storage=storage)
-        print(f"tkre_1_worker   {one['samples_per_s']:8.2f} samples/s (epoch 2; wall incl. Ray start-up "
-              f"{one['wall_s_incl_startup']:.1f} s)", flush=True)
-        two = run_tkre(task, batch_size=a.batch_size, lr=a.lr, workers=2, cpus_per_worker=a.cores / 2, storage=storage)
-        print(f"tkre_2_workers  {two['samples_per_s']:8.2f} samples/s (epoch 2; wall incl. Ray start-up "
-              f"{two['wall_s_incl_startup']:.1f} s)", flush=True)
-    ray.shutdown()
+    common = {"batch_size": a.batch_size, "lr": a.lr, "epochs": a.epochs}
+    hf_all, one_all, ratios = [], [], []
+    for r in range(a.rounds):
+        hf = run_hf_trainer(task, cores=a.cores, **common)
+        one = run_tkre(task, workers=1, cpus_per_worker=a.cores, cores=a.cores, **common)
+        ratios.append(median(one) / median(hf))
+        hf_all += hf
+        one_all += one
+        print(f"round {r + 1}: hf_trainer {' '.join(f'{v:.2f}' for v in hf)} | tkre_1_worker "
+              f"{' '.join(f'{v:.2f}' for v in one)} samples/s -> ratio {ratios[-1]:.3f}", flush=True)
+    two = run_tkre(task, workers=2, cpus_per_worker=a.cores / 2, cores=a.cores, **common)
+    print(f"tkre_2_workers {' '.join(f'{v:.2f}' for v in two)} samples/s", flush=True)
     print(json.dumps({
-        "ratio_vs_hf_trainer": round(one["samples_per_s"] / hf, 3),
-        "scaling_2_vs_1": round(two["samples_per_s"] / one["samples_per_s"], 3),
-        "hf_trainer_samples_per_s": round(hf, 2), "tkre_1_worker_samples_per_s": round(one["samples_per_s"], 2),
-        "tkre_2_workers_samples_per_s": round(two["samples_per_s"], 2), "cores": a.cores,
-        "examples": a.examples, "batch_size": a.batch_size, "max_length": a.max_length, "encoder": a.encoder,
-        "timed": "second epoch only, inside the loop (Ray start-up, model load, epoch 1, eval, checkpoints excluded)",
+        "ratio_vs_hf_trainer": round(median(ratios), 3), "round_ratios": [round(x, 3) for x in ratios],
+        "scaling_2_vs_1": round(median(two) / median(one_all[-len(two):]), 3),
+        "hf_trainer_samples_per_s": round(median(hf_all), 2), "tkre_1_worker_samples_per_s": round(median(one_all), 2),
+        "tkre_2_workers_samples_per_s": round(median(two), 2), "cores": a.cores, "rounds": a.rounds,
+        "epochs": a.epochs, "examples": a.examples, "batch_size": a.batch_size, "max_length": a.max_length,
+        "encoder": a.encoder,
+        "timed": "epochs 2.. inside the loop, medians; Ray start-up, model load, epoch 1, eval, checkpoints excluded",
     }))
 
 

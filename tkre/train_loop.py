@@ -332,6 +332,8 @@ def _train_worker(config: dict) -> dict:
             dataset.set_epoch(epoch)
         model.train()
         skip = skip_micro if epoch == start_epoch else 0  # a mid-epoch checkpoint's batches are done
+        if win["micro"] == 0:  # samples/s counts the time in training batches only
+            win["t0"] = time.perf_counter()
         for i, batch in enumerate(loader):
             if i < skip:
                 if i + 1 == skip:
