@@ -53,3 +53,18 @@ def test_curve_section_writes_the_plots_and_a_last_epoch_table(tmp_path):
 def test_rows_without_histories_give_no_section(tmp_path):
     rows = _rows().assign(epoch_history="[]", pretrain_history="{}")
     assert curve_section(rows, tmp_path) == ([], [])
+
+
+def test_step_evaluated_runs_are_keyed_by_optimizer_step(tmp_path):
+    """finetune.eval_every_steps: two evaluations can fall in one epoch; points are keyed by step."""
+    config = json.dumps({"finetune": {"eval_every_steps": 4}})
+    hist = [{"epoch": 0, "global_step": 4, "dev_micro_f1": 0.2, "train_loss": 2.0},
+            {"epoch": 0, "global_step": 8, "dev_micro_f1": 0.4, "train_loss": 1.0},
+            {"epoch": 1, "global_step": 10, "dev_micro_f1": 0.5, "train_loss": 0.8}]
+    rows = pd.DataFrame([{"dataset": "semeval", "k": 8, "backbone": "typ_marker", "variant": "tkre", "seed": s,
+                          "epoch_history": json.dumps(hist), "experiment_config": config} for s in (1, 2)])
+    c = finetune_curves(rows).set_index(["variant", "step", "metric"])
+    assert sorted({s for _, s, _ in c.index}) == [4, 8, 10]
+    assert c.loc[("tkre", 8, "dev_micro_f1")]["mean"] == pytest.approx(0.4)  # not averaged with step 4
+    lines, plots = curve_section(rows, tmp_path)
+    assert "| semeval K=8 typ_marker | tkre | 10 | 50.0 ± 0.0 | 2 |" in lines and plots

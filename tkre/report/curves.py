@@ -23,15 +23,25 @@ CELL = ["dataset", "k", "backbone"]
 
 
 def finetune_curves(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (cell, variant, epoch, metric): mean, std and n over seeds. Epochs are 1-based."""
+    """One row per (cell, variant, epoch, metric): mean, std and n over seeds. Epochs are 1-based.
+    Where fine-tuning evaluated every N optimizer steps (`finetune.eval_every_steps` in any row), the
+    points are keyed by `step` instead: several evaluations may fall in one epoch."""
+    x = "step" if any(_eval_every_steps(r) for _, r in rows.iterrows()) else "epoch"
     long = []
     for _, r in rows.iterrows():
         for h in json_field(r.get("epoch_history"), []):
+            at = h.get("global_step") if x == "step" else (int(h["epoch"]) + 1 if h.get("epoch") is not None else None)
             for m in FINETUNE_METRICS:
-                if isinstance(h.get(m), (int, float)) and h.get("epoch") is not None:
+                if isinstance(h.get(m), (int, float)) and at is not None:
                     long.append({**{c: r[c] for c in CELL}, "variant": r.get("variant") or "-",
-                                 "epoch": int(h["epoch"]) + 1, "metric": m, "value": float(h[m])})
-    return _aggregate(pd.DataFrame(long), ["variant", "epoch", "metric"])
+                                 x: int(at), "metric": m, "value": float(h[m])})
+    return _aggregate(pd.DataFrame(long), ["variant", x, "metric"])
+
+
+def _eval_every_steps(row) -> int | None:
+    config = json_field(row.get("experiment_config"), {})
+    finetune = config.get("finetune") if isinstance(config, dict) else None
+    return finetune.get("eval_every_steps") if isinstance(finetune, dict) else None
 
 
 def pretrain_curves(rows: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +77,7 @@ def plot_curves(curves: pd.DataFrame, metrics: tuple[str, ...], out: Path, by: s
     if curves.empty or not metrics:
         return None
     plt = pyplot()
+    x = "step" if "step" in curves.columns else "epoch"
     cells = list(curves.groupby(CELL).groups)
     fig, axes = plt.subplots(len(cells), len(metrics), figsize=(4.5 * len(metrics), 3.2 * len(cells)),
                              squeeze=False)
@@ -75,10 +86,10 @@ def plot_curves(curves: pd.DataFrame, metrics: tuple[str, ...], out: Path, by: s
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             for name, g in c[c["metric"] == metric].groupby(by):
-                ax.plot(g["epoch"], g["mean"], marker="o", ms=3, label=str(name))
-                ax.fill_between(g["epoch"], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.2)
+                ax.plot(g[x], g["mean"], marker="o", ms=3, label=str(name))
+                ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.2)
             ax.set_title(f"{_cell_title(cell)}: {metric}", fontsize=9)
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("optimizer step" if x == "step" else "epoch")
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -99,12 +110,14 @@ def curve_section(rows: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Pa
     plots = [p for p in plots if p is not None]
     if not plots:
         return [], []
+    x = "step" if "step" in ft.columns else "epoch"
+    where = "at each evaluation (optimizer step)" if x == "step" else "per epoch (1-based)"
     lines = ["## Learning curves", "",
-             "Fine-tuning train loss and dev micro-F1 per epoch (1-based), and pre-training losses per stage: "
+             f"Fine-tuning train loss and dev micro-F1 {where}, and pre-training losses per stage: "
              "mean ± std over seeds, per variant."]
     if not ft.empty:
-        last = ft[ft["metric"] == "dev_micro_f1"].sort_values("epoch").groupby(CELL + ["variant"]).tail(1)
-        lines += ["", "| cell | variant | last epoch | dev micro-F1 (%) | seeds |", "|---|---|---|---|---|"]
-        lines += [f"| {_cell_title((r['dataset'], r['k'], r['backbone']))} | {r['variant']} | {r['epoch']} | "
+        last = ft[ft["metric"] == "dev_micro_f1"].sort_values(x).groupby(CELL + ["variant"]).tail(1)
+        lines += ["", f"| cell | variant | last {x} | dev micro-F1 (%) | seeds |", "|---|---|---|---|---|"]
+        lines += [f"| {_cell_title((r['dataset'], r['k'], r['backbone']))} | {r['variant']} | {r[x]} | "
                   f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {r['n']} |" for _, r in last.iterrows()]
     return lines + [""], plots
