@@ -182,7 +182,6 @@ def test_evaluation_points_and_resume_points():
     assert resume_point({"epoch": 1}, 8) == (2, 0)                    # written before mid-epoch checkpoints
 
 
-
 class PlateauTask(RegressionTask):
     """Reports a fixed eval_mse per epoch: best at epoch 1, then no better (for patience)."""
 

@@ -29,6 +29,7 @@ def evaluates_after_step(s, global_step: int, total_steps: int) -> bool:
 
 
 def evaluates_at_epoch_end(s) -> bool:
+    """True for an epoch schedule (the default, the paper's): one evaluation after every epoch."""
     return s.eval_every_steps is None
 
 
