@@ -38,6 +38,11 @@ def finetune_curves(rows: pd.DataFrame) -> pd.DataFrame:
     return _aggregate(pd.DataFrame(long), ["variant", x, "metric"])
 
 
+def x_axis(curves: pd.DataFrame) -> str:
+    """The column the points of `curves` are keyed by: `step` (step-evaluated fine-tuning) or `epoch`."""
+    return "step" if "step" in curves.columns else "epoch"
+
+
 def _eval_every_steps(row) -> int | None:
     config = json_field(row.get("experiment_config"), {})
     finetune = config.get("finetune") if isinstance(config, dict) else None
@@ -77,7 +82,7 @@ def plot_curves(curves: pd.DataFrame, metrics: tuple[str, ...], out: Path, by: s
     if curves.empty or not metrics:
         return None
     plt = pyplot()
-    x = "step" if "step" in curves.columns else "epoch"
+    x = x_axis(curves)
     cells = list(curves.groupby(CELL).groups)
     fig, axes = plt.subplots(len(cells), len(metrics), figsize=(4.5 * len(metrics), 3.2 * len(cells)),
                              squeeze=False)
@@ -110,7 +115,7 @@ def curve_section(rows: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[Pa
     plots = [p for p in plots if p is not None]
     if not plots:
         return [], []
-    x = "step" if "step" in ft.columns else "epoch"
+    x = x_axis(ft)
     where = "at each evaluation (optimizer step)" if x == "step" else "per epoch (1-based)"
     lines = ["## Learning curves", "",
              f"Fine-tuning train loss and dev micro-F1 {where}, and pre-training losses per stage: "
