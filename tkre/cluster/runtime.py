@@ -2,10 +2,13 @@
 
 - Address: the one given (`--address auto`), else `RAY_ADDRESS` (set by `ray job submit`), else a
   fresh local instance -- never silently joining another process's local cluster.
-- Workers get the user's settings (HF offline flags, W&B project, ...) through the runtime env
-  (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env to the
-  session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
-  driver's environment (keys included); on a cluster the openai backend's actors get their key as a
+- Workers on a cluster get the user's settings (HF offline flags, W&B project, ...) through the runtime
+  env (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env
+  to the session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
+  driver's environment (keys included) plus the `WORKER_DEFAULTS` the driver lacks, set only while Ray
+  starts (`environ_for_children`), and gets no runtime env: a job with one cannot use the worker
+  processes Ray starts ahead (one per CPU) and starts its own for its first actors and tasks, ~1 s
+  each at a sweep's start on 2 cores (benchmarks/sweep_overhead.py). On a cluster the openai backend's actors get their key as a
   hidden call argument, W&B logs from the driver itself (`tkre.sweep.tracking`), and the driver's
   `WORKER_SECRETS` (HF_TOKEN: gated Hub models, loaded by vLLM engines and Train workers on any node)
   reach every worker process of the job through a `worker_process_setup_hook` (Ray's public runtime-env
@@ -28,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from contextlib import contextmanager
 
 from tkre.errors import RayStartError
 
@@ -89,16 +93,20 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
     if dashboard and target == "local" and not with_dashboard:
         log.info('Ray dashboard off: it needs `pip install "ray[default]"`')
     local = {"include_dashboard": with_dashboard} if target == "local" else {}  # a cluster keeps its own
-    runtime_env = driver_runtime_env(extra=extra)
-    hook = None if target == "local" else secret_setup_hook()  # a local Ray inherits the driver's env
-    if hook is not None:
-        runtime_env["worker_process_setup_hook"] = hook
-        log.info("handing %s to Ray workers through a worker setup hook", ", ".join(
-            k for k in WORKER_SECRETS if os.environ.get(k)))
+    if target == "local":  # Ray's processes inherit this environment: no runtime env (see below)
+        runtime_env, inherited = {}, {k: v for k, v in extra.items() if k not in os.environ}
+    else:
+        runtime_env, inherited = driver_runtime_env(extra=extra), {}
+        hook = secret_setup_hook()
+        if hook is not None:
+            runtime_env["worker_process_setup_hook"] = hook
+            log.info("handing %s to Ray workers through a worker setup hook", ", ".join(
+                k for k in WORKER_SECRETS if os.environ.get(k)))
     try:
-        context = ray.init(address=target, ignore_reinit_error=True, **local, log_to_driver=log_to_driver,
-                           runtime_env=runtime_env,
-                           logging_level=logging.INFO if log_to_driver else logging.WARNING)
+        with environ_for_children(inherited):
+            context = ray.init(address=target, ignore_reinit_error=True, **local, log_to_driver=log_to_driver,
+                               runtime_env=runtime_env,
+                               logging_level=logging.INFO if log_to_driver else logging.WARNING)
     except Exception as e:  # noqa: BLE001 -- whatever Ray raised, the user gets one line and a hint
         try:
             ray.shutdown()  # processes a half-done start may have left
@@ -110,6 +118,22 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
     session = context.address_info.get("session_dir")  # what ray.init returns (RayContext), public
     if not log_to_driver and session:
         log.info("Ray worker logs: %s/logs (TKRE_LOG_TO_DRIVER=1 prints them on the driver)", session)
+
+
+@contextmanager
+def environ_for_children(values: dict[str, str]):
+    """`values` in os.environ while a local Ray starts, and gone again after: Ray's processes -- and the
+    workers its raylet starts later -- inherit them, this process does not keep them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def ray_start_message(error: BaseException, target: str) -> str:

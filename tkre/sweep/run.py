@@ -277,12 +277,13 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
         studies.fetch()  # before Tune restores a searcher: a remote sweep resumed on another machine
         log.info("Optuna studies in %s (optuna-dashboard %s)", studies.location, studies.url)
     channel = progress.Channel.create()  # trials -> this driver's console (works across a cluster)
+    from tkre.sweep.tracking import wandb_hidden, wandb_on
     from tkre.sweep.trial import pipeline_runs, run_trial
 
     rows: list[dict] = []
     results_path = ""
     # the runs actor owns the trials' pipelines: an early-ended trial's is cancelled gently
-    with pipeline_runs() as runs:
+    with pipeline_runs(sweep.resources.trial_resources) as runs:
         for phase in phases:
             done = sdir.read_json(f"{phase.name}.done.json")
             if done is not None:
@@ -301,7 +302,7 @@ def run_sweep(path: str | Path, *, resume: bool = False, address: str | None = N
                                             {"cpu": sweep.resources.trial_cpus, **sweep.resources.trial_resources})
             tuner = _make_tuner(sweep, phase, concurrent, root, trainable, resume)
             # TrialLines (a Tune callback on this driver) reads the channel
-            with progress.use(channel), tune_settings():
+            with progress.use(channel), tune_settings(), wandb_hidden(not wandb_on(sweep.wandb.enabled)):
                 result_grid = tuner.fit()
             ray.get(runs.cancel_all.remote())  # a phase cut by its time budget leaves no pipeline running
             ended = phase_rows(result_grid, phase, sweep)

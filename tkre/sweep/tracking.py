@@ -5,6 +5,7 @@
   kept on disk, `wandb sync` later). The netrc file is read with the standard library, not by
   `wandb.login(verify=False)`: with a key, that starts wandb's service process and asks the server
   for the user's name (5 s here, and no answer at all where the network drops packets).
+- With W&B off, `wandb_hidden` keeps `import wandb` from running in the driver while Tune runs (see there).
 - `WandbTrials` logs from the sweep driver with `wandb` itself, so the API key stays in the driver
   (see its docstring for why not Ray's `WandbLoggerCallback`), on a worker thread so that Tune never
   waits on W&B; what the runs carry besides Tune's results, and the sweep's summary run, are in
@@ -17,6 +18,8 @@ import logging
 import math
 import netrc
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +79,35 @@ def wandb_on(enabled: bool) -> bool:
         log.warning("wandb not installed: W&B logging off")
         return False
     return True
+
+
+#: the module of Ray's that imports wandb when Tune merely counts the callbacks it was given
+RAY_WANDB_INTEGRATION = "ray.air.integrations.wandb"
+
+
+@contextmanager
+def wandb_hidden(hide: bool):
+    """With `hide` (W&B off for this sweep) and wandb not yet imported: `import wandb` fails at once in
+    this process for the block, and nothing imported in the block keeps that failure afterwards.
+
+    Why: every `Tuner.fit` given callbacks records their classes for Ray's usage statistics, and to
+    tell Ray's own from the user's it imports Ray's W&B integration, which imports wandb -- 0.5-2 s
+    of a sweep's start on 2 cores (benchmarks/sweep_overhead.py), spent for nothing when W&B is off.
+    A None entry in `sys.modules` is Python's documented way to make an import fail; Ray's integration
+    then holds wandb=None, so it is dropped from `sys.modules` again after the block (a later import
+    gets it afresh)."""
+    if not hide or "wandb" in sys.modules:
+        yield
+        return
+    integration_before = RAY_WANDB_INTEGRATION in sys.modules
+    sys.modules["wandb"] = None
+    try:
+        yield
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"] is None:
+            del sys.modules["wandb"]
+        if not integration_before:
+            sys.modules.pop(RAY_WANDB_INTEGRATION, None)
 
 
 def wandb_callbacks(*, enabled: bool, project: str, group: str, directory: str | None, job_type: str | None = None,

@@ -58,6 +58,28 @@ def pipeline_task(cfg: ExperimentConfig, callbacks: list | None, generation_slot
         return run_experiment(cfg, callbacks=callbacks, store=store, variant=variant).to_flat()
 
 
+def pipeline_task_options(resources: dict[str, float]) -> dict:
+    """Ray options of a pipeline task: no CPU of its own, the trial's custom `resources`
+    (`resources.trial_resources`), in no placement group -- Ray Train and Ray Data inside reserve their
+    own resources."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {"num_cpus": 0, "max_retries": 0, "resources": dict(resources),
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)}
+
+
+def warm_pipeline_worker() -> None:
+    """A task that only imports what a pipeline task needs before its first line runs (its own module,
+    Tune's report callback, tkre's pipeline). Started with the sweep, it leaves an idle worker process
+    with those imports done while Tune starts the first trial; Ray hands that worker to the first
+    pipeline instead of starting a fresh process then (~2 s off the first trial on 2 cores:
+    benchmarks/sweep_overhead.py). Later pipelines reuse their predecessors' workers anyway."""
+    import importlib
+
+    for module in ("ray.tune.integration.ray_train", "tkre.pipeline"):
+        importlib.import_module(module)
+
+
 def run_trial(config: dict, *, spec: dict) -> None:
     """The Tune function trainable: one experiment, per-epoch reports forwarded, then the row."""
     import ray
@@ -100,13 +122,8 @@ class PipelineRuns:
         (`resources.trial_resources`); returns [its ObjectRef] (in a list, so the caller gets the
         reference to wait on, not the row)."""
         import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        task = ray.remote(fn).options(
-            num_cpus=0, max_retries=0, resources=dict(resources),
-            # in no placement group: Ray Train and Ray Data inside reserve their own resources
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-        ref = self._refs[trial_id] = task.remote(*args)
+        ref = self._refs[trial_id] = ray.remote(fn).options(**pipeline_task_options(resources)).remote(*args)
         return [ref]
 
     def cancel(self, trial_id: str, grace_s: float = 60.0) -> bool:
@@ -128,12 +145,13 @@ class PipelineRuns:
 
 
 @contextmanager
-def pipeline_runs(name_free_timeout_s: float = 30.0):
+def pipeline_runs(trial_resources: dict[str, float] | None = None, name_free_timeout_s: float = 30.0):
     """The driver's PipelineRuns actor for one sweep (threaded, so a cancel that waits for its
     pipeline does not hold up the next trial's start). On the way out -- done, failed or interrupted
     -- every pipeline still running is cancelled gently, the actor is killed and its name is free
     again before this returns: a named actor that merely went out of scope dies later, and a next
-    sweep in the same driver (tests, notebooks) would find the dying one by name."""
+    sweep in the same driver (tests, notebooks) would find the dying one by name. `trial_resources`:
+    the pipelines' custom resources, for the worker warmed for the first one (`warm_pipeline_worker`)."""
     import ray
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -142,6 +160,7 @@ def pipeline_runs(name_free_timeout_s: float = 30.0):
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     runs = ray.remote(PipelineRuns).options(name=RUNS_ACTOR, num_cpus=0, max_concurrency=64,
                                             scheduling_strategy=here).remote()
+    ray.remote(warm_pipeline_worker).options(**pipeline_task_options(trial_resources or {})).remote()
     try:
         yield runs
     finally:
