@@ -8,13 +8,13 @@
   driver's environment (keys included) plus the `WORKER_DEFAULTS` the driver lacks, set only while Ray
   starts (`environ_for_children`), and gets no runtime env: a job with one cannot use the worker
   processes Ray starts ahead (one per CPU) and starts its own for its first actors and tasks, ~1 s
-  each at a sweep's start on 2 cores (benchmarks/sweep_overhead.py). On a cluster the openai backend's actors get their key as a
-  hidden call argument, W&B logs from the driver itself (`tkre.sweep.tracking`), and the driver's
-  `WORKER_SECRETS` (HF_TOKEN: gated Hub models, loaded by vLLM engines and Train workers on any node)
-  reach every worker process of the job through a `worker_process_setup_hook` (Ray's public runtime-env
-  field): the hook is a function that Ray pickles into its GCS, while the runtime env and its log show
-  only the hook's name. Anything else reads the nodes' own environment (docs/cluster.md, "Secrets on a
-  cluster").
+  each at a sweep's start on 2 cores (benchmarks/sweep_overhead.py). On a cluster the openai
+  backend's actors get their key as a hidden call argument, W&B logs from the driver itself
+  (`tkre.sweep.tracking`), and the driver's `WORKER_SECRETS` (HF_TOKEN: gated Hub models, loaded by
+  vLLM engines and Train workers on any node) reach every worker process of the job through a
+  `worker_process_setup_hook` (Ray's public runtime-env field): the hook is a function that Ray
+  pickles into its GCS, while the runtime env and its log show only the hook's name. Anything else
+  reads the nodes' own environment (docs/cluster.md, "Secrets on a cluster").
 - A Ray that cannot start (an overloaded machine, a leftover instance, a wrong RAY_ADDRESS) is one
   line with the reason and a hint (`tkre.errors.RayStartError`), not a traceback.
 - A local sweep asks for Ray's dashboard (`dashboard=True`) and gets it when its dependencies are
