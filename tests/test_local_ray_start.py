@@ -55,7 +55,6 @@ def _main(out: Path) -> None:
         report["wandb_after_fit"] = "wandb" in sys.modules
         report["integration_after_fit"] = RAY_WANDB_INTEGRATION in sys.modules
         importlib.import_module("wandb")  # importable again after the block
-
         report["wandb_imports_after"] = True
     finally:
         ray.shutdown()
@@ -81,14 +80,14 @@ def test_local_ray_inherits_settings_without_runtime_env_and_tune_skips_wandb(tm
     assert report["wandb_imports_after"], report
 
 
-def test_environ_for_children_restores_what_was_there():
-    from tkre.cluster.runtime import environ_for_children
+def test_environ_defaults_lend_only_what_is_unset_and_take_it_back():
+    from tkre.cluster.runtime import environ_defaults
 
     os.environ["TKRE_T_KEEP"] = "mine"
     os.environ.pop("TKRE_T_NEW", None)
     try:
-        with environ_for_children({"TKRE_T_KEEP": "lent", "TKRE_T_NEW": "lent"}):
-            assert os.environ["TKRE_T_KEEP"] == "lent" and os.environ["TKRE_T_NEW"] == "lent"
+        with environ_defaults({"TKRE_T_KEEP": "lent", "TKRE_T_NEW": "lent"}):
+            assert os.environ["TKRE_T_KEEP"] == "mine" and os.environ["TKRE_T_NEW"] == "lent"
         assert os.environ["TKRE_T_KEEP"] == "mine" and "TKRE_T_NEW" not in os.environ
     finally:
         os.environ.pop("TKRE_T_KEEP", None)

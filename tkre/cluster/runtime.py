@@ -6,7 +6,7 @@
   env (`tkre.cluster.cluster_yaml.driver_runtime_env`), but never a secret: Ray writes every runtime env
   to the session's `logs/runtime_env_agent.log` and shows it in the dashboard. A local Ray inherits the
   driver's environment (keys included) plus the `WORKER_DEFAULTS` the driver lacks, set only while Ray
-  starts (`environ_for_children`), and gets no runtime env: a job with one cannot use the worker
+  starts (`environ_defaults`), and gets no runtime env: a job with one cannot use the worker
   processes Ray starts ahead (one per CPU) and starts its own for its first actors and tasks, ~1 s
   each at a sweep's start on 2 cores (benchmarks/sweep_overhead.py). On a cluster the openai
   backend's actors get their key as a hidden call argument, W&B logs from the driver itself
@@ -94,7 +94,7 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
         log.info('Ray dashboard off: it needs `pip install "ray[default]"`')
     local = {"include_dashboard": with_dashboard} if target == "local" else {}  # a cluster keeps its own
     if target == "local":  # Ray's processes inherit this environment: no runtime env (see below)
-        runtime_env, inherited = {}, {k: v for k, v in extra.items() if k not in os.environ}
+        runtime_env, inherited = {}, extra
     else:
         runtime_env, inherited = driver_runtime_env(extra=extra), {}
         hook = secret_setup_hook()
@@ -103,7 +103,7 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
             log.info("handing %s to Ray workers through a worker setup hook", ", ".join(
                 k for k in WORKER_SECRETS if os.environ.get(k)))
     try:
-        with environ_for_children(inherited):
+        with environ_defaults(inherited):
             context = ray.init(address=target, ignore_reinit_error=True, **local, log_to_driver=log_to_driver,
                                runtime_env=runtime_env,
                                logging_level=logging.INFO if log_to_driver else logging.WARNING)
@@ -121,19 +121,17 @@ def init_ray(address: str | None = None, *, log_to_driver: bool | None = None, d
 
 
 @contextmanager
-def environ_for_children(values: dict[str, str]):
-    """`values` in os.environ while a local Ray starts, and gone again after: Ray's processes -- and the
-    workers its raylet starts later -- inherit them, this process does not keep them."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+def environ_defaults(values: dict[str, str]):
+    """The `values` whose keys this process has not set, in os.environ for the block and removed
+    after it (the user's own settings win and stay). Processes started in the block inherit them:
+    a local Ray's, and the workers its raylet starts later."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def ray_start_message(error: BaseException, target: str) -> str:

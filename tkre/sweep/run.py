@@ -55,7 +55,7 @@ from tkre.config import ExperimentConfig
 from tkre.errors import ConfigError, DataError
 from tkre.io import stable_hash
 from tkre.results import PLAN_FILE, SweepDir
-from tkre.cluster.runtime import init_ray
+from tkre.cluster.runtime import environ_defaults, init_ray
 from tkre.cluster.cpu_share import share_for_trials
 from tkre.cluster.resources import cluster_capacity, fit_trials, trial_requests
 from tkre.sweep.config import (SweepConfig, experiment_for, grid_points, load_sweep, resolve_sweep_file, start_point,
@@ -119,13 +119,8 @@ TUNE_SETTINGS = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "TUNE_PRINT_ALL_TRIAL_ERRORS":
 @contextmanager
 def tune_settings():
     """`TUNE_SETTINGS` in the environment for the block (those the user has not set), then as before."""
-    added = {k: v for k, v in TUNE_SETTINGS.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
+    with environ_defaults(TUNE_SETTINGS):
         yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
 
 
 def _wandb_callbacks(sweep: SweepConfig, directory: str, kind: str | None = None) -> list:
