@@ -16,12 +16,15 @@ writing are outside the timed windows on both sides.
 
 This VM's speed drifts by 10-20 % over minutes (the same matmul loop measured 26 to 40 it/s within a
 quarter of an hour), more than the gap being measured, so the two sides take turns: `--rounds`
-rounds of (HF Trainer, tkre 1 worker), each round's ratio of the median epoch rates, and
-ratio_vs_hf_trainer is the median of the rounds' ratios (all of them are printed). Ray is started
-for each tkre run and shut down after it, so the HF runs never share the machine with an idle Ray.
+rounds of one HF Trainer run and one tkre 1-worker run, in alternating order (HF first in odd rounds,
+tkre first in even ones, so a steady drift does not favour either side), each round's ratio of the
+median epoch rates. ratio_vs_hf_trainer is the median of the rounds' ratios (all of them are
+printed); ratio_ci95 is a 95 % confidence interval of their geometric mean (Student's t over the
+rounds' log ratios): when it holds 1.0, this run cannot tell the two apart. Ray is started for each
+tkre run and shut down after it, so the HF runs never share the machine with an idle Ray.
 Last stdout line: one JSON object.
 
-    python benchmarks/pretrain.py [--rounds 3] [--epochs 3] [--examples 512] [--batch-size 16] [--max-length 64]
+    python benchmarks/pretrain.py [--rounds 5] [--epochs 3] [--examples 512] [--batch-size 16] [--max-length 64]
 """
 
 from __future__ import annotations
@@ -106,6 +109,21 @@ def run_tkre(task, *, batch_size: int, lr: float, workers: int, cpus_per_worker:
     return [m["samples_per_s"] for m in result.metrics_history[1:]]
 
 
+def geometric_mean_ci95(ratios: list[float]) -> tuple[float, float | None, float | None]:
+    """(geometric mean, 95 % CI low, high) of per-round ratios: Student's t over their logs (no CI
+    below 2 rounds)."""
+    import math
+    from statistics import mean, stdev
+
+    from scipy.stats import t
+
+    logs = [math.log(x) for x in ratios]
+    if len(logs) < 2:
+        return math.exp(logs[0]), None, None
+    half = float(t.ppf(0.975, len(logs) - 1)) * stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean(logs)), math.exp(mean(logs) - half), math.exp(mean(logs) + half)
+
+
 def main() -> None:
     from statistics import median
 
@@ -116,7 +134,7 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--rounds", type=int, default=3, help="turns of (HF Trainer, tkre 1 worker)")
+    p.add_argument("--rounds", type=int, default=5, help="turns of HF Trainer and tkre 1 worker")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed")
     a = p.parse_args()
     if a.epochs < 2 or a.rounds < 1:
@@ -127,17 +145,25 @@ def main() -> None:
     common = {"batch_size": a.batch_size, "lr": a.lr, "epochs": a.epochs}
     hf_all, one_all, ratios = [], [], []
     for r in range(a.rounds):
-        hf = run_hf_trainer(task, cores=a.cores, **common)
-        one = run_tkre(task, workers=1, cpus_per_worker=a.cores, cores=a.cores, **common)
+        if r % 2 == 0:
+            hf = run_hf_trainer(task, cores=a.cores, **common)
+            one = run_tkre(task, workers=1, cpus_per_worker=a.cores, cores=a.cores, **common)
+        else:
+            one = run_tkre(task, workers=1, cpus_per_worker=a.cores, cores=a.cores, **common)
+            hf = run_hf_trainer(task, cores=a.cores, **common)
         ratios.append(median(one) / median(hf))
         hf_all += hf
         one_all += one
         print(f"round {r + 1}: hf_trainer {' '.join(f'{v:.2f}' for v in hf)} | tkre_1_worker "
               f"{' '.join(f'{v:.2f}' for v in one)} samples/s -> ratio {ratios[-1]:.3f}", flush=True)
+    geo, lo, hi = geometric_mean_ci95(ratios)
+    print(f"ratio over {len(ratios)} rounds: median {median(ratios):.3f}, geometric mean {geo:.3f}"
+          + (f", 95 % CI [{lo:.3f}, {hi:.3f}]" if lo is not None else ""), flush=True)
     two = run_tkre(task, workers=2, cpus_per_worker=a.cores / 2, cores=a.cores, **common)
     print(f"tkre_2_workers {' '.join(f'{v:.2f}' for v in two)} samples/s", flush=True)
     print(json.dumps({
         "ratio_vs_hf_trainer": round(median(ratios), 3), "round_ratios": [round(x, 3) for x in ratios],
+        "ratio_geomean": round(geo, 3), "ratio_ci95": [round(lo, 3), round(hi, 3)] if lo is not None else None,
         "scaling_2_vs_1": round(median(two) / median(one_all[-len(two):]), 3),
         "hf_trainer_samples_per_s": round(median(hf_all), 2), "tkre_1_worker_samples_per_s": round(median(one_all), 2),
         "tkre_2_workers_samples_per_s": round(median(two), 2), "cores": a.cores, "rounds": a.rounds,
