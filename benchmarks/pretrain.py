@@ -110,18 +110,16 @@ def run_tkre(task, *, batch_size: int, lr: float, workers: int, cpus_per_worker:
 
 
 def geometric_mean_ci95(ratios: list[float]) -> tuple[float, float | None, float | None]:
-    """(geometric mean, 95 % CI low, high) of per-round ratios: Student's t over their logs (no CI
-    below 2 rounds)."""
+    """(geometric mean, 95 % CI low, high) of per-round ratios: the report's t-interval
+    (`tkre.report.paired.mean_ci95`) over their logs (no CI below 2 rounds)."""
     import math
-    from statistics import mean, stdev
 
-    from scipy.stats import t
+    from tkre.report.paired import mean_ci95
 
     logs = [math.log(x) for x in ratios]
-    if len(logs) < 2:
-        return math.exp(logs[0]), None, None
-    half = float(t.ppf(0.975, len(logs) - 1)) * stdev(logs) / math.sqrt(len(logs))
-    return math.exp(mean(logs)), math.exp(mean(logs) - half), math.exp(mean(logs) + half)
+    ci = mean_ci95(logs)
+    low, high = (math.exp(ci[0]), math.exp(ci[1])) if ci else (None, None)
+    return math.exp(sum(logs) / len(logs)), low, high
 
 
 def main() -> None:

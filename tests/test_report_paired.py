@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from tkre.report.paired import comparisons_table, paired_comparisons, paired_section, table3
+from tkre.report.paired import comparisons_table, mean_ci95, paired_comparisons, paired_section, sample_std, table3
 
 
 def _rows(variant, f1_by_seed, dataset="semeval", k=8, backbone="typ_marker"):
@@ -149,6 +149,13 @@ def test_paired_plot_has_a_panel_per_cell(tmp_path):
 
     with Image.open(plot_paired_differences(paired_comparisons(df), tmp_path / "p.png")) as im:
         assert im.size == (1560, 456)
+
+
+def test_mean_ci95_and_sample_std_are_the_textbook_formulas():
+    assert sample_std([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 dof), from tables
+    assert mean_ci95([1.0, 2.0, 3.0]) == pytest.approx((2.0 - half, 2.0 + half))
+    assert mean_ci95([5.0]) is None and math.isnan(sample_std([5.0]))
 
 
 def test_confidence_interval_is_students_t_over_the_seeds():

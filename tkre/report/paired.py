@@ -49,6 +49,27 @@ _DATASET_NAMES = {"semeval": "SemEval", "tacred": "TACRED", "tacrev": "TACREV", 
 PaperLookup = Callable[[str, int, str, str], "float | None"]
 
 
+def sample_std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1) of `values`; NaN below 2."""
+    n = len(values)
+    if n < 2:
+        return math.nan
+    m = sum(values) / n
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float] | None:
+    """95 % confidence interval of the mean of `values`: mean ± t(0.975, n - 1) · std / √n (None below 2)."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    m = sum(values) / n
+    half = float(t.ppf(0.975, n - 1)) * sample_std(values) / math.sqrt(n)
+    return m - half, m + half
+
+
 @dataclass
 class PairedComparison:
     """One variant against golden-only in one (dataset, K, backbone) cell."""
@@ -88,19 +109,11 @@ class PairedComparison:
     @property
     def std(self) -> float:
         """Sample standard deviation (n - 1) of the per-seed differences."""
-        if self.n < 2:
-            return math.nan
-        m = self.mean
-        return math.sqrt(sum((d - m) ** 2 for d in self.differences) / (self.n - 1))
+        return sample_std(self.differences)
 
     def ci95(self) -> tuple[float, float] | None:
         """95 % confidence interval of the mean difference, t-based over the seeds (None below 2 pairs)."""
-        if self.n < 2:
-            return None
-        from scipy.stats import t
-
-        half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
+        return mean_ci95(self.differences)
 
     def unequal_steps(self) -> list[int]:
         """Paired seeds whose arms' fine-tuning steps differ by more than STEP_TOLERANCE of the larger
