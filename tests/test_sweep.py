@@ -363,6 +363,28 @@ def test_trials_stopped_by_asha_give_back_their_training_resources(tmp_path, ray
     assert wait_until(lambda: ray.available_resources().get("CPU", 0) >= 2 - 1e-6, 30), ray.available_resources()
 
 
+def test_a_trial_ends_at_its_row_report_not_when_its_function_returns(tmp_path, ray_local):
+    """`StopAtRow`: Tune ends a trial at the report carrying its row (`FINISHED`), whatever its function
+    still does; before, it noticed a returned function only when its next-result poll timed out.
+    Here the function sleeps 30 s after its row: the two trials must not wait for that."""
+    from ray import tune
+
+    from tkre.sweep.trial import FINISHED, StopAtRow
+
+    def trainable(config):
+        tune.report({"dev_micro_f1": 0.1})
+        tune.report({"dev_micro_f1": 0.2, FINISHED: True})
+        time.sleep(30)
+
+    t0 = time.monotonic()
+    grid = tune.Tuner(trainable, tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=1),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), stop=StopAtRow(), verbose=0)).fit()
+    assert time.monotonic() - t0 < 30
+    assert not grid.errors
+    assert [(r.metrics[FINISHED], r.metrics["training_iteration"]) for r in grid] == [(True, 2), (True, 2)]
+    assert StopAtRow()("t", {"dev_micro_f1": 0.1}) is False and not StopAtRow().stop_all()
+
+
 def test_pipeline_outlives_its_trial_until_the_driver_cancels_it(ray_local):
     """PipelineRuns owns the pipeline: the 'trial' actor that started it is killed (as Tune ends a
     stopped trial) and the Train run goes on; the driver's callback then cancels it, and Ray Train

@@ -169,7 +169,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
     from ray.tune.schedulers import ASHAScheduler
 
     from tkre.console import TrialLines  # one line per trial event instead of status tables (verbose=0)
-    from tkre.sweep.trial import CancelEndedPipelines
+    from tkre.sweep.trial import CancelEndedPipelines, StopAtRow
 
     path = join_uri(root, phase.name) if is_remote(root) else str(Path(root) / phase.name)
     if resume and tune.Tuner.can_restore(path):
@@ -203,7 +203,7 @@ def _make_tuner(sweep: SweepConfig, phase: Phase, concurrent: int, root: str, tr
                                   # pipeline, Tune could not reset that process and would fail the next trial
                                   reuse_actors=scheduler is None,
                                   **({} if scheduler else {"metric": metric, "mode": mode} if metric else {}))
-    run_config = tune.RunConfig(name=phase.name, storage_path=root,
+    run_config = tune.RunConfig(name=phase.name, storage_path=root, stop=StopAtRow(),
                                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures,
                                                                 fail_fast=False),
                                 callbacks=[TrialLines(show_test=phase.kind != "search", phase=phase.name,

@@ -28,11 +28,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tkre.sweep.study import StudyFile
+from tkre.sweep.trial import FINISHED
 
 log = logging.getLogger(__name__)
-
-#: the field of a trial's last Tune result that says its pipeline finished (tkre.sweep.trial.run_trial)
-FINISHED = "row_complete"
 
 
 class StudySearch(OptunaSearch):
