@@ -369,7 +369,8 @@ def test_a_trial_ends_at_its_row_report_not_when_its_function_returns(tmp_path, 
     Here the function sleeps 30 s after its row: the two trials must not wait for that."""
     from ray import tune
 
-    from tkre.sweep.trial import FINISHED, StopAtRow
+    from tkre.results import FINISHED
+    from tkre.sweep.trial import StopAtRow
 
     def trainable(config):
         tune.report({"dev_micro_f1": 0.1})

@@ -43,6 +43,9 @@ RESULTS_FILE = "results.parquet"
 PLAN_FILE = "plan.json"
 EVENTS_FILE = "events.jsonl"
 EVENTS_DIR = "events"  # remote storage: one object per event
+#: the field of a trial's last Tune result (its results row) that says its pipeline finished
+#: (tkre.sweep.trial.run_trial); a trial Tune ended before that has none
+FINISHED = "row_complete"
 
 
 class _FlatModel(BaseModel):

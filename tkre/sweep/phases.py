@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tkre.errors import error_reason
-from tkre.results import ResultRow, TrialRow
+from tkre.results import FINISHED, ResultRow, TrialRow
 from tkre.sweep.config import SweepConfig, grid_points, trial_meta, trial_overrides
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def phase_rows(result_grid, phase: Phase, sweep: SweepConfig) -> list[dict]:
         if r.error is not None:
             status, error = "error", error_reason(r.error)  # one line; traceback in error.txt
         else:
-            status, error = ("ok" if m.get("row_complete") else "early_stopped"), None
+            status, error = ("ok" if m.get(FINISHED) else "early_stopped"), None
         row = TrialRow(
             sweep=sweep.name, phase=phase.name, trial_id=str(m.get("trial_id") or (r.path or "").rsplit("/", 1)[-1]),
             variant=overrides.get("variant"), status=status, error=error,

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tkre.sweep.study import StudyFile
-from tkre.sweep.trial import FINISHED
+from tkre.results import FINISHED
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from ray.tune import Callback
 
+from tkre.results import FINISHED
 from tkre.sweep.wandb_log import Worker, config_tags, log_row, run_tags
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def _loggable(result: dict[str, Any]) -> dict[str, float]:
 
 #: Tune's bookkeeping fields, not measurements (training_iteration is the step)
 SKIPPED = {"done", "training_iteration", "pid", "timestamp", "time_this_iter_s", "time_total_s",
-           "time_since_restore", "iterations_since_restore", "row_complete"}
+           "time_since_restore", "iterations_since_restore", FINISHED}
 
 
 class WandbTrials(Callback):
@@ -205,7 +206,7 @@ class WandbTrials(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.worker.submit(self._start, trial.trial_id, str(trial), dict(trial.config or {}))  # a restored trial
         self.worker.submit(self._log, trial.trial_id, _loggable(result), result.get("training_iteration"),
-                           dict(result) if result.get("row_complete") else None)
+                           dict(result) if result.get(FINISHED) else None)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.worker.submit(self._finish, trial.trial_id, 0)

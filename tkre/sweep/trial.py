@@ -35,7 +35,7 @@ from ray.tune import Callback, Stopper
 from tkre import progress
 from tkre.cluster import cpu_share
 from tkre.config import ExperimentConfig
-from tkre.results import SweepDir
+from tkre.results import FINISHED, SweepDir
 from tkre.sweep.config import SweepConfig, experiment_for, trial_overrides
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 #: The driver's PipelineRuns actor, by name (in the driver's own Ray namespace: two sweeps on one
 #: cluster each have their own).
 RUNS_ACTOR = "tkre_pipeline_runs"
-
-#: the field of a trial's last Tune result (its results row) that says its pipeline finished
-FINISHED = "row_complete"
 
 
 def pipeline_task(cfg: ExperimentConfig, callbacks: list | None, generation_slots: int, channel: progress.Channel,
