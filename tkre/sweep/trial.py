@@ -1,6 +1,7 @@
 """One sweep trial, start to end: the Tune function trainable (`run_trial`), the Ray task that runs its
-pipeline (`pipeline_task`), and who owns that task: one actor per sweep driver, so that a trial
-ending early cancels its pipeline gently instead of killing it.
+pipeline (`pipeline_task`), who owns that task -- one actor per sweep driver, so that a trial
+ending early cancels its pipeline gently instead of killing it -- and when Tune counts a trial done:
+at the report of its results row (`StopAtRow`).
 
 A trial (`run_trial`) runs its experiment in a Ray task. When Tune ends a trial before its
 pipeline is done -- an ASHA stop, the sweep's time budget, a crashed trial -- the trial's actor goes,
