@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     args = ap.parse_args()
 
-    from sweep_helpers import golden_only_base, write_mini_dataset, write_sweep
+    from sweep_helpers import golden_only_base, read_events, write_mini_dataset, write_sweep
     from tiny_models import make_tiny_encoder
     from tkre.data import load_dataset
     from tkre.sweep.run import run_sweep
@@ -54,8 +54,7 @@ def main() -> None:
     t0, t0_epoch = time.perf_counter(), time.time()
     out = run_sweep(path)
     wall = time.perf_counter() - t0
-    events = [json.loads(line) for line in (Path(out.sweep_dir) / "events.jsonl").read_text().splitlines()]
-    start = min(e["time"] for e in events if e["event"] == "start") - t0_epoch
+    start = min(e["time"] for e in read_events(out.sweep_dir) if e["event"] == "start") - t0_epoch
     rows = out.rows
     work = float(rows["seconds.total"].sum())
     stage_cols = [c for c in rows.columns if c.startswith("seconds.") and c != "seconds.total"]

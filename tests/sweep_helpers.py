@@ -3,6 +3,7 @@ for Ray to release what a finished job held (it does so asynchronously)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -49,3 +50,9 @@ def wait_until(predicate, timeout_s: float = 60.0) -> bool:
             return True
         time.sleep(0.5)
     return predicate()
+
+
+def read_events(sweep_dir: Path) -> list[dict]:
+    """A local sweep directory's trial events (`events.jsonl`, one JSON object a line); [] before the first."""
+    path = Path(sweep_dir) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

@@ -25,17 +25,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep_helpers import golden_only_base, wait_until, write_mini_dataset, write_sweep
+from sweep_helpers import golden_only_base, read_events, wait_until, write_mini_dataset, write_sweep
 
 from tkre.results import RESULTS_SCHEMA_VERSION, ResultRow, SweepDir, TrialRow
 from tkre.sweep.wandb_log import SUMMARY_ID_PREFIX
 
 os.environ.setdefault("RAY_ADDRESS", "local")  # never attach to another process's Ray on this machine
-
-
-def _events(sweep_dir: Path) -> list[dict]:
-    path = sweep_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def test_grid_sweep_records_crash_and_reuses_artifacts(tmp_path, ray_local, semeval, tiny_encoder_dir, capfd):
@@ -159,13 +154,13 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     proc = _run_cli(["sweep", str(path)], tmp_path / "first.log", wandb_home=home)
     try:
         deadline = time.time() + 480
-        while time.time() < deadline and not any(e["event"] == "end" for e in _events(sweep_dir)):
+        while time.time() < deadline and not any(e["event"] == "end" for e in read_events(sweep_dir)):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(1)
         # kill once Tune's saved state (written every TUNE_GLOBAL_CHECKPOINT_S = 2 s) holds every trial
         # that ended so far as finished: a trial ending in the last moment before a kill is rerun, rightly
         while time.time() < deadline:
-            ended = {e["trial_id"] for e in _events(sweep_dir) if e["event"] == "end"}
+            ended = {e["trial_id"] for e in read_events(sweep_dir) if e["event"] == "end"}
             if ended <= _saved_terminated(sweep_dir / "search-000"):
                 break
             time.sleep(0.5)
@@ -173,7 +168,7 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
         _kill_group(proc)
     # a trial may still end in the moments the kill takes; Tune has not saved it and rightly reruns it, so
     # "finished before the kill" means: ended, and recorded as finished in Tune's saved state
-    ended_before = ({e["trial_id"] for e in _events(sweep_dir) if e["event"] == "end"}
+    ended_before = ({e["trial_id"] for e in read_events(sweep_dir) if e["event"] == "end"}
                     & _saved_terminated(sweep_dir / "search-000"))
     assert ended_before, "no trial finished before the kill"
     assert not (sweep_dir / "search-000.done.json").exists()
@@ -190,7 +185,7 @@ def test_search_sweep_sigkill_then_resume(tmp_path, semeval, tiny_encoder_dir):
     assert len(rows) == n and set(rows["status"]) == {"ok"}, rows[["trial_id", "status", "error"]]
     console = (tmp_path / "resume.log").read_text()  # a restored Tuner shows per-trial lines too
     assert "Trial status" not in console and re.search(r"^trial \S+ finetune: (epoch 2/2 |reused)", console, re.M), console
-    starts = [e["trial_id"] for e in _events(sweep_dir) if e["event"] == "start"]
+    starts = [e["trial_id"] for e in read_events(sweep_dir) if e["event"] == "start"]
     for trial_id in ended_before:  # finished before the kill -> never started again
         assert starts.count(trial_id) == 1, (trial_id, starts)
     assert ended_before <= set(rows["trial_id"])
